@@ -1,0 +1,152 @@
+"""``lora-lab`` command line: demo, pretrain, info."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+
+import torch
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Fine-tune the nano base with LoRA and FullFT for a few dozen steps and compare."""
+    from lora_lab.bases import available_bases, load_base
+    from lora_lab.lora import LoraConfig
+    from lora_lab.model import build_model
+    from lora_lab.tasks import make_task
+    from lora_lab.training import train
+
+    torch.set_num_threads(args.threads)
+    if "nano" in available_bases():
+        base, origin = load_base("nano"), "shipped pretrained base data/base/nano"
+    else:
+        base, origin = build_model("nano"), "randomly initialised model (no shipped base found)"
+    task = make_task("facts", n_entities=200)
+    print(
+        f"lora_lab demo: {origin}; task: {task.train.describe()['examples']} facts "
+        f"({task.train.info_bits:.0f} bits)"
+    )
+    runs = {
+        "FullFT": train(
+            base,
+            task.train,
+            "full",
+            lr=args.full_lr,
+            steps=args.steps,
+            eval_data=task.extra["recall"],
+            progress=not args.quiet,
+        ),
+        f"LoRA r={args.rank}": train(
+            base,
+            task.train,
+            LoraConfig(r=args.rank),
+            lr=args.lora_lr,
+            steps=args.steps,
+            eval_data=task.extra["recall"],
+            progress=not args.quiet,
+        ),
+    }
+    print(f"{'method':<12}{'lr':>9}{'trainable':>12}{'loss start':>12}{'loss end':>10}{'s':>7}")
+    for name, r in runs.items():
+        start = r.curves.eval_loss.iloc[0]
+        print(
+            f"{name:<12}{r.config['lr']:>9.0e}{r.trainable_params:>12,}{start:>12.3f}"
+            f"{r.final_loss:>10.3f}{r.wall_time_s:>7.1f}"
+        )
+    return 0
+
+
+def cmd_pretrain(args: argparse.Namespace) -> int:
+    from lora_lab.bases import base_path, pretrain
+
+    torch.set_num_threads(args.threads)
+    meta = pretrain(
+        args.preset,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        device=args.device,
+        out=args.out,
+    )
+    print(
+        f"saved {args.out or base_path(args.preset)}: final eval loss "
+        f"{meta['final_eval_loss']:.4f} nats/char after {meta['steps']} steps "
+        f"in {meta['wall_time_s']:.0f} s"
+    )
+    return 0
+
+
+def _device_name() -> str:
+    return f"cuda ({torch.cuda.get_device_name()})" if torch.cuda.is_available() else "cpu"
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from lora_lab import __version__
+    from lora_lab.bases import available_bases, base_path
+    from lora_lab.model import PRESETS, build_model, count_parameters, read_model_metadata
+
+    print(f"lora_lab {__version__}, torch {torch.__version__}, Python {platform.python_version()}")
+    print(
+        f"device: {_device_name()}, "
+        f"{torch.get_num_threads()} threads"
+    )
+    shipped = set(available_bases())
+    print("presets:")
+    for name, cfg in PRESETS.items():
+        n = count_parameters(build_model(cfg))
+        line = f"  {name:<10} {n:>10,} params  layers={cfg.n_layer} d={cfg.d_model}"
+        if cfg.is_moe:
+            line += f" experts={cfg.n_experts} top_k={cfg.top_k}"
+        if name in shipped:
+            meta = read_model_metadata(base_path(name))
+            line += f"  base: eval loss {meta['final_eval_loss']:.3f} ({meta['steps']} steps)"
+        print(line)
+    if args.json:
+        print(json.dumps({"version": __version__, "bases": sorted(shipped)}))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lora-lab", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    d = sub.add_parser("demo", help="LoRA vs FullFT on the nano base, a few dozen steps")
+    d.add_argument("--steps", type=int, default=60)
+    d.add_argument("--rank", type=int, default=8)
+    d.add_argument("--full-lr", type=float, default=1e-3)
+    d.add_argument("--lora-lr", type=float, default=3e-3)
+    d.add_argument("--threads", type=int, default=2)
+    d.add_argument("--quiet", action="store_true", help="no progress bars")
+    d.set_defaults(func=cmd_demo)
+
+    t = sub.add_parser("pretrain", help="pretrain a base model on the synthetic corpus")
+    t.add_argument("--preset", required=True)
+    t.add_argument("--steps", type=int, default=None, help="default: the preset's budget")
+    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--lr", type=float, default=3e-3)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default="auto")
+    t.add_argument("--threads", type=int, default=2)
+    t.add_argument("--out", default=None, help="default: data/base/PRESET")
+    t.set_defaults(func=cmd_pretrain)
+
+    i = sub.add_parser("info", help="versions, device, presets and shipped bases")
+    i.add_argument("--json", action="store_true")
+    i.set_defaults(func=cmd_info)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"lora-lab: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

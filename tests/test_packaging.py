@@ -1,0 +1,68 @@
+"""The project installs the way README says, and its metadata agrees with itself."""
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    tomllib = pytest.importorskip("tomli")
+
+ROOT = Path(__file__).resolve().parents[1]
+# conda-forge names that differ from PyPI's
+CONDA_NAMES = {"pytorch": "torch"}
+
+
+def _name(req: str) -> str:
+    return re.split(r"[<>=!~\[ ;]", req.strip(), maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_environment_yml_names_the_pyproject_dependencies():
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = {_name(r) for r in meta["dependencies"] + meta["optional-dependencies"]["dev"]}
+    env = (ROOT / "environment.yml").read_text()
+    deps_block = env.split("dependencies:", 1)[1]
+    listed = set()
+    for line in deps_block.splitlines():
+        m = re.match(r"\s+-\s+([A-Za-z0-9_.-]+)", line)
+        if m and m.group(1) not in ("python", "pip"):
+            listed.add(CONDA_NAMES.get(m.group(1).lower(), m.group(1).lower()))
+    assert listed == wanted
+    assert "-e .[dev]" in env
+
+
+def test_readme_quickstart_and_ci_agree():
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("## Quickstart", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    commands = [c for c in block.strip().splitlines() if c.strip()]
+    assert len(commands) == 2
+    test_command = commands[1].strip()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert test_command in ci.splitlines()
+    assert "torch==2.13.0" in ci
+    assert ci.index("torch==2.13.0") < ci.index('-e ".[dev]"')
+
+
+def test_console_script_declared():
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert meta["scripts"]["lora-lab"] == "lora_lab.cli:main"
+
+
+def test_cli_info_runs():
+    out = subprocess.run(
+        [sys.executable, "-m", "lora_lab.cli", "info"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "nano" in out and "small-moe" in out
+
+
+def test_ruff_clean():
+    ruff = shutil.which("ruff")
+    if ruff is None:
+        pytest.fail("ruff is part of the dev extra and must be installed")
+    result = subprocess.run([ruff, "check", str(ROOT)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:]
