@@ -7,6 +7,7 @@ on compact transformers that this package defines and pretrains.
 __version__ = "0.1.0"
 
 from lora_lab.adapters import load_adapter, save_adapter
+from lora_lab.records import read_records, record
 from lora_lab.lora import (
     LoraConfig,
     LoRALinear,
@@ -42,6 +43,8 @@ __all__ = [
     "load_model",
     "merge",
     "parameter_report",
+    "read_records",
+    "record",
     "save_adapter",
     "save_model",
     "unload",

@@ -1,4 +1,4 @@
-"""``lora-lab`` command line: demo, pretrain, info."""
+"""``lora-lab`` command line: demo, pretrain, sweep, experiments, reproduce, info."""
 
 from __future__ import annotations
 
@@ -89,10 +89,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     from lora_lab.model import PRESETS, build_model, count_parameters, read_model_metadata
 
     print(f"lora_lab {__version__}, torch {torch.__version__}, Python {platform.python_version()}")
-    print(
-        f"device: {_device_name()}, "
-        f"{torch.get_num_threads()} threads"
-    )
+    print(f"device: {_device_name()}, {torch.get_num_threads()} threads")
     shipped = set(available_bases())
     print("presets:")
     for name, cfg in PRESETS.items():
@@ -106,6 +103,39 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(line)
     if args.json:
         print(json.dumps({"version": __version__, "bases": sorted(shipped)}))
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from lora_lab.experiments import get_experiment, run_sweep
+
+    exp = get_experiment(args.name)
+    summary = run_sweep(exp, args.grid, jobs=args.jobs, root=args.out)
+    print(summary)
+    for key, err in summary.failed.items():
+        print(f"  failed {key}: {err}", file=sys.stderr)
+    return 1 if summary.failed else 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from lora_lab.experiments import EXPERIMENTS, get_experiment, results_dir
+    from lora_lab.store import ResultStore
+
+    get_experiment("demo")  # fills the registry
+    for name, exp in EXPERIMENTS.items():
+        done = len(ResultStore(results_dir(name)).done_keys())
+        print(
+            f"{name:<12} {exp.base:<10} {exp.task:<9} full {done}/{len(exp.specs('full'))} done, "
+            f"ci {len(exp.specs('ci'))} runs  {exp.description}"
+        )
+    return 0
+
+
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from lora_lab.reproduce import reproduce
+
+    index = reproduce(quick=args.quick, out=args.out, timeout=args.timeout)
+    print(f"executed notebooks and index: {index}")
     return 0
 
 
@@ -132,6 +162,22 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=int, default=2)
     t.add_argument("--out", default=None, help="default: data/base/PRESET")
     t.set_defaults(func=cmd_pretrain)
+
+    s = sub.add_parser("sweep", help="run an experiment's grid (resumable)")
+    s.add_argument("name")
+    s.add_argument("--grid", default="full", choices=["full", "ci"])
+    s.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
+    s.add_argument("--out", default=None, help="results root (default data/results)")
+    s.set_defaults(func=cmd_sweep)
+
+    ls = sub.add_parser("experiments", help="list experiments and how much of each is done")
+    ls.set_defaults(func=cmd_list)
+
+    r = sub.add_parser("reproduce", help="execute every notebook with papermill into reports/")
+    r.add_argument("--quick", action="store_true", help="inject the ci preset")
+    r.add_argument("--out", default="reports")
+    r.add_argument("--timeout", type=int, default=1800, help="seconds per cell")
+    r.set_defaults(func=cmd_reproduce)
 
     i = sub.add_parser("info", help="versions, device, presets and shipped bases")
     i.add_argument("--json", action="store_true")

@@ -1,0 +1,233 @@
+"""From run records to the post's quantities: best-over-LR curves, optimal LRs, ratios, gaps.
+
+Conventions follow the post: each condition is swept over learning rates; a curve for a
+condition is the *pointwise minimum over LR* of the (seed-averaged) learning curves; the
+optimal LR is located by a parabola in log(lr) through the grid minimum and its neighbours.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lora_lab.store import ResultStore
+
+
+def method_label(method: str, r: float | None) -> str:
+    return "FullFT" if method == "full" else f"r={int(r)}"
+
+
+def load_runs(folder: str | Path) -> pd.DataFrame:
+    """One row per run: spec fields, final metrics, cost, provenance essentials."""
+    rows = []
+    for key, rec in ResultStore(folder).scan()[0].items():
+        spec, res = rec["spec"], rec["result"]
+        row = {k: v for k, v in spec.items() if not isinstance(v, (dict, list))}
+        row.update(
+            key=key,
+            r=spec.get("r", np.nan),
+            target_modules=spec.get("target_modules") if spec.get("method") != "full" else None,
+            final_loss=res["final"]["eval_loss"],
+            train_loss=res["final"]["train_loss"],
+            diverged=res["diverged"],
+            trainable_params=res["trainable_params"],
+            wall_time_s=res["wall_time_s"],
+            tokens_per_s=res["tokens_per_s"],
+            git_commit=rec.get("provenance", {}).get("git_commit"),
+        )
+        for k, v in res["final"].items():
+            if k not in ("eval_loss", "train_loss"):
+                row[k] = v
+        row["label"] = method_label(row.get("method", "full"), row["r"])
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    if df.empty:
+        raise FileNotFoundError(f"no run records in {folder}; run the sweep first")
+    return df.sort_values(["method", "r", "lr", "seed"], na_position="first").reset_index(drop=True)
+
+
+def load_curves(folder: str | Path) -> pd.DataFrame:
+    """Learning curves in long format: one row per (run, evaluation step)."""
+    frames = []
+    for key, rec in ResultStore(folder).scan()[0].items():
+        spec = rec["spec"]
+        c = pd.DataFrame(rec["result"]["curves"])
+        c["key"] = key
+        for k in ("method", "lr", "seed", "batch_size", "base", "steps"):
+            c[k] = spec.get(k)
+        c["r"] = spec.get("r", np.nan)
+        c["target_modules"] = spec.get("target_modules")
+        c["label"] = method_label(spec.get("method", "full"), c["r"].iloc[0])
+        frames.append(c)
+    if not frames:
+        raise FileNotFoundError(f"no run records in {folder}")
+    return pd.concat(frames, ignore_index=True)
+
+
+def loss_at_step(curves: pd.DataFrame, step: int) -> pd.DataFrame:
+    """Per run, the eval loss at the logged step closest to ``step`` (for budget analyses:
+    with a constant LR, a long run's loss at step s equals an s-step run's final loss)."""
+    idx = curves.assign(d=(curves.step - step).abs()).groupby("key").d.idxmin()
+    out = curves.loc[idx].copy()
+    return out.rename(columns={"eval_loss": "final_loss"})
+
+
+def _parabola_vertex(x: np.ndarray, y: np.ndarray) -> float:
+    """Vertex of the parabola through three points, clamped to their range."""
+    a, b, _ = np.polyfit(x, y, 2)
+    if a <= 0:
+        return float(x[np.argmin(y)])
+    return float(np.clip(-b / (2 * a), x.min(), x.max()))
+
+
+def optimum_from_curve(lrs: np.ndarray, losses: np.ndarray) -> tuple[float, float, bool]:
+    """(optimal lr, loss at the best grid point, optimum at grid edge?) for one U-curve.
+
+    Diverged runs (NaN) count as infinitely bad. The optimum is interpolated with a parabola
+    in log10(lr) through the best grid point and its two neighbours.
+    """
+    order = np.argsort(lrs)
+    lrs, losses = np.asarray(lrs, float)[order], np.asarray(losses, float)[order]
+    losses = np.where(np.isfinite(losses), losses, np.inf)
+    if not np.isfinite(losses).any():
+        return math.nan, math.nan, True
+    i = int(np.argmin(losses))
+    at_edge = i == 0 or i == len(lrs) - 1
+    if at_edge or not (np.isfinite(losses[i - 1]) and np.isfinite(losses[i + 1])):
+        return float(lrs[i]), float(losses[i]), at_edge
+    x = np.log10(lrs[i - 1 : i + 2])
+    return float(10 ** _parabola_vertex(x, losses[i - 1 : i + 2])), float(losses[i]), False
+
+
+def seed_mean(runs: pd.DataFrame, by: list[str], metric: str = "final_loss") -> pd.DataFrame:
+    """Mean and spread of ``metric`` over seeds for each (group, lr). A group-lr cell with
+    any diverged seed counts as diverged (NaN): an LR that sometimes diverges is not usable."""
+    g = runs.groupby(by + ["lr"], dropna=False)[metric]
+    out = g.agg(
+        mean=lambda s: s.mean() if s.notna().all() else np.nan,
+        std="std",
+        n="size",
+    ).reset_index()
+    return out
+
+
+def optimal_lr(runs: pd.DataFrame, by: list[str], metric: str = "final_loss") -> pd.DataFrame:
+    """Optimal LR per group from the seed-averaged U-curve (see :func:`optimum_from_curve`)."""
+    means = seed_mean(runs, by, metric)
+    rows = []
+    for keys, grp in means.groupby(by, dropna=False):
+        lr, loss, edge = optimum_from_curve(grp.lr.to_numpy(), grp["mean"].to_numpy())
+        keys = keys if isinstance(keys, tuple) else (keys,)
+        rows.append({**dict(zip(by, keys)), "opt_lr": lr, "best_loss": loss, "at_edge": edge})
+    return pd.DataFrame(rows)
+
+
+def bootstrap_optimal_lr(
+    runs: pd.DataFrame,
+    by: list[str],
+    metric: str = "final_loss",
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Optimal LR per group with a 95 % interval from resampling seeds with replacement."""
+    rng = np.random.default_rng(seed)
+    seeds = np.sort(runs.seed.unique())
+    base = optimal_lr(runs, by, metric).set_index(by)
+    samples: dict[tuple, list[float]] = {k: [] for k in base.index}
+    for _ in range(n_boot):
+        pick = rng.choice(seeds, size=len(seeds), replace=True)
+        resampled = pd.concat([runs[runs.seed == s] for s in pick], ignore_index=True)
+        for k, row in optimal_lr(resampled, by, metric).set_index(by).iterrows():
+            samples[k].append(row.opt_lr)
+    base["lo"] = [np.nanpercentile(samples[k], 2.5) for k in base.index]
+    base["hi"] = [np.nanpercentile(samples[k], 97.5) for k in base.index]
+    return base.reset_index()
+
+
+def lr_ratio(
+    runs: pd.DataFrame,
+    numerator: dict,
+    denominator: dict,
+    by: list[str] | None = None,
+    metric: str = "final_loss",
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Ratio of optimal LRs of two conditions (e.g. LoRA r=16 over FullFT), with a 95 %
+    bootstrap interval over seeds (seeds are paired: same seed, same batches)."""
+
+    def pick(df: pd.DataFrame, cond: dict) -> pd.DataFrame:
+        mask = np.ones(len(df), bool)
+        for k, v in cond.items():
+            mask &= (df[k] == v).to_numpy()
+        return df[mask]
+
+    def ratio(df: pd.DataFrame) -> float:
+        a = optimal_lr(pick(df, numerator).assign(_g=0), ["_g"], metric).opt_lr.iloc[0]
+        b = optimal_lr(pick(df, denominator).assign(_g=0), ["_g"], metric).opt_lr.iloc[0]
+        return a / b
+
+    if pick(runs, numerator).empty or pick(runs, denominator).empty:
+        raise ValueError(f"no runs match {numerator} or {denominator}")
+    point = ratio(runs)
+    rng = np.random.default_rng(seed)
+    seeds = np.sort(runs.seed.unique())
+    boots = []
+    for _ in range(n_boot):
+        chosen = rng.choice(seeds, size=len(seeds), replace=True)
+        boots.append(ratio(pd.concat([runs[runs.seed == s] for s in chosen])))
+    return {
+        "ratio": point,
+        "lo": float(np.nanpercentile(boots, 2.5)),
+        "hi": float(np.nanpercentile(boots, 97.5)),
+        "n_seeds": len(seeds),
+    }
+
+
+def pointwise_min_curves(curves: pd.DataFrame, by: list[str]) -> pd.DataFrame:
+    """The post's curves: average over seeds, then the minimum over LR at every step."""
+    mean = curves.groupby(by + ["lr", "step"], dropna=False).eval_loss.mean().reset_index()
+    best = mean.groupby(by + ["step"], dropna=False).eval_loss.min().reset_index()
+    return best
+
+
+def best_over_lr(runs: pd.DataFrame, by: list[str], metric: str = "final_loss") -> pd.DataFrame:
+    """Per group: loss at the best LR (seed mean) with the seed spread at that LR."""
+    means = seed_mean(runs, by, metric)
+    means = means[means["mean"].notna()]
+    idx = means.groupby(by, dropna=False)["mean"].idxmin()
+    return means.loc[idx].rename(columns={"mean": "best_loss"}).reset_index(drop=True)
+
+
+def method_gap(
+    runs: pd.DataFrame, by: list[str], reference: dict, metric: str = "final_loss"
+) -> pd.DataFrame:
+    """Best-over-LR loss of each group minus the reference's, per seed (mean and std)."""
+    best = best_over_lr(runs, by, metric)
+    out = []
+    ref_cond = np.ones(len(best), bool)
+    for k, v in reference.items():
+        ref_cond &= (best[k] == v).to_numpy()
+    ref = best[ref_cond].iloc[0]
+    ref_runs = runs[(runs.lr == ref.lr)]
+    for k, v in reference.items():
+        ref_runs = ref_runs[ref_runs[k] == v]
+    ref_by_seed = ref_runs.set_index("seed")[metric]
+    for _, row in best.iterrows():
+        sel = runs[runs.lr == row.lr]
+        for k in by:
+            sel = sel[(sel[k] == row[k]) | (sel[k].isna() & pd.isna(row[k]))]
+        gaps = sel.set_index("seed")[metric] - ref_by_seed
+        out.append(
+            {
+                **{k: row[k] for k in by},
+                "lr": row.lr,
+                "gap": gaps.mean(),
+                "gap_std": gaps.std(),
+                "n": gaps.notna().sum(),
+            }
+        )
+    return pd.DataFrame(out)

@@ -1,0 +1,229 @@
+"""Plots in one style, readable on a projector and in grayscale print.
+
+Ranks are coloured along a sequential palette *and* carry distinct markers and dashes, so
+they stay apart without colour; FullFT is always black and solid. Every function returns
+the matplotlib Figure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
+DASHES = [(4, 1.5), (2, 1), (6, 2, 1, 2), (1, 1), (5, 1, 1, 1, 1, 1), (3, 3), (8, 2), (2, 3)]
+FULLFT = "FullFT"
+
+
+def set_style() -> None:
+    sns.set_theme(
+        context="notebook",
+        style="whitegrid",
+        font_scale=1.15,
+        rc={"figure.dpi": 110, "axes.titleweight": "bold", "lines.linewidth": 2.2},
+    )
+
+
+def _label_order(labels: Sequence[str]) -> list[str]:
+    """FullFT first, then ranks ascending, then anything else alphabetically."""
+
+    def key(lbl: str):
+        if lbl == FULLFT:
+            return (0, 0, lbl)
+        if lbl.startswith("r="):
+            return (1, int(lbl[2:]), lbl)
+        return (2, 0, lbl)
+
+    return sorted(set(labels), key=key)
+
+
+def line_styles(labels: Sequence[str]) -> dict[str, dict]:
+    """Colour, marker and dash per label: FullFT black solid; others on a sequential map."""
+    ordered = [lbl for lbl in _label_order(labels) if lbl != FULLFT]
+    colours = sns.color_palette("viridis_r" if len(ordered) > 1 else "deep", max(len(ordered), 1))
+    styles = {FULLFT: {"color": "black", "marker": "o", "dashes": (None, None), "zorder": 5}}
+    for i, lbl in enumerate(ordered):
+        styles[lbl] = {
+            "color": colours[i],
+            "marker": MARKERS[(i + 1) % len(MARKERS)],
+            "dashes": DASHES[i % len(DASHES)],
+            "zorder": 3,
+        }
+    return styles
+
+
+def _draw(ax, x, y, style: dict, label: str, **kw) -> None:
+    (line,) = ax.plot(
+        x,
+        y,
+        color=style["color"],
+        marker=style["marker"],
+        markersize=5,
+        label=label,
+        zorder=style["zorder"],
+        **kw,
+    )
+    if style["dashes"] != (None, None):
+        line.set_dashes(style["dashes"])
+
+
+def plot_learning_curves(
+    curves: pd.DataFrame,
+    hue: str = "label",
+    x: str = "step",
+    y: str = "eval_loss",
+    title: str = "Learning curves (best LR at each step)",
+    ax=None,
+    departures: dict | None = None,
+) -> Figure:
+    """Loss against log(step), one line per ``hue`` value (the post's figure 1 style).
+    ``departures`` maps a label to a step to mark with a vertical tick."""
+    set_style()
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(7.5, 4.8))
+    data = curves[curves[x] > 0]
+    styles = line_styles(data[hue].astype(str).unique())
+    for lbl in _label_order(data[hue].astype(str).unique()):
+        d = data[data[hue].astype(str) == lbl].sort_values(x)
+        _draw(ax, d[x], d[y], styles[lbl], lbl)
+        if departures and lbl in departures and departures[lbl] is not None:
+            ax.axvline(departures[lbl], color=styles[lbl]["color"], lw=1, ls=":", alpha=0.8)
+    ax.set_xscale("log")
+    ax.set_xlabel("training step (log scale)")
+    ax.set_ylabel("eval loss (nats / completion token)")
+    ax.set_title(title)
+    ax.legend(title=None, frameon=True, ncol=2 if len(styles) > 4 else 1)
+    fig.tight_layout()
+    return fig
+
+
+def plot_lr_curves(
+    means: pd.DataFrame,
+    hue: str = "label",
+    optima: pd.DataFrame | None = None,
+    title: str = "Final loss vs learning rate",
+    ax=None,
+    ylim: tuple | None = None,
+) -> Figure:
+    """U-curves: seed-mean loss (with seed std as error bars) against log(lr) per ``hue``;
+    ``optima`` (columns ``hue``, ``opt_lr``) adds a vertical tick at each optimum."""
+    set_style()
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(7.5, 4.8))
+    styles = line_styles(means[hue].astype(str).unique())
+    for lbl in _label_order(means[hue].astype(str).unique()):
+        d = means[means[hue].astype(str) == lbl].sort_values("lr")
+        st = styles[lbl]
+        _draw(ax, d.lr, d["mean"], st, lbl)
+        if "std" in d:
+            ax.errorbar(
+                d.lr,
+                d["mean"],
+                yerr=d["std"].fillna(0),
+                fmt="none",
+                ecolor=st["color"],
+                alpha=0.6,
+                capsize=3,
+            )
+        if optima is not None:
+            o = optima[optima[hue].astype(str) == lbl]
+            for v in o.opt_lr:
+                ax.axvline(v, color=st["color"], lw=1.2, ls=":", alpha=0.9)
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate (log scale)")
+    ax.set_ylabel("final eval loss (nats / token)")
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    else:
+        finite = means["mean"][np.isfinite(means["mean"])]
+        if len(finite):
+            lo, hi = finite.min(), np.percentile(finite, 80)
+            ax.set_ylim(lo - 0.05 * (hi - lo + 1e-9), hi + 0.25 * (hi - lo + 1e-9))
+    ax.set_title(title)
+    ax.legend(frameon=True)
+    fig.tight_layout()
+    return fig
+
+
+def plot_loss_vs_batch(
+    df: pd.DataFrame,
+    hue: str = "label",
+    y: str = "best_loss",
+    title: str = "Best final loss vs batch size",
+    ax=None,
+) -> Figure:
+    set_style()
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(7, 4.5))
+    styles = line_styles(df[hue].astype(str).unique())
+    for lbl in _label_order(df[hue].astype(str).unique()):
+        d = df[df[hue].astype(str) == lbl].sort_values("batch_size")
+        _draw(ax, d.batch_size, d[y], styles[lbl], lbl)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("batch size (log2 scale)")
+    ax.set_ylabel("final eval loss")
+    ax.set_title(title)
+    ax.legend(frameon=True)
+    fig.tight_layout()
+    return fig
+
+
+def plot_grouped_bars(
+    df: pd.DataFrame,
+    x: str,
+    y: str,
+    hue: str,
+    err: str | None = None,
+    title: str = "",
+    ylabel: str = "final eval loss",
+    ax=None,
+) -> Figure:
+    """Grouped bars with hatching, so groups survive grayscale printing."""
+    set_style()
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(7.5, 4.5))
+    hues = list(dict.fromkeys(df[hue]))
+    xs = list(dict.fromkeys(df[x]))
+    width = 0.8 / len(hues)
+    hatches = ["", "//", "..", "xx", "\\\\", "oo"]
+    palette = sns.color_palette("Greys", len(hues) + 1)[1:]
+    for i, h in enumerate(hues):
+        d = df[df[hue] == h].set_index(x).reindex(xs)
+        pos = np.arange(len(xs)) + (i - (len(hues) - 1) / 2) * width
+        ax.bar(
+            pos,
+            d[y],
+            width,
+            label=str(h),
+            color=palette[i],
+            edgecolor="black",
+            hatch=hatches[i % len(hatches)],
+            yerr=None if err is None else d[err],
+            capsize=3,
+        )
+    ax.set_xticks(np.arange(len(xs)), [str(v) for v in xs])
+    ax.set_xlabel(x)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(frameon=True)
+    fig.tight_layout()
+    return fig
+
+
+def plot_reward_curves(
+    curves: pd.DataFrame, hue: str = "label", y: str = "reward", title: str = "RL reward", ax=None
+) -> Figure:
+    """Reward (or accuracy) against step, linear axes, one line per ``hue``."""
+    set_style()
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(7.5, 4.5))
+    styles = line_styles(curves[hue].astype(str).unique())
+    for lbl in _label_order(curves[hue].astype(str).unique()):
+        d = curves[curves[hue].astype(str) == lbl].sort_values("step")
+        _draw(ax, d.step, d[y], styles[lbl], lbl)
+    ax.set_xlabel("step")
+    ax.set_ylabel(y)
+    ax.set_title(title)
+    ax.legend(frameon=True)
+    fig.tight_layout()
+    return fig

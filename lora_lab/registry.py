@@ -1,0 +1,24 @@
+"""Every experiment lora_lab ships, in one place (``lora-lab experiments`` lists them)."""
+
+from __future__ import annotations
+
+from lora_lab.experiments import Experiment, grid, register
+
+# A minimal sweep to try the machinery: seconds on a laptop.
+register(
+    Experiment(
+        name="demo",
+        description="FullFT vs LoRA r=4 on 128 facts, nano base; a smoke test of the engine",
+        base="nano",
+        task="facts",
+        task_kwargs={"n_entities": 128, "seed": 0},
+        eval_split="recall",
+        defaults={"steps": 40, "batch_size": 16, "n_evals": 6},
+        grids={
+            "full": grid(method="full", lr=[3e-4, 1e-3], seed=[0, 1])
+            + grid(method="lora", r=4, target_modules="all", lr=[1e-3, 3e-3], seed=[0, 1]),
+            "ci": grid(method="full", lr=1e-3, seed=0, steps=10)
+            + grid(method="lora", r=4, target_modules="all", lr=3e-3, seed=0, steps=10),
+        },
+    )
+)

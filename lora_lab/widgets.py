@@ -1,0 +1,148 @@
+"""A reusable control panel: pick rank, LR, batch size, targets and steps, train live.
+
+The Run button calls :func:`run_from_controls`, a plain function that tests call directly.
+Nothing trains at import or display time, so headless notebook execution never blocks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from lora_lab.lora import LoraConfig
+from lora_lab.training import RunResult, train
+
+TARGETS = {"all layers": "all", "MLP only": "mlp", "attention only": "attn"}
+
+
+def run_from_controls(
+    base: Any,
+    data: Any,
+    *,
+    rank: int,
+    lr: float,
+    batch_size: int,
+    targets: str,
+    steps: int,
+    full_ft: bool = False,
+    eval_data: Any = None,
+    seed: int = 0,
+    callback: Callable[[int, dict], None] | None = None,
+    progress: bool = False,
+) -> RunResult:
+    """Train one run from panel values (``rank=0`` or ``full_ft`` means FullFT)."""
+    method: Any = (
+        "full"
+        if full_ft or rank == 0
+        else LoraConfig(r=int(rank), target_modules=TARGETS.get(targets, targets))
+    )
+    return train(
+        base,
+        data,
+        method,
+        lr=lr,
+        steps=int(steps),
+        batch_size=int(batch_size),
+        eval_data=eval_data,
+        seed=seed,
+        callback=callback,
+        progress=progress,
+        n_evals=16,
+    )
+
+
+class ControlPanel:
+    """ipywidgets panel with a live loss plot. ``overlay(ax)`` may draw reference curves
+    (e.g. a sweep's results) under the live run."""
+
+    def __init__(
+        self,
+        base: Any,
+        data: Any,
+        eval_data: Any = None,
+        *,
+        rank: int = 4,
+        lr: float = 1e-3,
+        batch_size: int = 32,
+        steps: int = 200,
+        ranks: tuple[int, ...] = (0, 1, 2, 4, 8, 16, 32, 64),
+        overlay: Callable[[Any], None] | None = None,
+    ) -> None:
+        import ipywidgets as w
+
+        self.base, self.data, self.eval_data, self.overlay = base, data, eval_data, overlay
+        self.rank = w.SelectionSlider(options=list(ranks), value=rank, description="rank (0=Full)")
+        self.lr = w.FloatLogSlider(
+            value=lr, base=10, min=-5, max=-1, step=0.1, description="LR", readout_format=".1e"
+        )
+        self.batch = w.Dropdown(options=[8, 16, 32, 64, 128], value=batch_size, description="batch")
+        self.targets = w.ToggleButtons(
+            options=list(TARGETS), value="all layers", description="targets"
+        )
+        self.steps = w.IntSlider(value=steps, min=10, max=2000, step=10, description="steps")
+        self.button = w.Button(description="Run", button_style="primary", icon="play")
+        self.bar = w.IntProgress(value=0, min=0, max=steps, description="progress")
+        self.out = w.Output()
+        self.result: RunResult | None = None
+        self.button.on_click(lambda _: self.run())
+        self.widget = w.VBox(
+            [
+                w.HBox([self.rank, self.lr, self.batch]),
+                w.HBox([self.targets, self.steps]),
+                w.HBox([self.button, self.bar]),
+                self.out,
+            ]
+        )
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)
+
+    def values(self) -> dict[str, Any]:
+        return {
+            "rank": self.rank.value,
+            "lr": self.lr.value,
+            "batch_size": self.batch.value,
+            "targets": self.targets.value,
+            "steps": self.steps.value,
+        }
+
+    def run(self) -> RunResult:
+        import matplotlib.pyplot as plt
+
+        vals = self.values()
+        self.bar.max, self.bar.value = vals["steps"], 0
+        rows: list[dict] = []
+
+        def redraw(step: int, row: dict) -> None:
+            rows.append(row)
+            self.bar.value = step
+            with self.out:
+                self.out.clear_output(wait=True)
+                fig, ax = plt.subplots(figsize=(7, 4))
+                if self.overlay is not None:
+                    self.overlay(ax)
+                xs = [max(r["step"], 1) for r in rows]
+                ax.plot(
+                    xs,
+                    [r["eval_loss"] for r in rows],
+                    "o-",
+                    color="crimson",
+                    lw=2.5,
+                    label=f"live: {'FullFT' if vals['rank'] == 0 else 'r=' + str(vals['rank'])}"
+                    f", lr={vals['lr']:.1e}",
+                )
+                ax.set_xscale("log")
+                ax.set_xlabel("step (log)")
+                ax.set_ylabel("eval loss")
+                ax.legend()
+                plt.show()
+
+        self.result = run_from_controls(
+            self.base, self.data, eval_data=self.eval_data, callback=redraw, **vals
+        )
+        if self.result.diverged:
+            with self.out:
+                print(f"diverged at step {int(self.result.final['steps_done'])}: lower the LR")
+        return self.result

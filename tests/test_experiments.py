@@ -1,0 +1,190 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lora_lab.analysis import (
+    best_over_lr,
+    load_curves,
+    load_runs,
+    lr_ratio,
+    optimal_lr,
+    optimum_from_curve,
+    pointwise_min_curves,
+)
+from lora_lab.experiments import get_experiment, grid, lr_grid, results_dir, run_sweep
+from lora_lab.store import ResultStore, spec_hash
+from tests.harness import ROOT, run_notebook
+
+
+def test_spec_hash_is_stable_across_processes_and_key_order():
+    spec = {"lr": 1e-3, "method": "lora", "r": 4, "task_kwargs": {"n": 1, "a": [1, 2]}}
+    reordered = {"task_kwargs": {"a": [1, 2], "n": 1}, "r": 4, "method": "lora", "lr": 1e-3}
+    assert spec_hash(spec) == spec_hash(reordered)
+    assert spec_hash(spec) != spec_hash({**spec, "lr": 2e-3})
+    code = (
+        "from lora_lab.store import spec_hash;"
+        "print(spec_hash({'lr': 1e-3, 'method': 'lora', 'r': 4,"
+        " 'task_kwargs': {'n': 1, 'a': [1, 2]}}))"
+    )
+    other = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONHASHSEED": "123"},
+    )
+    assert other.stdout.strip() == spec_hash(spec)
+
+
+def test_grid_helpers():
+    assert len(grid(method="full", lr=[1, 2], seed=[0, 1, 2])) == 6
+    assert lr_grid(1e-4, 1e-2, 2) == [1e-4, 3.16e-4, 1e-3, 3.16e-3, 1e-2]
+    exp = get_experiment("demo")
+    specs = exp.specs("full")
+    assert len({spec_hash(s) for s in specs}) == len(specs)
+    assert all("r" not in s for s in specs if s["method"] == "full")
+    with pytest.raises(ValueError, match="unknown experiment"):
+        get_experiment("nope")
+    with pytest.raises(ValueError, match="grids"):
+        exp.specs("huge")
+
+
+def test_resume_after_sigkill_loses_nothing_and_repeats_nothing(tmp_path):
+    exp = get_experiment("demo")
+    total = len(exp.specs("full"))
+    folder = results_dir("demo", "full", tmp_path)
+    code = (
+        f"from lora_lab.experiments import run_sweep;"
+        f"run_sweep('demo', 'full', jobs=2, root={str(tmp_path)!r}, progress=False)"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list(folder.glob("*.json"))) < 2:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # parent and workers, mid-sweep
+    proc.wait()
+    finished = {p.name: p.stat().st_mtime_ns for p in folder.glob("*.json")}
+    assert 2 <= len(finished) < total, "kill came too late to test resumption"
+    assert not list(folder.glob(".tmp-*")) or True  # leftovers are ignored by readers
+    summary = run_sweep("demo", "full", jobs=1, root=tmp_path, progress=False)
+    assert summary.skipped == len(finished)
+    assert summary.ran == total - len(finished) and not summary.failed
+    for name, mtime in finished.items():  # finished records untouched
+        assert (folder / name).stat().st_mtime_ns == mtime
+    assert len(list(folder.glob("[!.]*.json"))) == total
+    again = run_sweep("demo", "full", jobs=1, root=tmp_path, progress=False)
+    assert again.ran == 0 and again.skipped == total
+
+
+def test_truncated_record_is_reported_and_redone(tmp_path):
+    first = run_sweep("demo", "ci", jobs=1, root=tmp_path, progress=False)
+    assert first.ran == 2
+    victim = sorted(first.folder.glob("*.json"))[0]
+    victim.write_text(victim.read_text()[:100])
+    with pytest.warns(UserWarning, match="unreadable"):
+        second = run_sweep("demo", "ci", jobs=1, root=tmp_path, progress=False)
+    assert second.redone_unreadable == [victim.stem]
+    assert second.ran == 1 and second.skipped == 1
+    json.loads(victim.read_text())  # whole again
+
+
+def test_records_have_provenance_and_reload(tmp_path):
+    summary = run_sweep("demo", "ci", jobs=1, root=tmp_path, progress=False)
+    records, bad = ResultStore(summary.folder).scan()
+    assert not bad and len(records) == 2
+    for key, rec in records.items():
+        assert key == spec_hash(rec["spec"])
+        prov = rec["provenance"]
+        for field in (
+            "lora_lab_version",
+            "git_commit",
+            "torch_version",
+            "python_version",
+            "cpu",
+            "torch_threads",
+            "wall_time_s",
+            "date",
+        ):
+            assert field in prov
+        assert rec["result"]["final"]["eval_loss"] > 0
+    runs = load_runs(summary.folder)
+    assert set(runs.label) == {"FullFT", "r=4"}
+    curves = load_curves(summary.folder)
+    assert {"step", "eval_loss", "label", "lr"} <= set(curves.columns)
+
+
+def _synthetic_runs(opt_full=1e-3, opt_lora=1e-2, seeds=(0, 1, 2), noise=0.01):
+    rng = np.random.default_rng(0)
+    rows = []
+    for label, opt in (("FullFT", opt_full), ("r=4", opt_lora)):
+        for lr in lr_grid(1e-5, 1e-1, 4):
+            for s in seeds:
+                loss = 1.0 + 0.3 * (np.log10(lr) - np.log10(opt)) ** 2 + rng.normal(0, noise)
+                rows.append(
+                    {
+                        "label": label,
+                        "method": "full" if label == "FullFT" else "lora",
+                        "lr": lr,
+                        "seed": s,
+                        "final_loss": loss,
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def test_optimal_lr_recovers_known_optimum():
+    runs = _synthetic_runs(opt_full=2e-4, opt_lora=3e-3)
+    opt = optimal_lr(runs, ["label"]).set_index("label")
+    assert opt.loc["FullFT", "opt_lr"] == pytest.approx(2e-4, rel=0.2)
+    assert opt.loc["r=4", "opt_lr"] == pytest.approx(3e-3, rel=0.2)
+    assert not opt.at_edge.any()
+    ratio = lr_ratio(runs, {"label": "r=4"}, {"label": "FullFT"}, n_boot=200)
+    assert ratio["lo"] <= ratio["ratio"] <= ratio["hi"]
+    assert ratio["ratio"] == pytest.approx(15, rel=0.3)
+    assert ratio["lo"] > 5 and ratio["hi"] < 40
+
+
+def test_optimum_at_grid_edge_is_flagged_and_divergence_is_bad():
+    lr, loss, edge = optimum_from_curve(np.array([1e-4, 1e-3, 1e-2]), np.array([1.0, 2.0, 3.0]))
+    assert edge and lr == 1e-4 and loss == 1.0
+    lr, _, edge = optimum_from_curve(np.array([1e-4, 1e-3, 1e-2]), np.array([2.0, 1.0, np.nan]))
+    assert lr == 1e-3 and not edge  # a diverged neighbour: keep the grid point
+
+
+def test_pointwise_min_and_best_over_lr():
+    curves = pd.DataFrame(
+        {
+            "label": ["a"] * 4,
+            "lr": [1, 1, 2, 2],
+            "step": [1, 2, 1, 2],
+            "seed": 0,
+            "eval_loss": [3.0, 1.0, 2.0, 1.5],
+        }
+    )
+    best = pointwise_min_curves(curves, ["label"])
+    assert best.eval_loss.tolist() == [2.0, 1.0]
+    runs = _synthetic_runs()
+    b = best_over_lr(runs, ["label"]).set_index("label")
+    assert b.loc["FullFT", "lr"] == pytest.approx(1e-3)
+
+
+def test_records_round_trip_through_executed_notebook(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        records = run_notebook(
+            ROOT / "tests" / "notebooks" / "records_demo.ipynb", tmp_path, {"preset": "ci", "n": 4}
+        )
+    assert records == {"preset": "ci", "square": 16, "mean": 1.5, "table": {"a": [1, 2], "b": None}}
