@@ -7,7 +7,6 @@ on compact transformers that this package defines and pretrains.
 __version__ = "0.1.0"
 
 from lora_lab.adapters import load_adapter, save_adapter
-from lora_lab.records import read_records, record
 from lora_lab.lora import (
     LoraConfig,
     LoRALinear,
@@ -27,6 +26,7 @@ from lora_lab.model import (
     load_model,
     save_model,
 )
+from lora_lab.records import read_records, record
 
 __all__ = [
     "PRESETS",
