@@ -38,11 +38,16 @@ def grid(**axes: Any) -> list[Spec]:
 
 
 def lr_grid(low: float, high: float, per_decade: int = 3) -> list[float]:
-    """Log-spaced learning rates from ``low`` to ``high`` inclusive, rounded to 3 digits."""
+    """Learning rates 10**(k / per_decade) from ``low`` to ``high`` (3 significant digits).
+
+    The points sit on one lattice for every call with the same ``per_decade``, so grids for
+    different methods share their common learning rates exactly.
+    """
     import math
 
-    n = round(math.log10(high / low) * per_decade)
-    return [float(f"{low * (high / low) ** (i / n):.3g}") for i in range(n + 1)]
+    k0 = round(math.log10(low) * per_decade)
+    k1 = round(math.log10(high) * per_decade)
+    return [float(f"{10 ** (k / per_decade):.3g}") for k in range(k0, k1 + 1)]
 
 
 @dataclass

@@ -30,3 +30,23 @@ __all__ = [
     "parse_answer",
     "verify",
 ]
+
+
+def write_samples(folder: str = "data/samples") -> None:
+    """Write the small JSONL samples shipped in ``data/samples`` (for students to read)."""
+    import json
+    from pathlib import Path
+
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, kw in [
+        ("facts", {"n_entities": 50}),
+        ("instruct", {"n_train": 50, "n_test": 10}),
+        ("arith", {"n_train": 50, "n_test": 10}),
+    ]:
+        task = make_task(name, **kw)
+        task.train.write_jsonl(out / f"{name}_train.jsonl", limit=30)
+        task.test.write_jsonl(out / f"{name}_test.jsonl", limit=10)
+    with open(out / "corpus.jsonl", "w") as f:
+        for doc in corpus_documents(n_docs=40):
+            f.write(json.dumps({"text": doc}) + "\n")

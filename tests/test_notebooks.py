@@ -1,0 +1,57 @@
+"""Every notebook has a papermill parameters cell, executes in the ci preset, and records
+what it claims; the claims are checked here on those records."""
+
+import json
+import warnings
+
+import pytest
+
+from tests.harness import ROOT, run_notebook
+
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def test_there_are_notebooks():
+    assert NOTEBOOKS, "notebooks/ is empty"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_parameters_cell_and_no_stored_outputs(path):
+    nb = json.loads(path.read_text())
+    cells = nb["cells"]
+    params = [c for c in cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(params) == 1, "exactly one cell tagged 'parameters'"
+    assert "preset" in "".join(params[0]["source"])
+    assert not any(c.get("outputs") for c in cells if c["cell_type"] == "code")
+
+
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory):
+    """Execute each notebook once (ci preset) and share its records between tests."""
+    cache: dict[str, dict] = {}
+
+    def get(stem: str) -> dict:
+        if stem not in cache:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                cache[stem] = run_notebook(
+                    ROOT / "notebooks" / f"{stem}.ipynb",
+                    tmp_path_factory.mktemp(stem),
+                    {"preset": "ci"},
+                )
+        return cache[stem]
+
+    return get
+
+
+def test_00_lora_from_the_inside(executed):
+    rec = executed("00_lora_from_the_inside")
+    assert rec["init_outputs_bit_identical"] is True
+    assert rec["merge_max_abs_diff"] < 1e-4
+    assert rec["peft_load_max_abs_diff"] < 1e-5
+    assert 0.55 < rec["mlp_share_of_block_weights"] < 0.75
+    assert 0 < rec["lora_r4_trainable_share"] < 0.1
+    assert rec["exercise_checker_accepts_reference"] is True
+    assert rec["exercise_checker_rejects_base_only"] is True
+    losses = rec["finetune_final_loss"]
+    assert set(losses) == {"FullFT", "r=4"} and all(v > 0 for v in losses.values())
