@@ -151,7 +151,7 @@ TRAIN_KEYS = (
     "schedule",
     "warmup_steps",
     "seed",
-    "n_evals",
+    "evals_per_decade",
     "eval_limit",
     "accuracy_limit",
     "weight_decay",

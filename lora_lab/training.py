@@ -35,12 +35,17 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(device)
 
 
-def log_spaced_steps(total: int, n: int) -> list[int]:
-    """About ``n`` distinct steps from 1 to ``total``, evenly spaced in log(step), plus 0."""
-    if n <= 1:
-        return [0, total]
-    steps = np.unique(np.round(np.logspace(0, math.log10(max(total, 1)), n)).astype(int))
-    return sorted({0, *steps.tolist(), total})
+def log_spaced_steps(total: int, per_decade: int = 4) -> list[int]:
+    """Steps 0, then round(10 ** (k / per_decade)) up to ``total``, then ``total``.
+
+    The points sit on one lattice whatever ``total`` is, so runs of different lengths are
+    evaluated at the same steps (with 4 per decade: 1, 2, 3, 6, 10, 18, 32, 56, 100, ...).
+    """
+    if per_decade < 1:
+        raise ValueError("per_decade must be >= 1")
+    k_max = int(math.floor(math.log10(max(total, 1)) * per_decade + 1e-9))
+    steps = {round(10 ** (k / per_decade)) for k in range(k_max + 1)}
+    return sorted({0, total, *(s for s in steps if s <= total)})
 
 
 @dataclass
@@ -206,7 +211,7 @@ def train(
     warmup_steps: int = 0,
     betas: tuple[float, float] = (0.9, 0.95),
     weight_decay: float = 0.0,
-    n_evals: int = 12,
+    evals_per_decade: int = 4,
     eval_limit: int | None = 512,
     accuracy_limit: int = 0,
     aux_loss_coef: float = 0.01,
@@ -220,7 +225,7 @@ def train(
 
     ``method="full"`` trains every weight; a :class:`LoraConfig` freezes the base and trains
     only the adapters. Evaluation (mean NLL per completion token on ``eval_data``, default
-    ``data``'s own examples) happens at about ``n_evals`` log-spaced steps and at the end;
+    ``data``'s own examples) happens at ``evals_per_decade`` log-spaced steps per decade and at the end;
     ``accuracy_limit > 0`` adds greedy sampled accuracy for tasks with a verifier at the
     end. A run whose loss turns non-finite or climbs far above its start stops early and is
     returned with ``diverged=True`` rather than raising, so sweeps keep going.
@@ -238,7 +243,7 @@ def train(
     if steps is None:
         steps = max(1, math.ceil(epochs * len(data) / examples_per_step))
     eval_data = eval_data if eval_data is not None else data
-    eval_steps = set(log_spaced_steps(steps, n_evals))
+    eval_steps = set(log_spaced_steps(steps, evals_per_decade))
 
     with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
         torch.manual_seed(seed)

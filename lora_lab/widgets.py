@@ -47,7 +47,7 @@ def run_from_controls(
         seed=seed,
         callback=callback,
         progress=progress,
-        n_evals=16,
+        evals_per_decade=6,
     )
 
 

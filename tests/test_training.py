@@ -73,12 +73,13 @@ def test_divergence_is_caught_and_marked(nano, facts):
 
 
 def test_eval_steps_are_log_spaced_and_curves_complete(nano, facts):
-    result = _run(nano, facts.train, "full", steps=100, n_evals=8)
+    result = _run(nano, facts.train, "full", steps=100, evals_per_decade=4)
     steps = result.curves.step.tolist()
     assert steps[0] == 0 and steps[-1] == 100
     gaps = [b - a for a, b in zip(steps[1:], steps[2:])]
     assert gaps == sorted(gaps)  # spacing grows: evenly spaced in log(step)
-    assert log_spaced_steps(1000, 4) == [0, 1, 10, 100, 1000]
+    assert log_spaced_steps(1000, 1) == [0, 1, 10, 100, 1000]
+    assert 100 in log_spaced_steps(600, 4) and 600 in log_spaced_steps(600, 4)
 
 
 def test_epochs_grad_accum_schedules_and_accuracy(nano):
