@@ -15,7 +15,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
@@ -225,7 +224,8 @@ def train(
 
     ``method="full"`` trains every weight; a :class:`LoraConfig` freezes the base and trains
     only the adapters. Evaluation (mean NLL per completion token on ``eval_data``, default
-    ``data``'s own examples) happens at ``evals_per_decade`` log-spaced steps per decade and at the end;
+    ``data``'s own examples) happens at ``evals_per_decade`` log-spaced steps per decade and
+    at the end;
     ``accuracy_limit > 0`` adds greedy sampled accuracy for tasks with a verifier at the
     end. A run whose loss turns non-finite or climbs far above its start stops early and is
     returned with ``diverged=True`` rather than raising, so sweeps keep going.

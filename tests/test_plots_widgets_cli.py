@@ -1,0 +1,88 @@
+import warnings
+
+import pandas as pd
+from matplotlib.figure import Figure
+
+from lora_lab.bases import load_base
+from lora_lab.cli import main
+from lora_lab.plots import (
+    line_styles,
+    plot_grouped_bars,
+    plot_learning_curves,
+    plot_loss_vs_batch,
+    plot_lr_curves,
+    plot_reward_curves,
+)
+from lora_lab.reproduce import reproduce
+from lora_lab.tasks import make_facts
+from lora_lab.widgets import ControlPanel, run_from_controls
+from tests.harness import ROOT
+
+
+def test_plots_return_figures_and_fullft_is_black():
+    curves = pd.DataFrame(
+        {
+            "label": ["FullFT", "FullFT", "r=4", "r=4", "r=1", "r=1"],
+            "step": [1, 10] * 3,
+            "eval_loss": [2, 1, 2, 1.2, 2, 1.5],
+        }
+    )
+    assert isinstance(plot_learning_curves(curves, departures={"r=1": 5}), Figure)
+    means = curves.rename(columns={"step": "lr", "eval_loss": "mean"}).assign(std=0.01)
+    optima = pd.DataFrame({"label": ["FullFT"], "opt_lr": [3.0]})
+    assert isinstance(plot_lr_curves(means, optima=optima), Figure)
+    batch = pd.DataFrame(
+        {
+            "label": ["FullFT", "r=4"] * 2,
+            "batch_size": [32, 32, 256, 256],
+            "best_loss": [1, 1.1, 1.2, 1.5],
+        }
+    )
+    assert isinstance(plot_loss_vs_batch(batch), Figure)
+    bars = pd.DataFrame({"targets": ["all", "mlp", "attn"], "loss": [1, 1.1, 1.3], "n": ["a"] * 3})
+    assert isinstance(plot_grouped_bars(bars, x="targets", y="loss", hue="n"), Figure)
+    rl = curves.rename(columns={"eval_loss": "reward"})
+    assert isinstance(plot_reward_curves(rl), Figure)
+    styles = line_styles(["r=64", "FullFT", "r=1"])
+    assert styles["FullFT"]["color"] == "black"
+    assert len({styles[k]["marker"] for k in styles}) == 3  # distinguishable in grayscale
+
+
+def test_widget_button_calls_the_plain_function():
+    base = load_base("nano")
+    task = make_facts(n_entities=32)
+    direct = run_from_controls(
+        base, task.train, rank=2, lr=3e-3, batch_size=8, targets="MLP only", steps=10
+    )
+    assert direct.config["lora"]["target_modules"] == "mlp"
+    panel = ControlPanel(base, task.train, rank=2, lr=3e-3, batch_size=8, steps=20)
+    assert panel.result is None  # building the panel trains nothing
+    panel.steps.value = 10
+    panel.targets.value = "MLP only"
+    via_button = panel.run()
+    assert via_button.curves.equals(direct.curves)
+    full = run_from_controls(
+        base, task.train, rank=0, lr=1e-3, batch_size=8, targets="all layers", steps=3
+    )
+    assert full.config["method"] == "full"
+
+
+def test_cli_sweep_ci_and_errors(tmp_path, capsys):
+    assert main(["sweep", "demo", "--grid", "ci", "--jobs", "1", "--out", str(tmp_path)]) == 0
+    assert "2 ran" in capsys.readouterr().out
+    assert main(["sweep", "demo", "--grid", "ci", "--jobs", "1", "--out", str(tmp_path)]) == 0
+    assert "2 already done" in capsys.readouterr().out
+    assert main(["sweep", "no-such-experiment"]) == 2
+    assert "unknown experiment" in capsys.readouterr().err
+
+
+def test_reproduce_writes_executed_notebooks_and_index(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        index = reproduce(
+            quick=True,
+            out=tmp_path,
+            notebooks=[ROOT / "tests" / "notebooks" / "records_demo.ipynb"],
+        )
+    assert index.exists() and "records_demo.html" in index.read_text()
+    assert (tmp_path / "records_demo.ipynb").exists()
