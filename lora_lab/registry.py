@@ -61,3 +61,33 @@ register(
         },
     )
 )
+
+# The ratio at each dense width: does it move towards 10x, or with hidden / (2 alpha)?
+# 200 steps and 5 LRs per method keep `small` (4x tiny's cost per step) affordable.
+WIDTH_GRIDS = {
+    "nano": (lr_grid(2.15e-4, 4.64e-3, 3), lr_grid(1e-3, 2.15e-2, 3)),
+    "tiny": (lr_grid(2.15e-4, 4.64e-3, 3), lr_grid(1e-3, 2.15e-2, 3)),
+    "small": (lr_grid(1e-4, 2.15e-3, 3), lr_grid(1e-3, 2.15e-2, 3)),
+}
+register(
+    Experiment(
+        name="lr_width",
+        description="optimal LR ratio LoRA r=16 / FullFT at each dense preset width, 2 seeds",
+        base="tiny",
+        task="instruct",
+        task_kwargs=INSTRUCT,
+        defaults={"steps": 200, "batch_size": 32, "evals_per_decade": 4, "eval_limit": 256},
+        grids={
+            "full": [
+                spec
+                for seed in (0, 1)
+                for base, (full_lrs, lora_lrs) in WIDTH_GRIDS.items()
+                for spec in grid(base=base, method="full", lr=full_lrs, seed=seed)
+                + grid(base=base, method="lora", r=16, target_modules="all", lr=lora_lrs, seed=seed)
+            ],
+            "ci": grid(
+                base=["nano", "tiny"], method="full", lr=1e-3, seed=0, steps=10, evals_per_decade=2
+            ),
+        },
+    )
+)
