@@ -101,8 +101,18 @@ def cmd_info(args: argparse.Namespace) -> int:
             meta = read_model_metadata(base_path(name))
             line += f"  base: eval loss {meta['final_eval_loss']:.3f} ({meta['steps']} steps)"
         print(line)
+    from lora_lab.experiments import EXPERIMENTS, get_experiment, results_dir
+    from lora_lab.store import ResultStore
+
+    get_experiment("demo")  # fills the registry
+    results = {}
+    print("shipped results (data/results):")
+    for name, exp in EXPERIMENTS.items():
+        done = len(ResultStore(results_dir(name)).done_keys())
+        results[name] = done
+        print(f"  {name:<10} {done:>4} / {len(exp.specs('full'))} runs")
     if args.json:
-        print(json.dumps({"version": __version__, "bases": sorted(shipped)}))
+        print(json.dumps({"version": __version__, "bases": sorted(shipped), "results": results}))
     return 0
 
 
