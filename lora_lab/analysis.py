@@ -49,6 +49,29 @@ def load_runs(folder: str | Path) -> pd.DataFrame:
     return df.sort_values(["method", "r", "lr", "seed"], na_position="first").reset_index(drop=True)
 
 
+def provenance_summary(folder: str | Path) -> pd.Series:
+    """How a results folder was produced: distinct commits, versions, machines, date range."""
+    provs = [rec.get("provenance", {}) for rec in ResultStore(folder).scan()[0].values()]
+    if not provs:
+        raise FileNotFoundError(f"no run records in {folder}")
+    df = pd.DataFrame(provs)
+    keys = (
+        "lora_lab_version",
+        "git_commit",
+        "torch_version",
+        "python_version",
+        "cpu",
+        "torch_threads",
+    )
+    out: dict[str, object] = {
+        k: ", ".join(sorted({str(v) for v in df[k].dropna()})) for k in keys if k in df
+    }
+    out["runs"] = len(df)
+    out["dates"] = f"{df.date.min()} .. {df.date.max()}"
+    out["total_wall_time_min"] = round(df.wall_time_s.sum() / 60, 1)
+    return pd.Series(out)
+
+
 def load_curves(folder: str | Path) -> pd.DataFrame:
     """Learning curves in long format: one row per (run, evaluation step)."""
     frames = []

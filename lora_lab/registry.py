@@ -48,12 +48,12 @@ register(
                 for spec in grid(method="full", lr=FULL_LRS, seed=seed)
                 + grid(method="lora", r=LR_RULE_RANKS, target_modules="all", lr=LORA_LRS, seed=seed)
             ],
-            "ci": grid(method="full", lr=[1e-3, 2.15e-3], seed=0, steps=20, evals_per_decade=2)
+            "ci": grid(method="full", lr=[4.64e-4, 1e-3], seed=0, steps=20, evals_per_decade=2)
             + grid(
                 method="lora",
                 r=4,
                 target_modules="all",
-                lr=[1e-2, 2.15e-2],
+                lr=[2.15e-3, 4.64e-3],
                 seed=0,
                 steps=20,
                 evals_per_decade=2,
