@@ -72,6 +72,16 @@ def _draw(ax, x, y, style: dict, label: str, **kw) -> None:
         line.set_dashes(style["dashes"])
 
 
+def _lines(ax, df: pd.DataFrame, x: str, y: str, hue: str) -> dict[str, dict]:
+    """One styled line per ``hue`` value, in the standard order; returns the styles."""
+    labels = df[hue].astype(str)
+    styles = line_styles(labels.unique())
+    for lbl in _label_order(labels.unique()):
+        d = df[labels == lbl].sort_values(x)
+        _draw(ax, d[x], d[y], styles[lbl], lbl)
+    return styles
+
+
 def plot_learning_curves(
     curves: pd.DataFrame,
     hue: str = "label",
@@ -86,12 +96,10 @@ def plot_learning_curves(
     set_style()
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(7.5, 4.8))
     data = curves[curves[x] > 0]
-    styles = line_styles(data[hue].astype(str).unique())
-    for lbl in _label_order(data[hue].astype(str).unique()):
-        d = data[data[hue].astype(str) == lbl].sort_values(x)
-        _draw(ax, d[x], d[y], styles[lbl], lbl)
-        if departures and lbl in departures and departures[lbl] is not None:
-            ax.axvline(departures[lbl], color=styles[lbl]["color"], lw=1, ls=":", alpha=0.8)
+    styles = _lines(ax, data, x, y, hue)
+    for lbl, step in (departures or {}).items():
+        if step is not None and lbl in styles:
+            ax.axvline(step, color=styles[lbl]["color"], lw=1, ls=":", alpha=0.8)
     ax.set_xscale("log")
     ax.set_xlabel("training step (log scale)")
     ax.set_ylabel("eval loss (nats / completion token)")
@@ -157,10 +165,7 @@ def plot_loss_vs_batch(
 ) -> Figure:
     set_style()
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(7, 4.5))
-    styles = line_styles(df[hue].astype(str).unique())
-    for lbl in _label_order(df[hue].astype(str).unique()):
-        d = df[df[hue].astype(str) == lbl].sort_values("batch_size")
-        _draw(ax, d.batch_size, d[y], styles[lbl], lbl)
+    _lines(ax, df, "batch_size", y, hue)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("batch size (log2 scale)")
     ax.set_ylabel("final eval loss")
@@ -217,10 +222,7 @@ def plot_reward_curves(
     """Reward (or accuracy) against step, linear axes, one line per ``hue``."""
     set_style()
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(7.5, 4.5))
-    styles = line_styles(curves[hue].astype(str).unique())
-    for lbl in _label_order(curves[hue].astype(str).unique()):
-        d = curves[curves[hue].astype(str) == lbl].sort_values("step")
-        _draw(ax, d.step, d[y], styles[lbl], lbl)
+    _lines(ax, curves, "step", y, hue)
     ax.set_xlabel("step")
     ax.set_ylabel(y)
     ax.set_title(title)
