@@ -56,3 +56,19 @@ def test_00_lora_from_the_inside(executed):
     assert rec["exercise_checker_rejects_base_only"] is True
     losses = rec["finetune_final_loss"]
     assert set(losses) == {"FullFT", "r=4"} and all(v > 0 for v in losses.values())
+
+
+def test_02_learning_rate(executed):
+    rec = executed("02_learning_rate")
+    opt = rec["optimal_lr"]
+    assert set(opt) == {"FullFT", "r=1", "r=4", "r=16", "r=64"}
+    assert rec["optimum_at_grid_edge"] is False
+    for r in ("4", "16", "64"):
+        ratio, lo, hi = rec["lr_ratio_by_rank"][r]
+        assert lo <= ratio <= hi and lo > 1.0  # LoRA wants a larger LR than FullFT
+    # Theory of the first update (section 3): the loss it buys is rank-invariant in
+    # expectation, while its norm shrinks with rank (noise averaging, ~1/sqrt(r)).
+    assert 0.67 < rec["first_update_gain_ratio_r1_r64"] < 1.5
+    assert rec["first_update_norm_ratio_r1_r64"] > 2.0
+    assert set(rec["ratio_short_100_steps"]) == {"4", "16", "64"}
+    assert set(rec["ratio_by_width"]) == {"nano", "tiny", "small"}
