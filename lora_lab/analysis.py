@@ -148,6 +148,16 @@ def optimal_lr(runs: pd.DataFrame, by: list[str], metric: str = "final_loss") ->
     return pd.DataFrame(rows)
 
 
+def _boot_optima(lrs: np.ndarray, losses: np.ndarray, picks: np.ndarray) -> np.ndarray:
+    """Optimal LR for each bootstrap resample of seed rows (``picks``: n_boot x n_seeds)."""
+    out = np.empty(len(picks))
+    for i, rows in enumerate(picks):
+        sample = losses[rows]
+        mean = sample.mean(0)  # NaN if any chosen seed is missing or diverged
+        out[i] = optimum_from_curve(lrs, mean)[0]
+    return out
+
+
 def bootstrap_optimal_lr(
     runs: pd.DataFrame,
     by: list[str],
@@ -156,18 +166,28 @@ def bootstrap_optimal_lr(
     seed: int = 0,
 ) -> pd.DataFrame:
     """Optimal LR per group with a 95 % interval from resampling seeds with replacement."""
-    rng = np.random.default_rng(seed)
+    base = optimal_lr(runs, by, metric)
     seeds = np.sort(runs.seed.unique())
-    base = optimal_lr(runs, by, metric).set_index(by)
-    samples: dict[tuple, list[float]] = {k: [] for k in base.index}
-    for _ in range(n_boot):
-        pick = rng.choice(seeds, size=len(seeds), replace=True)
-        resampled = pd.concat([runs[runs.seed == s] for s in pick], ignore_index=True)
-        for k, row in optimal_lr(resampled, by, metric).set_index(by).iterrows():
-            samples[k].append(row.opt_lr)
-    base["lo"] = [np.nanpercentile(samples[k], 2.5) for k in base.index]
-    base["hi"] = [np.nanpercentile(samples[k], 97.5) for k in base.index]
-    return base.reset_index()
+    picks = np.random.default_rng(seed).integers(0, len(seeds), (n_boot, len(seeds)))
+    lo, hi = [], []
+    for _, row in base.iterrows():
+        mask = np.ones(len(runs), bool)
+        for k in by:
+            mask &= (runs[k] == row[k]).to_numpy()
+        sub = runs[mask]
+        lrs = np.sort(sub.lr.unique())
+        boots = _boot_optima(lrs, _align_seeds(sub, seeds, lrs, metric), picks)
+        lo.append(np.nanpercentile(boots, 2.5))
+        hi.append(np.nanpercentile(boots, 97.5))
+    return base.assign(lo=lo, hi=hi)
+
+
+def _align_seeds(runs: pd.DataFrame, seeds: np.ndarray, lrs: np.ndarray, metric: str) -> np.ndarray:
+    """losses[seed, lr] over a fixed seed list, so resamples pair seeds across conditions."""
+    table = runs.pivot_table(
+        index="seed", columns="lr", values=metric, aggfunc="mean", dropna=False
+    )
+    return table.reindex(index=seeds, columns=lrs).to_numpy(float)
 
 
 def lr_ratio(
@@ -182,28 +202,25 @@ def lr_ratio(
     """Ratio of optimal LRs of two conditions (e.g. LoRA r=16 over FullFT), with a 95 %
     bootstrap interval over seeds (seeds are paired: same seed, same batches)."""
 
-    def pick(df: pd.DataFrame, cond: dict) -> pd.DataFrame:
-        mask = np.ones(len(df), bool)
+    def pick(cond: dict) -> pd.DataFrame:
+        mask = np.ones(len(runs), bool)
         for k, v in cond.items():
-            mask &= (df[k] == v).to_numpy()
-        return df[mask]
+            mask &= (runs[k] == v).to_numpy()
+        return runs[mask]
 
-    def ratio(df: pd.DataFrame) -> float:
-        a = optimal_lr(pick(df, numerator).assign(_g=0), ["_g"], metric).opt_lr.iloc[0]
-        b = optimal_lr(pick(df, denominator).assign(_g=0), ["_g"], metric).opt_lr.iloc[0]
-        return a / b
-
-    if pick(runs, numerator).empty or pick(runs, denominator).empty:
+    num, den = pick(numerator), pick(denominator)
+    if num.empty or den.empty:
         raise ValueError(f"no runs match {numerator} or {denominator}")
-    point = ratio(runs)
-    rng = np.random.default_rng(seed)
     seeds = np.sort(runs.seed.unique())
-    boots = []
-    for _ in range(n_boot):
-        chosen = rng.choice(seeds, size=len(seeds), replace=True)
-        boots.append(ratio(pd.concat([runs[runs.seed == s] for s in chosen])))
+    lrs_n, lrs_d = np.sort(num.lr.unique()), np.sort(den.lr.unique())
+    loss_n = _align_seeds(num, seeds, lrs_n, metric)
+    loss_d = _align_seeds(den, seeds, lrs_d, metric)
+    everyone = np.arange(len(seeds))[None, :]
+    point = _boot_optima(lrs_n, loss_n, everyone)[0] / _boot_optima(lrs_d, loss_d, everyone)[0]
+    picks = np.random.default_rng(seed).integers(0, len(seeds), (n_boot, len(seeds)))
+    boots = _boot_optima(lrs_n, loss_n, picks) / _boot_optima(lrs_d, loss_d, picks)
     return {
-        "ratio": point,
+        "ratio": float(point),
         "lo": float(np.nanpercentile(boots, 2.5)),
         "hi": float(np.nanpercentile(boots, 97.5)),
         "n_seeds": len(seeds),
