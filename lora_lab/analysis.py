@@ -8,6 +8,7 @@ optimal LR is located by a parabola in log(lr) through the grid minimum and its 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +21,19 @@ def method_label(method: str, r: float | None) -> str:
     return "FullFT" if method == "full" else f"r={int(r)}"
 
 
-def load_runs(folder: str | Path) -> pd.DataFrame:
-    """One row per run: spec fields, final metrics, cost, provenance essentials."""
+def _records(folder: str | Path, keys: Iterable[str] | None) -> dict[str, dict]:
+    records = ResultStore(folder).scan()[0]
+    if keys is not None:
+        wanted = set(keys)
+        records = {k: v for k, v in records.items() if k in wanted}
+    return records
+
+
+def load_runs(folder: str | Path, keys: Iterable[str] | None = None) -> pd.DataFrame:
+    """One row per run: spec fields, final metrics, cost, provenance essentials.
+    ``keys`` restricts to those spec hashes (e.g. one grid's, when a folder holds more)."""
     rows = []
-    for key, rec in ResultStore(folder).scan()[0].items():
+    for key, rec in _records(folder, keys).items():
         spec, res = rec["spec"], rec["result"]
         row = {k: v for k, v in spec.items() if not isinstance(v, (dict, list))}
         row.update(
@@ -72,10 +82,10 @@ def provenance_summary(folder: str | Path) -> pd.Series:
     return pd.Series(out)
 
 
-def load_curves(folder: str | Path) -> pd.DataFrame:
+def load_curves(folder: str | Path, keys: Iterable[str] | None = None) -> pd.DataFrame:
     """Learning curves in long format: one row per (run, evaluation step)."""
     frames = []
-    for key, rec in ResultStore(folder).scan()[0].items():
+    for key, rec in _records(folder, keys).items():
         spec = rec["spec"]
         c = pd.DataFrame(rec["result"]["curves"])
         c["key"] = key

@@ -219,6 +219,7 @@ class SweepSummary:
     redone_unreadable: list[str]
     wall_time_s: float
     folder: Path
+    keys: list[str] = field(default_factory=list)  # the grid's spec hashes
 
     def __str__(self) -> str:
         s = (
@@ -292,6 +293,7 @@ def run_sweep(
         [p.stem for p in bad],
         time.perf_counter() - t0,
         folder,
+        [spec_hash(s) for s in specs],
     )
 
 
