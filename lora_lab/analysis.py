@@ -100,14 +100,6 @@ def load_curves(folder: str | Path, keys: Iterable[str] | None = None) -> pd.Dat
     return pd.concat(frames, ignore_index=True)
 
 
-def loss_at_step(curves: pd.DataFrame, step: int) -> pd.DataFrame:
-    """Per run, the eval loss at the logged step closest to ``step`` (for budget analyses:
-    with a constant LR, a long run's loss at step s equals an s-step run's final loss)."""
-    idx = curves.assign(d=(curves.step - step).abs()).groupby("key").d.idxmin()
-    out = curves.loc[idx].copy()
-    return out.rename(columns={"eval_loss": "final_loss"})
-
-
 def _parabola_vertex(x: np.ndarray, y: np.ndarray) -> float:
     """Vertex of the parabola through three points, clamped to their range."""
     a, b, _ = np.polyfit(x, y, 2)
@@ -281,3 +273,28 @@ def method_gap(
             }
         )
     return pd.DataFrame(out)
+
+
+def ratio_by_budget(
+    curves: pd.DataFrame,
+    numerators: dict[str, dict],
+    denominator: dict,
+    budgets: list[int],
+    n_boot: int = 1000,
+) -> pd.DataFrame:
+    """LR ratio (with interval) at several training budgets, read off constant-LR curves.
+
+    With a constant LR and identical batches, a long run's loss at step ``b`` is the final
+    loss of a ``b``-step run, so one sweep gives the optimal LR for every logged budget.
+    ``numerators`` maps a name to the condition of each numerator (e.g. ``{"r=4": {...}}``).
+    """
+    rows = []
+    for b in budgets:
+        at = curves[curves.step == b].rename(columns={"eval_loss": "final_loss"})
+        if at.empty:
+            raise ValueError(f"no evaluation logged at step {b}")
+        for name, cond in numerators.items():
+            rows.append(
+                {"steps": b, "condition": name, **lr_ratio(at, cond, denominator, n_boot=n_boot)}
+            )
+    return pd.DataFrame(rows)

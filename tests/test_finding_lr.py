@@ -65,3 +65,20 @@ def test_one_shipped_run_reproduces():
     assert again["key"] == key
     shipped = rec["result"]["final"]["eval_loss"]
     assert again["result"]["final"]["eval_loss"] == pytest.approx(shipped, abs=0.02)
+
+
+def test_short_runs_want_a_larger_ratio_than_long_runs():
+    """The post: runs under ~100 steps want ~15x rather than ~10x. Direction only."""
+    from lora_lab.analysis import load_curves, ratio_by_budget
+
+    curves = load_curves(FOLDER)
+    final = int(curves.step.max())
+    table = ratio_by_budget(
+        curves,
+        {r: {"label": f"r={r}"} for r in (4, 16, 64)},
+        {"label": "FullFT"},
+        [56, final],
+        n_boot=200,
+    )
+    mean = table.groupby("steps").ratio.mean()
+    assert mean[56] > mean[final], mean.to_dict()
