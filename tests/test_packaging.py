@@ -26,7 +26,7 @@ def test_environment_yml_names_the_pyproject_dependencies():
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     wanted = {_name(r) for r in meta["dependencies"] + meta["optional-dependencies"]["dev"]}
     env = (ROOT / "environment.yml").read_text()
-    deps_block = env.split("dependencies:", 1)[1]
+    deps_block = env.split("dependencies:", 1)[1].split("- pip:", 1)[0]  # conda part only
     listed = set()
     for line in deps_block.splitlines():
         m = re.match(r"\s+-\s+([A-Za-z0-9_.-]+)", line)
