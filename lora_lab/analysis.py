@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lora_lab.store import ResultStore
+from lora_lab.store import PROVENANCE_FIELDS, ResultStore
 
 
 def method_label(method: str, r: float | None) -> str:
@@ -65,14 +65,7 @@ def provenance_summary(folder: str | Path) -> pd.Series:
     if not provs:
         raise FileNotFoundError(f"no run records in {folder}")
     df = pd.DataFrame(provs)
-    keys = (
-        "lora_lab_version",
-        "git_commit",
-        "torch_version",
-        "python_version",
-        "cpu",
-        "torch_threads",
-    )
+    keys = [k for k in PROVENANCE_FIELDS if k != "date"]
     out: dict[str, object] = {
         k: ", ".join(sorted({str(v) for v in df[k].dropna()})) for k in keys if k in df
     }

@@ -62,6 +62,19 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# What every run record says about how it was produced (see provenance()).
+PROVENANCE_FIELDS = (
+    "lora_lab_version",
+    "git_commit",
+    "torch_version",
+    "python_version",
+    "cpu",
+    "cuda",
+    "torch_threads",
+    "date",
+)
+
+
 def provenance() -> dict[str, Any]:
     """How and where a result was produced."""
     from lora_lab import __version__

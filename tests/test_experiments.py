@@ -18,9 +18,10 @@ from lora_lab.analysis import (
     optimal_lr,
     optimum_from_curve,
     pointwise_min_curves,
+    provenance_summary,
 )
 from lora_lab.experiments import get_experiment, grid, lr_grid, results_dir, run_sweep
-from lora_lab.store import ResultStore, spec_hash
+from lora_lab.store import PROVENANCE_FIELDS, ResultStore, spec_hash
 from tests.harness import ROOT, run_notebook
 
 
@@ -108,20 +109,13 @@ def test_records_have_provenance_and_reload(tmp_path):
     for key, rec in records.items():
         assert key == spec_hash(rec["spec"])
         prov = rec["provenance"]
-        for field in (
-            "lora_lab_version",
-            "git_commit",
-            "torch_version",
-            "python_version",
-            "cpu",
-            "torch_threads",
-            "wall_time_s",
-            "date",
-        ):
+        for field in (*PROVENANCE_FIELDS, "wall_time_s"):
             assert field in prov
         assert rec["result"]["final"]["eval_loss"] > 0
     runs = load_runs(summary.folder)
     assert set(runs.label) == {"FullFT", "r=4"}
+    prov = provenance_summary(summary.folder)
+    assert prov["runs"] == 2 and prov["torch_version"]
     curves = load_curves(summary.folder)
     assert {"step", "eval_loss", "label", "lr"} <= set(curves.columns)
 
