@@ -27,15 +27,15 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def record(name: str, value: Any, fmt: str | None = None) -> Any:
-    """Display ``name = value`` and emit it as a record; returns ``value`` unchanged."""
+def record(name: str, value: Any, fmt: str | None = None) -> None:
+    """Display ``name = value`` and emit it as a record (returns None, so a cell ending in
+    ``record(...)`` does not show the value twice)."""
     from IPython.display import display
 
     clean = _jsonable(value)
     json.dumps(clean)  # fail loudly here, not at read time
     shown = format(value, fmt) if fmt and isinstance(value, (int, float)) else repr(clean)
     display({MIME: {"name": name, "value": clean}, "text/plain": f"{name} = {shown}"}, raw=True)
-    return value
 
 
 def read_records(path: str | Path) -> dict[str, Any]:
