@@ -1,0 +1,117 @@
+"""Capacity in bits: how much of a dataset's information a model has stored, and which LoRA
+rank should have room for it.
+
+On ``facts`` every answer is a uniformly random code, so before training it costs
+``log2(V)`` bits to transmit and a model that knows it transmits it for free. The bits a
+model has *stored* are therefore the information content minus the code length the model
+still needs for the answers (clamped per fact at 0: a confidently wrong model stores
+nothing, it does not store negative bits).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lora_lab.lora import LoraConfig, count_lora_params
+from lora_lab.model import ModelConfig
+from lora_lab.tasks.base import SFTDataset
+from lora_lab.tokenizer import TOKENIZER
+
+
+@torch.no_grad()
+def answer_code_length_bits(
+    model: torch.nn.Module, data: SFTDataset, batch_size: int = 256
+) -> np.ndarray:
+    """Per example, -log2 p(answer characters | prompt) under ``model``.
+
+    Only the characters of ``example.answer`` count (not the separating space or the EOS),
+    so the result is comparable with the information content of the answers.
+    """
+    inputs, targets, _ = data.tensors()
+    device = next(model.parameters()).device
+    mask = torch.zeros_like(targets, dtype=torch.bool)
+    for i, ex in enumerate(data.examples):
+        if ex.answer is None:
+            raise ValueError(f"{data.name} example {i} has no answer to measure")
+        start = len(TOKENIZER.encode(ex.prompt, bos=True)) - 1  # target index of 1st completion
+        offset = ex.completion.index(ex.answer)
+        mask[i, start + offset : start + offset + len(ex.answer)] = True
+    was = model.training
+    model.eval()
+    out = np.empty(len(data))
+    for lo in range(0, len(data), batch_size):
+        sl = slice(lo, lo + batch_size)
+        length = int(mask[sl].any(0).nonzero().max()) + 1
+        logits = model(inputs[sl, :length].to(device)).float()
+        nll = F.cross_entropy(
+            logits.flatten(0, 1), targets[sl, :length].flatten().to(device), reduction="none"
+        ).view(-1, length)
+        out[sl] = (nll * mask[sl, :length].to(device)).sum(1).cpu().numpy() / math.log(2)
+    model.train(was)
+    return out
+
+
+def bits_stored(model: torch.nn.Module, data: SFTDataset) -> dict[str, float]:
+    """Bits of ``data``'s answers the model has stored (``data.info_bits`` minus code length,
+    per fact clamped to [0, bits per fact]). Use the ``recall`` split of ``facts``."""
+    if data.info_bits is None:
+        raise ValueError(f"{data.name}/{data.split} has no known information content")
+    per_fact = data.info_bits / len(data)
+    code = answer_code_length_bits(model, data)
+    stored = np.clip(per_fact - code, 0.0, per_fact)
+    return {
+        "info_bits": float(data.info_bits),
+        "code_length_bits": float(code.sum()),
+        "bits_stored": float(stored.sum()),
+        "fraction_stored": float(stored.sum() / data.info_bits),
+    }
+
+
+def suggest_rank(
+    model_config: ModelConfig,
+    *,
+    bits: float | None = None,
+    completion_tokens: int | None = None,
+    bits_per_param: float = 1.0,
+    target_modules: Any = "all",
+    ranks: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+    verbose: bool = True,
+) -> int:
+    """Smallest rank whose adapter should not be capacity-bound, with the reasoning printed.
+
+    With ``bits`` known (e.g. ``facts``), the adapter must hold them at ``bits_per_param``
+    (default 1.0: what short runs store at compact scale; Allen-Zhu & Li report ~2 for long
+    training). Otherwise it falls back to Tinker's rule of thumb: LoRA parameters >=
+    completion tokens trained on.
+    """
+    if bits is None and completion_tokens is None:
+        raise ValueError("give bits (information content) or completion_tokens")
+    if bits_per_param <= 0:
+        raise ValueError("bits_per_param must be positive")
+    need_params = bits / bits_per_param if bits is not None else float(completion_tokens)
+    why = (
+        f"{bits:,.0f} bits at {bits_per_param:g} bits/param"
+        if bits is not None
+        else f"{completion_tokens:,} completion tokens (Tinker: params >= tokens)"
+    )
+    for r in ranks:
+        n = count_lora_params(model_config, LoraConfig(r=r, target_modules=target_modules))
+        if n >= need_params:
+            if verbose:
+                print(
+                    f"need >= {need_params:,.0f} LoRA parameters for {why}; "
+                    f"r={r} on {target_modules!r} gives {n:,} -> suggest r={r}"
+                )
+            return r
+    n = count_lora_params(model_config, LoraConfig(r=ranks[-1], target_modules=target_modules))
+    if verbose:
+        print(
+            f"need >= {need_params:,.0f} parameters for {why}; even r={ranks[-1]} gives only "
+            f"{n:,}: use full fine-tuning"
+        )
+    return ranks[-1]
