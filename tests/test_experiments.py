@@ -182,3 +182,14 @@ def test_records_round_trip_through_executed_notebook(tmp_path):
             ROOT / "tests" / "notebooks" / "records_demo.ipynb", tmp_path, {"preset": "ci", "n": 4}
         )
     assert records == {"preset": "ci", "square": 16, "mean": 1.5, "table": {"a": [1, 2], "b": None}}
+
+
+def test_method_gap_against_reference():
+    from lora_lab.analysis import method_gap
+
+    runs = _synthetic_runs(opt_full=1e-3, opt_lora=1e-2, noise=0.0)
+    runs.loc[runs.label == "r=4", "final_loss"] += 0.2  # LoRA 0.2 nats worse at its best LR
+    gaps = method_gap(runs, ["label"], {"label": "FullFT"}).set_index("label")
+    assert gaps.loc["FullFT", "gap"] == pytest.approx(0.0)
+    assert gaps.loc["r=4", "gap"] == pytest.approx(0.2, abs=1e-9)
+    assert gaps.loc["r=4", "n"] == 3
