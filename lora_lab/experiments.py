@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -285,17 +285,14 @@ def run_sweep(
                     on_record(key)
                 bar.update(1)
     bar.close()
+    keys = [spec_hash(s) for s in specs]
     return SweepSummary(
         len(specs),
         len(specs) - len(todo),
         len(todo) - len(failed),
         failed,
-        [p.stem for p in bad],
+        [p.stem for p in bad if p.stem in keys],  # unreadable records of this grid: redone
         time.perf_counter() - t0,
         folder,
-        [spec_hash(s) for s in specs],
+        keys,
     )
-
-
-def iter_records(folder: str | Path) -> Iterable[dict[str, Any]]:
-    return ResultStore(folder).scan()[0].values()
