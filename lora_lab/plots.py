@@ -72,6 +72,12 @@ def _draw(ax, x, y, style: dict, label: str, **kw) -> None:
         line.set_dashes(style["dashes"])
 
 
+def _axes(ax, figsize: tuple[float, float]):
+    """The house style, and the given axes or a new figure of ``figsize``."""
+    set_style()
+    return (ax.figure, ax) if ax is not None else plt.subplots(figsize=figsize)
+
+
 def _lines(ax, df: pd.DataFrame, x: str, y: str, hue: str) -> dict[str, dict]:
     """One styled line per ``hue`` value, in the standard order; returns the styles."""
     labels = df[hue].astype(str)
@@ -93,8 +99,7 @@ def plot_learning_curves(
 ) -> Figure:
     """Loss against log(step), one line per ``hue`` value (the post's figure 1 style).
     ``departures`` maps a label to a step to mark with a vertical tick."""
-    set_style()
-    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(7.5, 4.8))
+    fig, ax = _axes(ax, (7.5, 4.8))
     data = curves[curves[x] > 0]
     styles = _lines(ax, data, x, y, hue)
     for lbl, step in (departures or {}).items():
@@ -119,8 +124,7 @@ def plot_lr_curves(
 ) -> Figure:
     """U-curves: seed-mean loss (with seed std as error bars) against log(lr) per ``hue``;
     ``optima`` (columns ``hue``, ``opt_lr``) adds a vertical tick at each optimum."""
-    set_style()
-    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(7.5, 4.8))
+    fig, ax = _axes(ax, (7.5, 4.8))
     styles = line_styles(means[hue].astype(str).unique())
     for lbl in _label_order(means[hue].astype(str).unique()):
         d = means[means[hue].astype(str) == lbl].sort_values("lr")
@@ -163,8 +167,7 @@ def plot_loss_vs_batch(
     title: str = "Best final loss vs batch size",
     ax=None,
 ) -> Figure:
-    set_style()
-    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(7, 4.5))
+    fig, ax = _axes(ax, (7, 4.5))
     _lines(ax, df, "batch_size", y, hue)
     ax.set_xscale("log", base=2)
     ax.set_xlabel("batch size (log2 scale)")
@@ -186,8 +189,7 @@ def plot_grouped_bars(
     ax=None,
 ) -> Figure:
     """Grouped bars with hatching, so groups survive grayscale printing."""
-    set_style()
-    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(7.5, 4.5))
+    fig, ax = _axes(ax, (7.5, 4.5))
     hues = list(dict.fromkeys(df[hue]))
     xs = list(dict.fromkeys(df[x]))
     width = 0.8 / len(hues)
@@ -220,8 +222,7 @@ def plot_reward_curves(
     curves: pd.DataFrame, hue: str = "label", y: str = "reward", title: str = "RL reward", ax=None
 ) -> Figure:
     """Reward (or accuracy) against step, linear axes, one line per ``hue``."""
-    set_style()
-    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(7.5, 4.5))
+    fig, ax = _axes(ax, (7.5, 4.5))
     _lines(ax, curves, "step", y, hue)
     ax.set_xlabel("step")
     ax.set_ylabel(y)
