@@ -175,6 +175,12 @@ def run_spec(spec: Spec, progress: bool = False) -> dict[str, Any]:
             lora_alpha=spec.get("lora_alpha", 32.0),
         )
     kwargs = {k: spec[k] for k in TRAIN_KEYS if k in spec}
+    measure_bits = bool(spec.get("measure_bits", False))
+    metrics = None
+    if measure_bits:
+        from lora_lab.capacity import sample_bits_metric
+
+        metrics = sample_bits_metric(eval_data, limit=spec.get("eval_limit") or 512)
     t0 = time.perf_counter()
     result = train(
         _base(spec["base"]),
@@ -182,10 +188,17 @@ def run_spec(spec: Spec, progress: bool = False) -> dict[str, Any]:
         method,
         eval_data=eval_data,
         progress=progress,
-        keep_model=False,
+        keep_model=measure_bits,
         device=spec.get("device", "auto"),
+        eval_metrics=metrics,
         **kwargs,
     )
+    if measure_bits and not result.diverged:
+        from lora_lab.capacity import bits_stored
+
+        # exact, on every fact (the curve's points are estimated on a sample)
+        result.final.update(bits_stored(result.model, eval_data))
+    result.model = None
     return {
         "key": spec_hash(spec),
         "spec": spec,

@@ -91,3 +91,102 @@ register(
         },
     )
 )
+
+# ----------------------------------------------------------------------------- finding 1
+# Capacity in bits (notebook 01). `facts` holds exactly 18.8 bits per fact, so bits stored =
+# information - remaining code length of the answers. N spans the range where r=1 (4.9k
+# params), r=4 (19.7k) and r=16 (78.8k) should each run out of room on the tiny base while
+# FullFT (214k) still has it; r=64 (315k) is more than the base itself at d=64. Every run
+# has the same budget (400 steps x 64 = 25.6k examples: 102, 26 and 6.4 epochs), so a
+# lower bits-stored at large N is lost training efficiency, not a shorter run. Two LRs per
+# method on the lr_rule lattice, around what a pilot found (FullFT 1e-3, LoRA 3e-3).
+CAPACITY_N = [250, 1000, 4000]
+CAPACITY_RANKS = [1, 4, 16, 64]
+CAPACITY_FULL_LRS = [1e-3, 2.15e-3]
+CAPACITY_LORA_LRS = [2.15e-3, 4.64e-3]
+register(
+    Experiment(
+        name="capacity",
+        description="bits stored on facts vs N for FullFT and LoRA r=1..64, 2 seeds, 400 steps",
+        base="tiny",
+        task="facts",
+        task_kwargs={"n_entities": 1000, "seed": 0},
+        eval_split="recall",
+        defaults={
+            "steps": 400,
+            "batch_size": 64,
+            "evals_per_decade": 4,
+            "eval_limit": 512,
+            "measure_bits": True,
+        },
+        grids={
+            "full": [
+                spec
+                for seed in (0, 1)
+                for n in CAPACITY_N
+                for spec in grid(
+                    task_kwargs={"n_entities": n, "seed": 0},
+                    method="full",
+                    lr=CAPACITY_FULL_LRS,
+                    seed=seed,
+                )
+                + grid(
+                    task_kwargs={"n_entities": n, "seed": 0},
+                    method="lora",
+                    r=CAPACITY_RANKS,
+                    target_modules="all",
+                    lr=CAPACITY_LORA_LRS,
+                    seed=seed,
+                )
+            ],
+            "ci": grid(
+                task_kwargs={"n_entities": 64, "seed": 0},
+                method="full",
+                lr=2.15e-3,
+                seed=0,
+                steps=12,
+                evals_per_decade=2,
+            )
+            + grid(
+                task_kwargs={"n_entities": 64, "seed": 0},
+                method="lora",
+                r=[1, 16],
+                target_modules="all",
+                lr=4.64e-3,
+                seed=0,
+                steps=12,
+                evals_per_decade=2,
+            ),
+        },
+    )
+)
+
+# Seed claim "rank 8-16 is indistinguishable from FullFT on small instruction data": the
+# instruct task cut to 1,000 training examples, 300 steps x 32 (9.6 epochs), 3 LRs each.
+SMALL_INSTRUCT = {"n_train": 1000, "n_test": 500, "seed": 0}
+register(
+    Experiment(
+        name="small_data",
+        description="FullFT vs LoRA r=1..16 on 1,000 instruction examples, 2 seeds, 300 steps",
+        base="tiny",
+        task="instruct",
+        task_kwargs=SMALL_INSTRUCT,
+        defaults={"steps": 300, "batch_size": 32, "evals_per_decade": 4, "eval_limit": 256},
+        grids={
+            "full": [
+                spec
+                for seed in (0, 1)
+                for spec in grid(method="full", lr=lr_grid(4.64e-4, 2.15e-3, 3), seed=seed)
+                + grid(
+                    method="lora",
+                    r=[1, 4, 8, 16],
+                    target_modules="all",
+                    lr=lr_grid(1e-3, 4.64e-3, 3),
+                    seed=seed,
+                )
+            ],
+            "ci": grid(method="full", lr=1e-3, seed=0, steps=10, evals_per_decade=2)
+            + grid(method="lora", r=8, target_modules="all", lr=2.15e-3, seed=0, steps=10),
+        },
+    )
+)

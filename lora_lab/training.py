@@ -219,6 +219,7 @@ def train(
     progress: bool = True,
     keep_model: bool = True,
     callback: Callable[[int, dict[str, float]], None] | None = None,
+    eval_metrics: Callable[[torch.nn.Module], dict[str, float]] | None = None,
 ) -> RunResult:
     """Fine-tune a copy of ``model`` (a :class:`CompactLM` or a shipped base's preset name).
 
@@ -230,6 +231,8 @@ def train(
     end. A run whose loss turns non-finite or climbs far above its start stops early and is
     returned with ``diverged=True`` rather than raising, so sweeps keep going.
     ``callback(step, row)`` is called after each evaluation (live plots use it).
+    ``eval_metrics(model)`` returns extra named numbers logged at every evaluation (e.g.
+    bits stored on ``facts``); they become columns of ``curves``.
     """
     _validate(lr, batch_size, grad_accum, steps, epochs, data, schedule, warmup_steps)
     if not (method == "full" or isinstance(method, LoraConfig)):
@@ -277,6 +280,8 @@ def train(
                 "train_loss": train_loss,
                 "eval_loss": evaluate_loss(model, eval_data, dev, limit=eval_limit),
             }
+            if eval_metrics is not None:
+                row.update(eval_metrics(model))
             rows.append(row)
             if callback is not None:
                 callback(step, row)
