@@ -36,6 +36,7 @@ def load_runs(folder: str | Path, keys: Iterable[str] | None = None) -> pd.DataF
     for key, rec in _records(folder, keys).items():
         spec, res = rec["spec"], rec["result"]
         row = {k: v for k, v in spec.items() if not isinstance(v, (dict, list))}
+        row.update({f"task_{k}": v for k, v in spec.get("task_kwargs", {}).items()})
         row.update(
             key=key,
             r=spec.get("r", np.nan),
@@ -84,6 +85,8 @@ def load_curves(folder: str | Path, keys: Iterable[str] | None = None) -> pd.Dat
         c["key"] = key
         for k in ("method", "lr", "seed", "batch_size", "base", "steps"):
             c[k] = spec.get(k)
+        for k, v in spec.get("task_kwargs", {}).items():
+            c[f"task_{k}"] = v
         c["r"] = spec.get("r", np.nan)
         c["target_modules"] = spec.get("target_modules")
         c["label"] = method_label(spec.get("method", "full"), c["r"].iloc[0])
@@ -290,4 +293,62 @@ def ratio_by_budget(
             rows.append(
                 {"steps": b, "condition": name, **lr_ratio(at, cond, denominator, n_boot=n_boot)}
             )
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- curves vs FullFT
+
+
+def departure_step(
+    best: pd.DataFrame, label: str, reference: str = "FullFT", tol: float = 0.03
+) -> float:
+    """First logged step from which ``label``'s best-over-LR curve stays more than ``tol``
+    nats above ``reference``'s at every later logged step (the post's figure 1: where a rank
+    "leaves" the FullFT curve). NaN if it never leaves; ``best`` is
+    :func:`pointwise_min_curves` output with a ``label`` column."""
+    piv = best.pivot_table(index="step", columns="label", values="eval_loss").dropna()
+    piv = piv[piv.index > 0]
+    if label not in piv or reference not in piv:
+        raise ValueError(f"need curves for {label!r} and {reference!r}; have {list(piv.columns)}")
+    above = (piv[label] - piv[reference] > tol).to_numpy()
+    if not above[-1]:
+        return float("nan")
+    i = len(above) - 1
+    while i > 0 and above[i - 1]:
+        i -= 1
+    return float(piv.index[i])
+
+
+def steps_to_match(
+    best: pd.DataFrame, label: str, reference: str = "FullFT", min_step: int = 10
+) -> pd.DataFrame:
+    """For each logged reference step s >= ``min_step``: the step at which ``label``'s curve
+    first reaches the reference's loss at s (linear in log-step between evaluations), and the
+    ratio of the two ("LoRA needs k x more steps"). NaN where it is not reached in the run."""
+    piv = best.pivot_table(index="step", columns="label", values="eval_loss").dropna()
+    piv = piv[piv.index > 0]
+    steps = piv.index.to_numpy(dtype=float)
+    curve = piv[label].to_numpy()
+    rows = []
+    for s, target in zip(steps, piv[reference].to_numpy()):
+        if s < min_step:
+            continue
+        hit = np.nonzero(curve <= target)[0]
+        if len(hit) == 0:
+            reached = float("nan")
+        elif hit[0] == 0:
+            reached = steps[0]
+        else:
+            j = hit[0]
+            # interpolate log(step) between evaluation j-1 (above target) and j (at/below)
+            f = (curve[j - 1] - target) / (curve[j - 1] - curve[j])
+            reached = float(np.exp(np.log(steps[j - 1]) + f * np.log(steps[j] / steps[j - 1])))
+        rows.append(
+            {
+                "reference_step": s,
+                "reference_loss": target,
+                "steps_needed": reached,
+                "step_ratio": reached / s,
+            }
+        )
     return pd.DataFrame(rows)

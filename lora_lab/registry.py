@@ -190,3 +190,42 @@ register(
         },
     )
 )
+
+# The post's figure 1 at compact scale, run longer than lr_rule (1,000 steps = 2 epochs of
+# the 16k instruct set) so that "how many more steps does LoRA need to reach FullFT's loss"
+# can be read where lr_rule's 300 steps end. 3 LRs per method bracket lr_rule's optima
+# (longer runs prefer lower LRs); each curve is the pointwise minimum over them.
+register(
+    Experiment(
+        name="rank_curves",
+        description="learning curves of FullFT and LoRA r=1..64 on instruct, 1,000 steps, 2 seeds",
+        base="tiny",
+        task="instruct",
+        task_kwargs=INSTRUCT,
+        defaults={"steps": 1000, "batch_size": 32, "evals_per_decade": 6, "eval_limit": 256},
+        grids={
+            "full": [
+                spec
+                for seed in (0, 1)
+                for spec in grid(method="full", lr=lr_grid(4.64e-4, 2.15e-3, 3), seed=seed)
+                + grid(
+                    method="lora",
+                    r=LR_RULE_RANKS,
+                    target_modules="all",
+                    lr=lr_grid(1e-3, 4.64e-3, 3),
+                    seed=seed,
+                )
+            ],
+            "ci": grid(method="full", lr=1e-3, seed=0, steps=12, evals_per_decade=3)
+            + grid(
+                method="lora",
+                r=[1, 16],
+                target_modules="all",
+                lr=2.15e-3,
+                seed=0,
+                steps=12,
+                evals_per_decade=3,
+            ),
+        },
+    )
+)
