@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 
@@ -139,3 +140,64 @@ def suggest_rank(
             f"{n:,}: use full fine-tuning"
         )
     return ranks[-1]
+
+
+# ----------------------------------------------------------------------------- sweep analysis
+
+
+def capacity_table(runs: pd.DataFrame, n_col: str = "task_n_entities") -> pd.DataFrame:
+    """One row per (N, method) at its best LR (lowest seed-mean final recall loss): loss,
+    bits stored (seed mean and std), fraction of the information stored, bits per
+    trainable parameter. ``runs`` is :func:`lora_lab.analysis.load_runs` of a capacity sweep."""
+    from lora_lab.analysis import best_over_lr
+
+    need = {n_col, "label", "lr", "seed", "final_loss", "bits_stored", "info_bits"}
+    missing = need - set(runs.columns)
+    if missing:
+        raise ValueError(f"runs lack {sorted(missing)}: is this a sweep with measure_bits?")
+    best = best_over_lr(runs, [n_col, "label"])
+    rows = []
+    for _, b in best.iterrows():
+        at = runs[(runs[n_col] == b[n_col]) & (runs.label == b.label) & (runs.lr == b.lr)]
+        params = int(at.trainable_params.iloc[0])
+        bits = at.bits_stored.mean()
+        rows.append(
+            {
+                "N": int(b[n_col]),
+                "label": b.label,
+                "r": at.r.iloc[0],
+                "lr": b.lr,
+                "loss": b.best_loss,
+                "loss_std": b["std"],
+                "info_bits": float(at.info_bits.iloc[0]),
+                "bits_stored": bits,
+                "bits_std": at.bits_stored.std(),
+                "fraction_stored": bits / float(at.info_bits.iloc[0]),
+                "trainable_params": params,
+                "bits_per_param": bits / params,
+                "seeds": len(at),
+            }
+        )
+    return pd.DataFrame(rows).sort_values(["N", "r"], na_position="first").reset_index(drop=True)
+
+
+def capacity_bound(table: pd.DataFrame, relative_to_full: float = 0.75) -> pd.Series:
+    """Rows whose adapter, not the training budget, limits what was stored: it stores less
+    than ``relative_to_full`` of what FullFT stored on the same N with the same budget.
+    (FullFT itself may not store everything at large N in a short run; comparing with it
+    separates "out of room" from "out of steps".)"""
+    full = table[table.label == "FullFT"].set_index("N").bits_stored
+    ref = table.N.map(full)
+    return (table.label != "FullFT") & (table.bits_stored < relative_to_full * ref)
+
+
+def measured_bits_per_param(
+    table: pd.DataFrame, n_values: list[int] | None = None, relative_to_full: float = 0.75
+) -> float:
+    """Bits per trainable parameter an adapter holds when it is full: the median over
+    capacity-bound LoRA rows (restricted to ``n_values`` if given, e.g. to keep an N
+    out for a held-out check). NaN if no row is capacity-bound."""
+    rows = table[capacity_bound(table, relative_to_full)]
+    if n_values is not None:
+        rows = rows[rows.N.isin(n_values)]
+    return float(rows.bits_per_param.median()) if len(rows) else float("nan")

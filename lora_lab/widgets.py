@@ -146,3 +146,157 @@ class ControlPanel:
             with self.out:
                 print(f"diverged at step {int(self.result.final['steps_done'])}: lower the LR")
         return self.result
+
+
+# ----------------------------------------------------------------------------- capacity
+
+
+def run_capacity_from_controls(
+    base: Any,
+    *,
+    n_entities: int,
+    rank: int,
+    lr: float,
+    steps: int,
+    batch_size: int = 64,
+    seed: int = 0,
+    bits_sample: int = 512,
+    callback: Callable[[int, dict], None] | None = None,
+    progress: bool = False,
+) -> RunResult:
+    """Train on ``facts`` with ``n_entities`` facts (``rank=0``: FullFT) and log the bits
+    stored at every evaluation (estimated on ``bits_sample`` facts; see
+    :func:`lora_lab.capacity.sample_bits_metric`)."""
+    from lora_lab.capacity import sample_bits_metric
+    from lora_lab.tasks import make_task
+
+    if n_entities <= 0:
+        raise ValueError("n_entities must be positive")
+    task = make_task("facts", n_entities=int(n_entities), seed=0)
+    recall = task.extra["recall"]
+    method: Any = "full" if rank == 0 else LoraConfig(r=int(rank), target_modules="all")
+    return train(
+        base,
+        task.train,
+        method,
+        lr=lr,
+        steps=int(steps),
+        batch_size=int(batch_size),
+        eval_data=recall,
+        eval_limit=bits_sample,
+        eval_metrics=sample_bits_metric(recall, bits_sample),
+        seed=seed,
+        callback=callback,
+        progress=progress,
+        evals_per_decade=6,
+    )
+
+
+class CapacityPanel:
+    """Pick N facts and a rank, train live, and watch bits stored climb towards what the
+    adapter can hold. ``overlay(ax, n, rank)`` draws reference curves (e.g. the sweep's) and
+    ``bits_per_param`` sets the dashed "adapter limit" line (params x bits/param)."""
+
+    def __init__(
+        self,
+        base: Any,
+        *,
+        n_values: tuple[int, ...] = (250, 1000, 4000),
+        ranks: tuple[int, ...] = (0, 1, 2, 4, 8, 16, 32, 64),
+        n: int = 1000,
+        rank: int = 4,
+        lr: float = 4.6e-3,
+        steps: int = 200,
+        bits_per_param: float | None = None,
+        overlay: Callable[[Any, int, int], None] | None = None,
+    ) -> None:
+        import ipywidgets as w
+
+        self.base, self.overlay, self.bits_per_param = base, overlay, bits_per_param
+        self.n = w.Dropdown(options=list(n_values), value=n, description="N facts")
+        self.rank = w.SelectionSlider(options=list(ranks), value=rank, description="rank (0=Full)")
+        self.lr = w.FloatLogSlider(
+            value=lr, base=10, min=-4, max=-1.5, step=0.1, description="LR", readout_format=".1e"
+        )
+        self.steps = w.IntSlider(value=steps, min=20, max=1000, step=20, description="steps")
+        self.button = w.Button(description="Run", button_style="primary", icon="play")
+        self.bar = w.IntProgress(value=0, min=0, max=steps, description="progress")
+        self.out = w.Output()
+        self.result: RunResult | None = None
+        self.button.on_click(lambda _: self.run())
+        self.widget = w.VBox(
+            [
+                w.HBox([self.n, self.rank]),
+                w.HBox([self.lr, self.steps]),
+                w.HBox([self.button, self.bar]),
+                self.out,
+            ]
+        )
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)
+
+    def values(self) -> dict[str, Any]:
+        return {
+            "n_entities": self.n.value,
+            "rank": self.rank.value,
+            "lr": self.lr.value,
+            "steps": self.steps.value,
+        }
+
+    def adapter_limit(self, rank: int) -> float | None:
+        """Bits the adapter should hold at ``bits_per_param`` (None for FullFT or unknown)."""
+        from lora_lab.lora import count_lora_params
+
+        if rank == 0 or self.bits_per_param is None:
+            return None
+        cfg = self.base.config if hasattr(self.base, "config") else None
+        if cfg is None:
+            return None
+        return self.bits_per_param * count_lora_params(cfg, LoraConfig(r=rank))
+
+    def run(self) -> RunResult:
+        import math
+
+        import matplotlib.pyplot as plt
+
+        vals = self.values()
+        info = vals["n_entities"] * 4 * math.log2(26)
+        limit = self.adapter_limit(vals["rank"])
+        self.bar.max, self.bar.value = vals["steps"], 0
+        rows: list[dict] = []
+
+        def redraw(step: int, row: dict) -> None:
+            rows.append(row)
+            self.bar.value = step
+            with self.out:
+                self.out.clear_output(wait=True)
+                fig, ax = plt.subplots(figsize=(7, 4))
+                if self.overlay is not None:
+                    self.overlay(ax, vals["n_entities"], vals["rank"])
+                ax.axhline(info, color="black", ls=":", lw=1, label="information in the data")
+                if limit is not None:
+                    ax.axhline(limit, color="crimson", ls="--", lw=1, label="adapter limit")
+                xs = [max(r["step"], 1) for r in rows]
+                ax.plot(
+                    xs,
+                    [r["bits_stored"] for r in rows],
+                    "o-",
+                    color="crimson",
+                    lw=2.5,
+                    label=f"live: {'FullFT' if vals['rank'] == 0 else 'r=' + str(vals['rank'])}",
+                )
+                ax.set_xscale("log")
+                ax.set_xlabel("step (log)")
+                ax.set_ylabel("bits stored")
+                ax.set_ylim(0, info * 1.08)
+                ax.legend(fontsize=8, loc="upper left")
+                plt.show()
+
+        self.result = run_capacity_from_controls(self.base, callback=redraw, **vals)
+        if self.result.diverged:
+            with self.out:
+                print(f"diverged at step {int(self.result.final['steps_done'])}: lower the LR")
+        return self.result
