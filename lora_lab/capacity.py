@@ -163,7 +163,7 @@ def capacity_table(runs: pd.DataFrame, n_col: str = "task_n_entities") -> pd.Dat
         bits = at.bits_stored.mean()
         rows.append(
             {
-                "N": int(b[n_col]),
+                "n_facts": int(b[n_col]),
                 "label": b.label,
                 "r": at.r.iloc[0],
                 "lr": b.lr,
@@ -178,7 +178,9 @@ def capacity_table(runs: pd.DataFrame, n_col: str = "task_n_entities") -> pd.Dat
                 "seeds": len(at),
             }
         )
-    return pd.DataFrame(rows).sort_values(["N", "r"], na_position="first").reset_index(drop=True)
+    return (
+        pd.DataFrame(rows).sort_values(["n_facts", "r"], na_position="first").reset_index(drop=True)
+    )
 
 
 def capacity_bound(table: pd.DataFrame, relative_to_full: float = 0.75) -> pd.Series:
@@ -186,8 +188,8 @@ def capacity_bound(table: pd.DataFrame, relative_to_full: float = 0.75) -> pd.Se
     than ``relative_to_full`` of what FullFT stored on the same N with the same budget.
     (FullFT itself may not store everything at large N in a short run; comparing with it
     separates "out of room" from "out of steps".)"""
-    full = table[table.label == "FullFT"].set_index("N").bits_stored
-    ref = table.N.map(full)
+    full = table[table.label == "FullFT"].set_index("n_facts").bits_stored
+    ref = table.n_facts.map(full)
     return (table.label != "FullFT") & (table.bits_stored < relative_to_full * ref)
 
 
@@ -195,9 +197,9 @@ def measured_bits_per_param(
     table: pd.DataFrame, n_values: list[int] | None = None, relative_to_full: float = 0.75
 ) -> float:
     """Bits per trainable parameter an adapter holds when it is full: the median over
-    capacity-bound LoRA rows (restricted to ``n_values`` if given, e.g. to keep an N
+    capacity-bound LoRA rows (restricted to ``n_values`` if given, e.g. to keep an N value
     out for a held-out check). NaN if no row is capacity-bound."""
     rows = table[capacity_bound(table, relative_to_full)]
     if n_values is not None:
-        rows = rows[rows.N.isin(n_values)]
+        rows = rows[rows.n_facts.isin(n_values)]
     return float(rows.bits_per_param.median()) if len(rows) else float("nan")

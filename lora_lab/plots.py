@@ -230,3 +230,89 @@ def plot_reward_curves(
     ax.legend(frameon=True)
     fig.tight_layout()
     return fig
+
+
+def plot_loss_vs_n(
+    table: pd.DataFrame,
+    y: str = "loss",
+    err: str | None = "loss_std",
+    title: str = "Recall loss after a fixed budget, vs number of facts",
+    ax=None,
+) -> Figure:
+    """Final loss (best LR, seed mean +- std) against the number of facts N, per method."""
+    fig, ax = _axes(ax, (7, 4.5))
+    styles = _lines(ax, table, "n_facts", y, "label")
+    if err is not None:
+        for lbl, d in table.groupby("label"):
+            ax.errorbar(
+                d.n_facts,
+                d[y],
+                yerr=d[err].fillna(0),
+                fmt="none",
+                ecolor=styles[lbl]["color"],
+                capsize=3,
+                alpha=0.7,
+            )
+    ax.set_xscale("log")
+    ns = sorted(table.n_facts.unique())
+    ax.set_xticks(ns, [f"{n:,}" for n in ns])
+    ax.minorticks_off()
+    ax.set_xlabel("facts in the training set (log scale)")
+    ax.set_ylabel("recall loss (nats / answer token)")
+    ax.set_title(title)
+    ax.legend(frameon=True)
+    fig.tight_layout()
+    return fig
+
+
+def plot_bits_vs_params(
+    table: pd.DataFrame,
+    reference_bits_per_param: dict[str, float] | None = None,
+    title: str = "Bits stored vs trainable parameters",
+    ax=None,
+) -> Figure:
+    """Bits stored (log) against trainable parameters (log): one line per N across methods,
+    a dotted ceiling at each N's information content, and dashed lines ``bits = k * params``
+    for each reference ``k`` (e.g. ``{"2 bits/param (Allen-Zhu & Li)": 2.0}``)."""
+    fig, ax = _axes(ax, (7.5, 5))
+    ns = sorted(table.n_facts.unique())
+    greys = sns.color_palette("Greys", len(ns) + 2)[2:]
+    styles = line_styles(table.label.unique())
+    for n, colour in zip(ns, greys):
+        d = table[table.n_facts == n].sort_values("trainable_params")
+        ax.plot(d.trainable_params, d.bits_stored, "-", color=colour, lw=1.5, zorder=2)
+        ax.axhline(d.info_bits.iloc[0], color=colour, ls=":", lw=1.2, zorder=1)
+        ax.annotate(
+            f"N={n:,}: {d.info_bits.iloc[0]:,.0f} bits",
+            (table.trainable_params.min(), d.info_bits.iloc[0]),
+            textcoords="offset points",
+            xytext=(0, 3),
+            fontsize=8,
+            color=colour,
+        )
+        for _, row in d.iterrows():
+            st = styles[row.label]
+            ax.plot(
+                row.trainable_params,
+                row.bits_stored,
+                st["marker"],
+                color=st["color"],
+                markersize=8,
+                markeredgecolor="black",
+                zorder=4,
+            )
+    for lbl in _label_order(table.label.unique()):
+        st = styles[lbl]
+        ax.plot([], [], st["marker"], color=st["color"], markeredgecolor="black", label=lbl)
+    xs = np.geomspace(table.trainable_params.min() / 1.5, table.trainable_params.max() * 1.5)
+    for (name, k), ls in zip((reference_bits_per_param or {}).items(), ["--", "-.", (0, (5, 1))]):
+        ax.plot(xs, k * xs, ls=ls, color="crimson", lw=1.2, label=name, zorder=1)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_ylim(table.bits_stored.min() / 2, table.info_bits.max() * 3)
+    ax.set_xlabel("trainable parameters (log scale)")
+    ax.set_ylabel("bits stored (log scale)")
+    ax.set_title(title)
+    ax.legend(frameon=True, fontsize=8, loc="lower right")
+    fig.tight_layout()
+    return fig

@@ -1,9 +1,19 @@
 import math
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from lora_lab.bases import load_base
-from lora_lab.capacity import answer_code_length_bits, bits_stored, suggest_rank
+from lora_lab.capacity import (
+    answer_code_length_bits,
+    bits_stored,
+    capacity_bound,
+    capacity_table,
+    measured_bits_per_param,
+    sample_bits_metric,
+    suggest_rank,
+)
 from lora_lab.model import get_preset
 from lora_lab.tasks import make_facts
 from lora_lab.training import train
@@ -40,3 +50,73 @@ def test_suggest_rank_grows_with_information():
     assert suggest_rank(cfg, completion_tokens=1e4, verbose=False) >= 1
     with pytest.raises(ValueError):
         suggest_rank(cfg)
+
+
+def test_sample_bits_metric_matches_exact_count_on_the_same_facts(setup):
+    base, task = setup
+    recall = task.extra["recall"]
+    whole = sample_bits_metric(recall, limit=10_000)(base)
+    exact = bits_stored(base, recall)
+    assert whole["bits_stored"] == pytest.approx(exact["bits_stored"], rel=1e-6)
+    part = sample_bits_metric(recall, limit=10)(base)
+    assert 0 <= part["fraction_stored"] <= 1
+    with pytest.raises(ValueError):
+        sample_bits_metric(task.train.__class__("x", "y", recall.examples), 10)
+
+
+def test_train_logs_eval_metrics_as_curve_columns(setup):
+    base, task = setup
+    recall = task.extra["recall"]
+    res = train(
+        base,
+        task.train,
+        "full",
+        lr=1e-3,
+        steps=40,
+        batch_size=16,
+        progress=False,
+        eval_data=recall,
+        eval_metrics=sample_bits_metric(recall, 40),
+        evals_per_decade=2,
+    )
+    c = res.curves
+    assert {"bits_stored", "fraction_stored"} <= set(c.columns)
+    assert not res.diverged
+    assert c.bits_stored.iloc[-1] > c.bits_stored.iloc[0]  # training stores facts
+
+
+def _table_runs():
+    """Synthetic capacity runs: r=1 holds 2 bits/param, the rest store everything."""
+    rows = []
+    for n in (40, 1000):
+        info = n * 18.8
+        for label, r, params in (("FullFT", np.nan, 10_000), ("r=1", 1, 500), ("r=4", 4, 2000)):
+            for lr, penalty in ((1e-3, 0.0), (3e-3, 0.1)):
+                for seed in (0, 1):
+                    bits = min(info, 2.0 * params) if label == "r=1" else info
+                    rows.append(
+                        {
+                            "task_n_entities": n,
+                            "label": label,
+                            "r": r,
+                            "lr": lr,
+                            "seed": seed,
+                            "info_bits": info,
+                            "trainable_params": params,
+                            "bits_stored": bits - 100 * penalty,
+                            "final_loss": 1 - bits / info + penalty,
+                        }
+                    )
+    return pd.DataFrame(rows)
+
+
+def test_capacity_table_picks_best_lr_and_flags_bound_adapters():
+    table = capacity_table(_table_runs())
+    assert set(table.lr) == {1e-3}
+    assert table.set_index(["n_facts", "label"]).loc[(1000, "r=1"), "bits_per_param"] == 2.0
+    bound = table[capacity_bound(table)]
+    assert list(zip(bound.n_facts, bound.label)) == [(1000, "r=1")]
+    assert measured_bits_per_param(table) == 2.0
+    assert np.isnan(measured_bits_per_param(table, n_values=[40]))
+    with pytest.raises(ValueError, match="measure_bits"):
+        capacity_table(_table_runs().drop(columns="bits_stored"))

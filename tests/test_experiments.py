@@ -1,4 +1,5 @@
 import json
+import math
 import os
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import pytest
 
 from lora_lab.analysis import (
     best_over_lr,
+    departure_step,
     load_curves,
     load_runs,
     lr_ratio,
@@ -19,6 +21,7 @@ from lora_lab.analysis import (
     optimum_from_curve,
     pointwise_min_curves,
     provenance_summary,
+    steps_to_match,
 )
 from lora_lab.experiments import get_experiment, grid, lr_grid, results_dir, run_sweep
 from lora_lab.store import PROVENANCE_FIELDS, ResultStore, spec_hash
@@ -193,3 +196,42 @@ def test_method_gap_against_reference():
     assert gaps.loc["FullFT", "gap"] == pytest.approx(0.0)
     assert gaps.loc["r=4", "gap"] == pytest.approx(0.2, abs=1e-9)
     assert gaps.loc["r=4", "n"] == 3
+
+
+def _curves(values: dict[str, list[float]], steps=(1, 10, 30, 100, 300)) -> pd.DataFrame:
+    return pd.DataFrame(
+        [
+            {"label": k, "step": s, "eval_loss": v}
+            for k, vs in values.items()
+            for s, v in zip(steps, vs)
+        ]
+    )
+
+
+def test_departure_step_is_where_a_curve_stays_above_the_reference():
+    best = _curves(
+        {
+            "FullFT": [2.0, 1.8, 1.5, 1.2, 1.0],
+            "r=1": [2.0, 1.9, 1.7, 1.5, 1.4],  # above from step 10 on
+            "r=4": [2.0, 1.75, 1.52, 1.3, 1.2],  # dips under, then leaves at 100
+            "r=64": [2.0, 1.8, 1.5, 1.2, 1.01],  # never leaves (within tol)
+        }
+    )
+    assert departure_step(best, "r=1") == 10
+    assert departure_step(best, "r=4") == 100
+    assert np.isnan(departure_step(best, "r=64"))
+    with pytest.raises(ValueError):
+        departure_step(best, "r=8")
+
+
+def test_steps_to_match_interpolates_in_log_step():
+    best = _curves({"FullFT": [2.0, 1.8, 1.5, 1.2, 1.0], "r=1": [2.0, 1.9, 1.8, 1.5, 1.35]})
+    out = steps_to_match(best, "r=1").set_index("reference_step")
+    assert out.loc[10, "steps_needed"] == pytest.approx(30)  # r=1 hits 1.8 at step 30
+    assert out.loc[30, "steps_needed"] == pytest.approx(100)
+    assert out.loc[30, "step_ratio"] == pytest.approx(100 / 30)
+    assert np.isnan(out.loc[100, "steps_needed"])  # 1.2 is never reached
+    slow = _curves({"FullFT": [2, 1.8, 1.5, 1.2, 1.0], "r": [2, 2, 2, 1.6, 1.4]})
+    mid = steps_to_match(slow, "r")
+    # 1.8 is reached between step 30 (2.0) and 100 (1.6), halfway in loss -> geometric mean
+    assert mid.set_index("reference_step").loc[10, "steps_needed"] == pytest.approx(math.sqrt(3000))

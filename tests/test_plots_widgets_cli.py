@@ -1,21 +1,29 @@
 import warnings
 
 import pandas as pd
+import pytest
 from matplotlib.figure import Figure
 
 from lora_lab.bases import load_base
 from lora_lab.cli import main
 from lora_lab.plots import (
     line_styles,
+    plot_bits_vs_params,
     plot_grouped_bars,
     plot_learning_curves,
     plot_loss_vs_batch,
+    plot_loss_vs_n,
     plot_lr_curves,
     plot_reward_curves,
 )
 from lora_lab.reproduce import reproduce
 from lora_lab.tasks import make_facts
-from lora_lab.widgets import ControlPanel, run_from_controls
+from lora_lab.widgets import (
+    CapacityPanel,
+    ControlPanel,
+    run_capacity_from_controls,
+    run_from_controls,
+)
 from tests.harness import ROOT
 
 
@@ -43,6 +51,19 @@ def test_plots_return_figures_and_fullft_is_black():
     assert isinstance(plot_grouped_bars(bars, x="targets", y="loss", hue="n"), Figure)
     rl = curves.rename(columns={"eval_loss": "reward"})
     assert isinstance(plot_reward_curves(rl), Figure)
+    table = pd.DataFrame(
+        {
+            "n_facts": [10, 10, 100, 100],
+            "label": ["FullFT", "r=1"] * 2,
+            "loss": [0.1, 0.2, 0.3, 1.5],
+            "loss_std": [0.01] * 4,
+            "bits_stored": [188, 180, 1800, 400],
+            "info_bits": [188, 188, 1880, 1880],
+            "trainable_params": [5000, 200] * 2,
+        }
+    )
+    assert isinstance(plot_loss_vs_n(table), Figure)
+    assert isinstance(plot_bits_vs_params(table, {"2 bits/param": 2.0}), Figure)
     styles = line_styles(["r=64", "FullFT", "r=1"])
     assert styles["FullFT"]["color"] == "black"
     assert len({styles[k]["marker"] for k in styles}) == 3  # distinguishable in grayscale
@@ -65,6 +86,31 @@ def test_widget_button_calls_the_plain_function():
         base, task.train, rank=0, lr=1e-3, batch_size=8, targets="all layers", steps=3
     )
     assert full.config["method"] == "full"
+
+
+def test_capacity_panel_button_calls_the_plain_function():
+    base = load_base("nano")
+    direct = run_capacity_from_controls(base, n_entities=24, rank=2, lr=3e-3, steps=20)
+    assert {"bits_stored", "fraction_stored"} <= set(direct.curves.columns)
+    drawn = []
+    panel = CapacityPanel(
+        base,
+        n_values=(24, 48),
+        n=48,
+        rank=4,
+        lr=3e-3,
+        steps=40,
+        bits_per_param=0.5,
+        overlay=lambda ax, n, r: drawn.append((n, r)),
+    )
+    assert panel.result is None  # building the panel trains nothing
+    assert panel.adapter_limit(0) is None and panel.adapter_limit(2) > 0
+    panel.n.value, panel.rank.value, panel.steps.value = 24, 2, 20
+    via_button = panel.run()
+    assert via_button.curves.equals(direct.curves)
+    assert drawn and drawn[-1] == (24, 2)
+    with pytest.raises(ValueError):
+        run_capacity_from_controls(base, n_entities=0, rank=1, lr=1e-3, steps=2)
 
 
 def test_cli_sweep_ci_and_errors(tmp_path, capsys):
