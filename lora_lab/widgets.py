@@ -201,7 +201,7 @@ class CapacityPanel:
         self,
         base: Any,
         *,
-        n_values: tuple[int, ...] = (250, 1000, 4000),
+        n_values: tuple[int, ...] = (250, 500, 1000, 2000),
         ranks: tuple[int, ...] = (0, 1, 2, 4, 8, 16, 32, 64),
         n: int = 1000,
         rank: int = 4,
