@@ -274,7 +274,7 @@ def plot_bits_vs_params(
     """Bits stored (log) against trainable parameters (log): one line per N across methods,
     a dotted ceiling at each N's information content, and dashed lines ``bits = k * params``
     for each reference ``k`` (e.g. ``{"2 bits/param (Allen-Zhu & Li)": 2.0}``)."""
-    fig, ax = _axes(ax, (7.5, 5))
+    fig, ax = _axes(ax, (9.5, 5))
     ns = sorted(table.n_facts.unique())
     greys = sns.color_palette("Greys", len(ns) + 2)[2:]
     styles = line_styles(table.label.unique())
@@ -313,6 +313,6 @@ def plot_bits_vs_params(
     ax.set_xlabel("trainable parameters (log scale)")
     ax.set_ylabel("bits stored (log scale)")
     ax.set_title(title)
-    ax.legend(frameon=True, fontsize=8, loc="lower right")
+    ax.legend(frameon=True, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig

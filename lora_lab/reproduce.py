@@ -25,21 +25,30 @@ def execute_notebook(
     timeout: int = 1800,
     cwd: str | Path | None = None,
 ) -> Path:
-    """Run one notebook headless (kernel python3, Agg backend) and write the executed copy."""
+    """Run one notebook headless (kernel python3) and write the executed copy.
+
+    The kernel draws with the inline backend, so the executed notebook and its HTML keep
+    their plots; a caller that only wants records (the tests) sets ``MPLBACKEND=Agg``.
+    """
     import papermill as pm
 
-    os.environ.setdefault("MPLBACKEND", "Agg")
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    pm.execute_notebook(
-        str(path),
-        str(out_path),
-        parameters=parameters or {},
-        kernel_name="python3",
-        execution_timeout=timeout,
-        progress_bar=False,
-        cwd=str(cwd or Path(path).parent),
-    )
+    before = os.environ.get("MPLBACKEND")
+    os.environ["MPLBACKEND"] = before or "module://matplotlib_inline.backend_inline"
+    try:
+        pm.execute_notebook(
+            str(path),
+            str(out_path),
+            parameters=parameters or {},
+            kernel_name="python3",
+            execution_timeout=timeout,
+            progress_bar=False,
+            cwd=str(cwd or Path(path).parent),
+        )
+    finally:
+        if before is None:
+            os.environ.pop("MPLBACKEND", None)
     return out_path
 
 
