@@ -122,7 +122,8 @@ def test_cli_sweep_ci_and_errors(tmp_path, capsys):
     assert "unknown experiment" in capsys.readouterr().err
 
 
-def test_reproduce_writes_executed_notebooks_and_index(tmp_path):
+def test_reproduce_writes_executed_notebooks_and_index(tmp_path, monkeypatch):
+    monkeypatch.delenv("MPLBACKEND", raising=False)  # as a user runs it: plots must be kept
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         index = reproduce(
@@ -131,4 +132,5 @@ def test_reproduce_writes_executed_notebooks_and_index(tmp_path):
             notebooks=[ROOT / "tests" / "notebooks" / "records_demo.ipynb"],
         )
     assert index.exists() and "records_demo.html" in index.read_text()
-    assert (tmp_path / "records_demo.ipynb").exists()
+    executed = (tmp_path / "records_demo.ipynb").read_text()
+    assert '"image/png"' in executed  # the report shows the notebook's plot
