@@ -352,3 +352,11 @@ def steps_to_match(
             }
         )
     return pd.DataFrame(rows)
+
+
+def curve_seed_spread(curves: pd.DataFrame, by: list[str] | None = None) -> float:
+    """Median over curve points (group, lr, step > 0) of the seed-to-seed standard deviation
+    of the eval loss: the noise level below which two curves cannot be told apart."""
+    by = by or ["label"]
+    pts = curves[curves.step > 0].groupby(by + ["lr", "step"], dropna=False).eval_loss.std()
+    return float(pts.median())

@@ -11,7 +11,13 @@ import math
 import numpy as np
 import pytest
 
-from lora_lab.analysis import departure_step, load_curves, load_runs, pointwise_min_curves
+from lora_lab.analysis import (
+    curve_seed_spread,
+    departure_step,
+    load_curves,
+    load_runs,
+    pointwise_min_curves,
+)
 from lora_lab.capacity import capacity_bound, capacity_table
 from lora_lab.experiments import get_experiment, results_dir
 from lora_lab.store import ResultStore, spec_hash
@@ -106,8 +112,10 @@ def test_no_hard_floor_bound_adapters_still_learn(table):
 
 def test_departure_from_fullft_comes_later_for_higher_rank():
     """The post's figure 1: each rank leaves the FullFT curve, low ranks first."""
-    best = pointwise_min_curves(load_curves(results_dir("rank_curves")), ["label"])
-    steps = [departure_step(best, f"r={r}") for r in (1, 4, 16, 64)]
+    curves = load_curves(results_dir("rank_curves"))
+    best = pointwise_min_curves(curves, ["label"])
+    tol = max(0.02, 2 * curve_seed_spread(curves))  # leaving = beyond seed noise
+    steps = [departure_step(best, f"r={r}", tol=tol) for r in (1, 4, 16, 64)]
     assert not math.isnan(steps[0]), "rank 1 never leaves FullFT on 16k instruction examples"
     known = [s if not math.isnan(s) else math.inf for s in steps]
     assert known == sorted(known), steps

@@ -89,10 +89,10 @@ def test_01_rank_capacity(executed):
     assert str(rec["bits_per_param_fit_on"]) == ns[-1]
     assert set(checks) == set(ns[:-1])
     assert all(isinstance(c["holds"], bool) for c in checks.values())
-    # figure 1: departures recorded for every rank; the 0.03-nat threshold is above noise
+    # figure 1: departures recorded for every rank; the threshold sits above seed noise
     dep = rec["departure_step"]
     assert set(dep) == {"r=1", "r=4", "r=16", "r=64"}
-    assert rec["curve_seed_std"] < 0.03
+    assert rec["departure_tolerance"] >= max(0.02, 2 * rec["curve_seed_std"]) - 1e-3
     # claims in circulation: answered with a verdict consistent with the recorded gaps
     claim = rec["claim_rank8_16_indistinguishable"]
     verdicts = rec["small_data_verdict"]
