@@ -13,6 +13,7 @@ import pytest
 
 from lora_lab.analysis import (
     best_over_lr,
+    curve_seed_spread,
     departure_step,
     load_curves,
     load_runs,
@@ -235,3 +236,13 @@ def test_steps_to_match_interpolates_in_log_step():
     mid = steps_to_match(slow, "r")
     # 1.8 is reached between step 30 (2.0) and 100 (1.6), halfway in loss -> geometric mean
     assert mid.set_index("reference_step").loc[10, "steps_needed"] == pytest.approx(math.sqrt(3000))
+
+
+def test_curve_seed_spread_is_the_median_seed_std():
+    rows = [
+        {"label": "a", "lr": 1e-3, "step": s, "seed": seed, "eval_loss": 1.0 + seed * d}
+        for s, d in ((0, 9.0), (1, 0.1), (2, 0.2), (3, 0.3))
+        for seed in (0, 1)
+    ]
+    spread = curve_seed_spread(pd.DataFrame(rows))
+    assert spread == pytest.approx(0.2 / math.sqrt(2))  # step 0 (identical start) left out
