@@ -37,6 +37,30 @@ def grid(**axes: Any) -> list[Spec]:
     return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
 
 
+def method_grid(
+    *,
+    seeds: list[int] | tuple[int, ...],
+    full_lrs: list[float],
+    ranks: list[int],
+    lora_lrs: list[float],
+    target_modules: Any = "all",
+    **fixed: Any,
+) -> list[Spec]:
+    """FullFT over ``full_lrs`` and LoRA over ``ranks`` x ``lora_lrs``, for each seed in turn.
+
+    Seeds are the outer loop, so a sweep stopped part-way already holds complete seeds.
+    ``fixed`` values (scalars or lists, as in :func:`grid`) apply to every spec.
+    """
+    return [
+        spec
+        for seed in seeds
+        for spec in grid(method="full", lr=full_lrs, seed=seed, **fixed)
+        + grid(
+            method="lora", r=ranks, target_modules=target_modules, lr=lora_lrs, seed=seed, **fixed
+        )
+    ]
+
+
 def lr_grid(low: float, high: float, per_decade: int = 3) -> list[float]:
     """Learning rates 10**(k / per_decade) from ``low`` to ``high`` (3 significant digits).
 

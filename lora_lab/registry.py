@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lora_lab.experiments import Experiment, grid, lr_grid, register
+from lora_lab.experiments import Experiment, grid, lr_grid, method_grid, register
 
 # A minimal sweep to try the machinery: seconds on a laptop.
 register(
@@ -42,12 +42,9 @@ register(
         task_kwargs=INSTRUCT,
         defaults={"steps": 300, "batch_size": 32, "evals_per_decade": 4, "eval_limit": 256},
         grids={
-            "full": [
-                spec
-                for seed in (0, 1, 2)
-                for spec in grid(method="full", lr=FULL_LRS, seed=seed)
-                + grid(method="lora", r=LR_RULE_RANKS, target_modules="all", lr=LORA_LRS, seed=seed)
-            ],
+            "full": method_grid(
+                seeds=(0, 1, 2), full_lrs=FULL_LRS, ranks=LR_RULE_RANKS, lora_lrs=LORA_LRS
+            ),
             "ci": grid(method="full", lr=[4.64e-4, 1e-3], seed=0, steps=20, evals_per_decade=2)
             + grid(
                 method="lora",
@@ -128,19 +125,12 @@ register(
                 spec
                 for seed in (0, 1)
                 for n in CAPACITY_N
-                for spec in grid(
+                for spec in method_grid(
+                    seeds=[seed],
+                    full_lrs=CAPACITY_FULL_LRS,
+                    ranks=CAPACITY_RANKS,
+                    lora_lrs=CAPACITY_LORA_LRS,
                     task_kwargs={"n_entities": n, "seed": 0},
-                    method="full",
-                    lr=CAPACITY_FULL_LRS,
-                    seed=seed,
-                )
-                + grid(
-                    task_kwargs={"n_entities": n, "seed": 0},
-                    method="lora",
-                    r=CAPACITY_RANKS,
-                    target_modules="all",
-                    lr=CAPACITY_LORA_LRS,
-                    seed=seed,
                 )
             ],
             "ci": grid(
@@ -177,18 +167,12 @@ register(
         task_kwargs=SMALL_INSTRUCT,
         defaults={"steps": 300, "batch_size": 32, "evals_per_decade": 4, "eval_limit": 256},
         grids={
-            "full": [
-                spec
-                for seed in (0, 1)
-                for spec in grid(method="full", lr=lr_grid(4.64e-4, 2.15e-3, 3), seed=seed)
-                + grid(
-                    method="lora",
-                    r=[1, 4, 8, 16],
-                    target_modules="all",
-                    lr=lr_grid(1e-3, 4.64e-3, 3),
-                    seed=seed,
-                )
-            ],
+            "full": method_grid(
+                seeds=(0, 1),
+                full_lrs=lr_grid(4.64e-4, 2.15e-3, 3),
+                ranks=[1, 4, 8, 16],
+                lora_lrs=lr_grid(1e-3, 4.64e-3, 3),
+            ),
             "ci": grid(method="full", lr=1e-3, seed=0, steps=10, evals_per_decade=2)
             + grid(method="lora", r=8, target_modules="all", lr=2.15e-3, seed=0, steps=10),
         },
@@ -209,18 +193,12 @@ register(
         task_kwargs=INSTRUCT,
         defaults={"steps": 1000, "batch_size": 32, "evals_per_decade": 6, "eval_limit": 256},
         grids={
-            "full": [
-                spec
-                for seed in (0, 1)
-                for spec in grid(method="full", lr=lr_grid(4.64e-4, 2.15e-3, 3), seed=seed)
-                + grid(
-                    method="lora",
-                    r=LR_RULE_RANKS,
-                    target_modules="all",
-                    lr=lr_grid(1e-3, 2.15e-3, 3),
-                    seed=seed,
-                )
-            ],
+            "full": method_grid(
+                seeds=(0, 1),
+                full_lrs=lr_grid(4.64e-4, 2.15e-3, 3),
+                ranks=LR_RULE_RANKS,
+                lora_lrs=lr_grid(1e-3, 2.15e-3, 3),
+            ),
             "ci": grid(method="full", lr=1e-3, seed=0, steps=12, evals_per_decade=3)
             + grid(
                 method="lora",

@@ -51,7 +51,60 @@ def run_from_controls(
     )
 
 
-class ControlPanel:
+class _LivePanel:
+    """What every panel shares: a Run button, a progress bar, an output area that redraws a
+    live plot after each evaluation, and the notebook display hook."""
+
+    def _build(self, rows: list[list[Any]], steps: int) -> None:
+        import ipywidgets as w
+
+        self.button = w.Button(description="Run", button_style="primary", icon="play")
+        self.bar = w.IntProgress(value=0, min=0, max=steps, description="progress")
+        self.out = w.Output()
+        self.result: RunResult | None = None
+        self.button.on_click(lambda _: self.run())
+        self.widget = w.VBox(
+            [w.HBox(r) for r in rows] + [w.HBox([self.button, self.bar]), self.out]
+        )
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)
+
+    def run(self) -> RunResult:  # pragma: no cover - every panel defines it
+        raise NotImplementedError
+
+    def _live(self, steps: int, draw: Callable[[Any, list[dict]], None]) -> Callable:
+        """A ``train`` callback: collect each evaluation row and redraw with ``draw(ax, rows)``."""
+        import matplotlib.pyplot as plt
+
+        self.bar.max, self.bar.value = steps, 0
+        rows: list[dict] = []
+
+        def redraw(step: int, row: dict) -> None:
+            rows.append(row)
+            self.bar.value = step
+            with self.out:
+                self.out.clear_output(wait=True)
+                fig, ax = plt.subplots(figsize=(7, 4))
+                draw(ax, rows)
+                ax.set_xscale("log")
+                ax.set_xlabel("step (log)")
+                ax.legend(fontsize=8, loc="best")
+                plt.show()
+
+        return redraw
+
+    def _finish(self, result: RunResult) -> RunResult:
+        self.result = result
+        if result.diverged:
+            with self.out:
+                print(f"diverged at step {int(result.final['steps_done'])}: lower the LR")
+        return result
+
+
+class ControlPanel(_LivePanel):
     """ipywidgets panel with a live loss plot. ``overlay(ax)`` may draw reference curves
     (e.g. a sweep's results) under the live run."""
 
@@ -80,24 +133,7 @@ class ControlPanel:
             options=list(TARGETS), value="all layers", description="targets"
         )
         self.steps = w.IntSlider(value=steps, min=10, max=2000, step=10, description="steps")
-        self.button = w.Button(description="Run", button_style="primary", icon="play")
-        self.bar = w.IntProgress(value=0, min=0, max=steps, description="progress")
-        self.out = w.Output()
-        self.result: RunResult | None = None
-        self.button.on_click(lambda _: self.run())
-        self.widget = w.VBox(
-            [
-                w.HBox([self.rank, self.lr, self.batch]),
-                w.HBox([self.targets, self.steps]),
-                w.HBox([self.button, self.bar]),
-                self.out,
-            ]
-        )
-
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
-
-        display(self.widget)
+        self._build([[self.rank, self.lr, self.batch], [self.targets, self.steps]], steps)
 
     def values(self) -> dict[str, Any]:
         return {
@@ -109,43 +145,24 @@ class ControlPanel:
         }
 
     def run(self) -> RunResult:
-        import matplotlib.pyplot as plt
-
         vals = self.values()
-        self.bar.max, self.bar.value = vals["steps"], 0
-        rows: list[dict] = []
+        name = "FullFT" if vals["rank"] == 0 else f"r={vals['rank']}"
 
-        def redraw(step: int, row: dict) -> None:
-            rows.append(row)
-            self.bar.value = step
-            with self.out:
-                self.out.clear_output(wait=True)
-                fig, ax = plt.subplots(figsize=(7, 4))
-                if self.overlay is not None:
-                    self.overlay(ax)
-                xs = [max(r["step"], 1) for r in rows]
-                ax.plot(
-                    xs,
-                    [r["eval_loss"] for r in rows],
-                    "o-",
-                    color="crimson",
-                    lw=2.5,
-                    label=f"live: {'FullFT' if vals['rank'] == 0 else 'r=' + str(vals['rank'])}"
-                    f", lr={vals['lr']:.1e}",
-                )
-                ax.set_xscale("log")
-                ax.set_xlabel("step (log)")
-                ax.set_ylabel("eval loss")
-                ax.legend()
-                plt.show()
+        def draw(ax: Any, rows: list[dict]) -> None:
+            if self.overlay is not None:
+                self.overlay(ax)
+            xs = [max(r["step"], 1) for r in rows]
+            ys = [r["eval_loss"] for r in rows]
+            label = f"live: {name}, lr={vals['lr']:.1e}"
+            ax.plot(xs, ys, "o-", color="crimson", lw=2.5, label=label)
+            ax.set_ylabel("eval loss")
 
-        self.result = run_from_controls(
-            self.base, self.data, eval_data=self.eval_data, callback=redraw, **vals
+        callback = self._live(vals["steps"], draw)
+        return self._finish(
+            run_from_controls(
+                self.base, self.data, eval_data=self.eval_data, callback=callback, **vals
+            )
         )
-        if self.result.diverged:
-            with self.out:
-                print(f"diverged at step {int(self.result.final['steps_done'])}: lower the LR")
-        return self.result
 
 
 # ----------------------------------------------------------------------------- capacity
@@ -192,7 +209,7 @@ def run_capacity_from_controls(
     )
 
 
-class CapacityPanel:
+class CapacityPanel(_LivePanel):
     """Pick N facts and a rank, train live, and watch bits stored climb towards what the
     adapter can hold. ``overlay(ax, n, rank)`` draws reference curves (e.g. the sweep's) and
     ``bits_per_param`` sets the dashed "adapter limit" line (params x bits/param)."""
@@ -219,24 +236,7 @@ class CapacityPanel:
             value=lr, base=10, min=-4, max=-1.5, step=0.1, description="LR", readout_format=".1e"
         )
         self.steps = w.IntSlider(value=steps, min=20, max=1000, step=20, description="steps")
-        self.button = w.Button(description="Run", button_style="primary", icon="play")
-        self.bar = w.IntProgress(value=0, min=0, max=steps, description="progress")
-        self.out = w.Output()
-        self.result: RunResult | None = None
-        self.button.on_click(lambda _: self.run())
-        self.widget = w.VBox(
-            [
-                w.HBox([self.n, self.rank]),
-                w.HBox([self.lr, self.steps]),
-                w.HBox([self.button, self.bar]),
-                self.out,
-            ]
-        )
-
-    def _ipython_display_(self) -> None:
-        from IPython.display import display
-
-        display(self.widget)
+        self._build([[self.n, self.rank], [self.lr, self.steps]], steps)
 
     def values(self) -> dict[str, Any]:
         return {
@@ -250,53 +250,30 @@ class CapacityPanel:
         """Bits the adapter should hold at ``bits_per_param`` (None for FullFT or unknown)."""
         from lora_lab.lora import count_lora_params
 
-        if rank == 0 or self.bits_per_param is None:
-            return None
-        cfg = self.base.config if hasattr(self.base, "config") else None
-        if cfg is None:
+        cfg = getattr(self.base, "config", None)
+        if rank == 0 or self.bits_per_param is None or cfg is None:
             return None
         return self.bits_per_param * count_lora_params(cfg, LoraConfig(r=rank))
 
     def run(self) -> RunResult:
-        import math
-
-        import matplotlib.pyplot as plt
+        from lora_lab.tasks.facts import bits_per_fact
 
         vals = self.values()
-        info = vals["n_entities"] * 4 * math.log2(26)
+        info = vals["n_entities"] * bits_per_fact()
         limit = self.adapter_limit(vals["rank"])
-        self.bar.max, self.bar.value = vals["steps"], 0
-        rows: list[dict] = []
+        name = "FullFT" if vals["rank"] == 0 else f"r={vals['rank']}"
 
-        def redraw(step: int, row: dict) -> None:
-            rows.append(row)
-            self.bar.value = step
-            with self.out:
-                self.out.clear_output(wait=True)
-                fig, ax = plt.subplots(figsize=(7, 4))
-                if self.overlay is not None:
-                    self.overlay(ax, vals["n_entities"], vals["rank"])
-                ax.axhline(info, color="black", ls=":", lw=1, label="information in the data")
-                if limit is not None:
-                    ax.axhline(limit, color="crimson", ls="--", lw=1, label="adapter limit")
-                xs = [max(r["step"], 1) for r in rows]
-                ax.plot(
-                    xs,
-                    [r["bits_stored"] for r in rows],
-                    "o-",
-                    color="crimson",
-                    lw=2.5,
-                    label=f"live: {'FullFT' if vals['rank'] == 0 else 'r=' + str(vals['rank'])}",
-                )
-                ax.set_xscale("log")
-                ax.set_xlabel("step (log)")
-                ax.set_ylabel("bits stored")
-                ax.set_ylim(0, info * 1.08)
-                ax.legend(fontsize=8, loc="upper left")
-                plt.show()
+        def draw(ax: Any, rows: list[dict]) -> None:
+            if self.overlay is not None:
+                self.overlay(ax, vals["n_entities"], vals["rank"])
+            ax.axhline(info, color="black", ls=":", lw=1, label="information in the data")
+            if limit is not None:
+                ax.axhline(limit, color="crimson", ls="--", lw=1, label="adapter limit")
+            xs = [max(r["step"], 1) for r in rows]
+            ys = [r["bits_stored"] for r in rows]
+            ax.plot(xs, ys, "o-", color="crimson", lw=2.5, label=f"live: {name}")
+            ax.set_ylabel("bits stored")
+            ax.set_ylim(0, info * 1.08)
 
-        self.result = run_capacity_from_controls(self.base, callback=redraw, **vals)
-        if self.result.diverged:
-            with self.out:
-                print(f"diverged at step {int(self.result.final['steps_done'])}: lower the LR")
-        return self.result
+        callback = self._live(vals["steps"], draw)
+        return self._finish(run_capacity_from_controls(self.base, callback=callback, **vals))

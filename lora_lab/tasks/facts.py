@@ -24,6 +24,11 @@ PHRASINGS = [
 ]
 
 
+def bits_per_fact(value_len: int = 4) -> float:
+    """Information in one fact: its value is one of 26**value_len equally likely codes."""
+    return value_len * math.log2(26)
+
+
 def fact_examples(facts: list[tuple[str, str, str]], phrasings: list[int]) -> list[Example]:
     return [
         Example(PHRASINGS[p].format(attr=attr, name=name), " " + value, answer=value)
