@@ -97,49 +97,70 @@ def sample_bits_metric(
     return metric
 
 
+# Bits per trainable parameter that capacity-bound adapters held in the shipped `capacity`
+# sweep (tiny base, 400 steps; notebook 01 recomputes it). Allen-Zhu & Li report ~2 for
+# training long enough to see each fact ~1,000 times; short runs store far less.
+SHORT_RUN_BITS_PER_PARAM = 1.0
+
+
 def suggest_rank(
-    model_config: ModelConfig,
+    model: torch.nn.Module | ModelConfig,
+    data: SFTDataset | None = None,
     *,
     bits: float | None = None,
     completion_tokens: int | None = None,
-    bits_per_param: float = 1.0,
+    bits_per_param: float = SHORT_RUN_BITS_PER_PARAM,
     target_modules: Any = "all",
     ranks: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
     verbose: bool = True,
 ) -> int:
     """Smallest rank whose adapter should not be capacity-bound, with the reasoning printed.
 
-    With ``bits`` known (e.g. ``facts``), the adapter must hold them at ``bits_per_param``
-    (default 1.0: what short runs store at compact scale; Allen-Zhu & Li report ~2 for long
-    training). Otherwise it falls back to Tinker's rule of thumb: LoRA parameters >=
-    completion tokens trained on.
+    ``model`` is the base (or its config); ``data`` supplies ``bits`` (its information
+    content, where known, as on ``facts``) and ``completion_tokens`` unless they are given.
+    With bits known, the adapter must hold them at ``bits_per_param`` (default: what
+    capacity-bound adapters held in the shipped short-run sweep). Otherwise it falls back to
+    Tinker's rule of thumb, LoRA parameters >= completion tokens trained on. If even the
+    largest rank is too small it returns that rank and says to use full fine-tuning.
     """
+    config = model.config if isinstance(model, torch.nn.Module) else model
+    if data is not None:
+        bits = bits if bits is not None else data.info_bits
+        completion_tokens = completion_tokens or data.completion_tokens
     if bits is None and completion_tokens is None:
-        raise ValueError("give bits (information content) or completion_tokens")
+        raise ValueError("give data, bits (information content) or completion_tokens")
     if bits_per_param <= 0:
         raise ValueError("bits_per_param must be positive")
-    need_params = bits / bits_per_param if bits is not None else float(completion_tokens)
-    why = (
-        f"{bits:,.0f} bits at {bits_per_param:g} bits/param"
-        if bits is not None
-        else f"{completion_tokens:,} completion tokens (Tinker: params >= tokens)"
-    )
-    for r in ranks:
-        n = count_lora_params(model_config, LoraConfig(r=r, target_modules=target_modules))
-        if n >= need_params:
-            if verbose:
-                print(
-                    f"need >= {need_params:,.0f} LoRA parameters for {why}; "
-                    f"r={r} on {target_modules!r} gives {n:,} -> suggest r={r}"
-                )
-            return r
-    n = count_lora_params(model_config, LoraConfig(r=ranks[-1], target_modules=target_modules))
+
+    def params(r: int) -> int:
+        return count_lora_params(config, LoraConfig(r=r, target_modules=target_modules))
+
+    if bits is not None:
+        need = bits / bits_per_param
+        why = f"{bits:,.0f} bits at {bits_per_param:g} bits/param"
+    else:
+        need = float(completion_tokens)
+        why = f"{completion_tokens:,} completion tokens (Tinker: params >= tokens)"
+    chosen = next((r for r in ranks if params(r) >= need), None)
     if verbose:
-        print(
-            f"need >= {need_params:,.0f} parameters for {why}; even r={ranks[-1]} gives only "
-            f"{n:,}: use full fine-tuning"
-        )
-    return ranks[-1]
+        if chosen is None:
+            print(
+                f"need >= {need:,.0f} LoRA parameters for {why}; even r={ranks[-1]} gives only "
+                f"{params(ranks[-1]):,}: use full fine-tuning"
+            )
+        else:
+            print(
+                f"need >= {need:,.0f} LoRA parameters for {why}; "
+                f"r={chosen} on {target_modules!r} gives {params(chosen):,} -> suggest r={chosen}"
+            )
+        if bits is not None and completion_tokens:
+            tinker = next((r for r in ranks if params(r) >= completion_tokens), ranks[-1])
+            print(
+                f"  (Tinker's params >= tokens rule would say r={tinker} for "
+                f"{completion_tokens:,} completion tokens, i.e. it assumes "
+                f"{bits / completion_tokens:.2f} bits/param here)"
+            )
+    return ranks[-1] if chosen is None else chosen
 
 
 # ----------------------------------------------------------------------------- sweep analysis

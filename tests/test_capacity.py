@@ -120,3 +120,18 @@ def test_capacity_table_picks_best_lr_and_flags_bound_adapters():
     assert np.isnan(measured_bits_per_param(table, n_values=[40]))
     with pytest.raises(ValueError, match="measure_bits"):
         capacity_table(_table_runs().drop(columns="bits_stored"))
+
+
+def test_suggest_rank_reads_a_dataset_and_a_model(capsys):
+    base = load_base("nano")
+    task = make_facts(n_entities=400, seed=1)
+    from_data = suggest_rank(base, task.train, bits_per_param=0.5)
+    by_hand = suggest_rank(base.config, bits=task.train.info_bits, bits_per_param=0.5)
+    assert from_data == by_hand
+    out = capsys.readouterr().out
+    assert "suggest r=" in out and "Tinker" in out  # the reasoning, with the tokens rule beside
+    assert suggest_rank(base, bits=1e9, ranks=(1, 2), verbose=False) == 2
+    suggest_rank(base, bits=1e9, ranks=(1, 2))
+    assert "use full fine-tuning" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="bits_per_param"):
+        suggest_rank(base, task.train, bits_per_param=0)
