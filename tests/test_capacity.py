@@ -113,6 +113,7 @@ def _table_runs():
 def test_capacity_table_picks_best_lr_and_flags_bound_adapters():
     table = capacity_table(_table_runs())
     assert set(table.lr) == {1e-3}
+    assert table.lr_at_grid_edge.all()  # 1e-3 is the lowest LR tried
     assert table.set_index(["n_facts", "label"]).loc[(1000, "r=1"), "bits_per_param"] == 2.0
     bound = table[capacity_bound(table)]
     assert list(zip(bound.n_facts, bound.label)) == [(1000, "r=1")]

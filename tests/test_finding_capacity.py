@@ -18,7 +18,12 @@ from lora_lab.analysis import (
     load_runs,
     pointwise_min_curves,
 )
-from lora_lab.capacity import capacity_bound, capacity_table
+from lora_lab.capacity import (
+    SHORT_RUN_BITS_PER_PARAM,
+    capacity_bound,
+    capacity_table,
+    measured_bits_per_param,
+)
 from lora_lab.experiments import get_experiment, results_dir
 from lora_lab.store import ResultStore, spec_hash
 
@@ -119,3 +124,10 @@ def test_departure_from_fullft_comes_later_for_higher_rank():
     assert not math.isnan(steps[0]), "rank 1 never leaves FullFT on 16k instruction examples"
     known = [s if not math.isnan(s) else math.inf for s in steps]
     assert known == sorted(known), steps
+
+
+def test_suggest_rank_default_density_matches_the_shipped_sweep(table):
+    """``suggest_rank``'s default bits/param is a measured number: keep it in step with the
+    records (if the sweep is regenerated and moves, update the constant)."""
+    measured = measured_bits_per_param(table)
+    assert abs(measured / SHORT_RUN_BITS_PER_PARAM - 1) < 0.25, measured
