@@ -93,6 +93,7 @@ class _LivePanel:
                 ax.set_xlabel("step (log)")
                 ax.legend(fontsize=8, loc="best")
                 plt.show()
+                plt.close(fig)  # one live figure, not one per evaluation
 
         return redraw
 
