@@ -2,18 +2,23 @@
 
 Reproduces the findings of "LoRA Without Regret" (Schulman & Thinking Machines Lab, 2025)
 on compact transformers that this package defines and pretrains.
+
+Layout: :mod:`lora_lab.model` (the transformer), :mod:`lora_lab.lora` (LoRA as PEFT defines
+it), :mod:`lora_lab.train` (one loop, pluggable objectives), :mod:`lora_lab.sweeps` (typed
+specs, executors, store), :mod:`lora_lab.findings` (one module per notebook),
+:mod:`lora_lab.analysis` and :mod:`lora_lab.plots` (shared by every finding).
 """
 
-__version__ = "0.1.0"
-
-from lora_lab.adapters import load_adapter, save_adapter
+from lora_lab._version import __version__
 from lora_lab.lora import (
     LoraConfig,
     LoRALinear,
     count_lora_params,
     inject_lora,
+    load_adapter,
     merge,
     parameter_report,
+    save_adapter,
     unload,
     unmerge,
 )
@@ -27,10 +32,12 @@ from lora_lab.model import (
     save_model,
 )
 from lora_lab.records import read_records, record
+from lora_lab.train import FullFT, load_base, train
 
 __all__ = [
     "PRESETS",
     "CompactLM",
+    "FullFT",
     "LoRALinear",
     "LoraConfig",
     "ModelConfig",
@@ -40,6 +47,7 @@ __all__ = [
     "get_preset",
     "inject_lora",
     "load_adapter",
+    "load_base",
     "load_model",
     "merge",
     "parameter_report",
@@ -47,6 +55,7 @@ __all__ = [
     "record",
     "save_adapter",
     "save_model",
+    "train",
     "unload",
     "unmerge",
 ]

@@ -14,11 +14,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lora_lab.store import PROVENANCE_FIELDS, ResultStore
+from lora_lab.sweeps.spec import RunSpec
+from lora_lab.sweeps.store import PROVENANCE_FIELDS, ResultStore
 
 
-def method_label(method: str, r: float | None) -> str:
-    return "FullFT" if method == "full" else f"r={int(r)}"
+def _targets(value: object) -> object:
+    """Target modules as one hashable table cell (a list becomes "a,b")."""
+    return ",".join(value) if isinstance(value, list) else value
 
 
 def _records(folder: str | Path, keys: Iterable[str] | None) -> dict[str, dict]:
@@ -35,12 +37,13 @@ def load_runs(folder: str | Path, keys: Iterable[str] | None = None) -> pd.DataF
     rows = []
     for key, rec in _records(folder, keys).items():
         spec, res = rec["spec"], rec["result"]
+        typed = RunSpec.from_dict(spec)
         row = {k: v for k, v in spec.items() if not isinstance(v, (dict, list))}
         row.update({f"task_{k}": v for k, v in spec.get("task_kwargs", {}).items()})
         row.update(
             key=key,
-            r=spec.get("r", np.nan),
-            target_modules=spec.get("target_modules") if spec.get("method") != "full" else None,
+            r=spec.get("r", np.nan) if typed.is_lora else np.nan,
+            target_modules=_targets(spec.get("target_modules")),
             final_loss=res["final"]["eval_loss"],
             train_loss=res["final"]["train_loss"],
             diverged=res["diverged"],
@@ -52,7 +55,7 @@ def load_runs(folder: str | Path, keys: Iterable[str] | None = None) -> pd.DataF
         for k, v in res["final"].items():
             if k not in ("eval_loss", "train_loss"):
                 row[k] = v
-        row["label"] = method_label(row.get("method", "full"), row["r"])
+        row["label"] = typed.label
         rows.append(row)
     df = pd.DataFrame(rows)
     if df.empty:
@@ -81,15 +84,16 @@ def load_curves(folder: str | Path, keys: Iterable[str] | None = None) -> pd.Dat
     frames = []
     for key, rec in _records(folder, keys).items():
         spec = rec["spec"]
+        typed = RunSpec.from_dict(spec)
         c = pd.DataFrame(rec["result"]["curves"])
         c["key"] = key
         for k in ("method", "lr", "seed", "batch_size", "base", "steps"):
             c[k] = spec.get(k)
         for k, v in spec.get("task_kwargs", {}).items():
             c[f"task_{k}"] = v
-        c["r"] = spec.get("r", np.nan)
-        c["target_modules"] = spec.get("target_modules")
-        c["label"] = method_label(spec.get("method", "full"), c["r"].iloc[0])
+        c["r"] = spec.get("r", np.nan) if typed.is_lora else np.nan
+        c["target_modules"] = _targets(spec.get("target_modules"))
+        c["label"] = typed.label
         frames.append(c)
     if not frames:
         raise FileNotFoundError(f"no run records in {folder}")

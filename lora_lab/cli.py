@@ -9,15 +9,24 @@ import sys
 
 import torch
 
+from lora_lab._version import __version__
+from lora_lab.findings import EXPERIMENTS, get_experiment
+from lora_lab.lora import LoraConfig
+from lora_lab.model import PRESETS, build_model, count_parameters, read_model_metadata
+from lora_lab.paths import base_path
+from lora_lab.sweeps.executors import EXECUTORS
+from lora_lab.sweeps.experiment import results_dir
+from lora_lab.sweeps.migrate import migrate_store
+from lora_lab.sweeps.runner import run_sweep
+from lora_lab.sweeps.store import ResultStore
+from lora_lab.tasks import make_task
+from lora_lab.train.methods import FullFT
+from lora_lab.train.pretrain import available_bases, load_base, pretrain
+from lora_lab.train.sft import train
+
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Fine-tune the nano base with LoRA and FullFT for a few dozen steps and compare."""
-    from lora_lab.bases import available_bases, load_base
-    from lora_lab.lora import LoraConfig
-    from lora_lab.model import build_model
-    from lora_lab.tasks import make_task
-    from lora_lab.training import train
-
     torch.set_num_threads(args.threads)
     if "nano" in available_bases():
         base, origin = load_base("nano"), "shipped pretrained base data/base/nano"
@@ -32,7 +41,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "FullFT": train(
             base,
             task.train,
-            "full",
+            FullFT(),
             lr=args.full_lr,
             steps=args.steps,
             eval_data=task.extra["recall"],
@@ -59,8 +68,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    from lora_lab.bases import base_path, pretrain
-
     torch.set_num_threads(args.threads)
     meta = pretrain(
         args.preset,
@@ -84,10 +91,6 @@ def _device_name() -> str:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    from lora_lab import __version__
-    from lora_lab.bases import available_bases, base_path
-    from lora_lab.model import PRESETS, build_model, count_parameters, read_model_metadata
-
     print(f"lora_lab {__version__}, torch {torch.__version__}, Python {platform.python_version()}")
     print(f"device: {_device_name()}, {torch.get_num_threads()} threads")
     shipped = set(available_bases())
@@ -101,10 +104,6 @@ def cmd_info(args: argparse.Namespace) -> int:
             meta = read_model_metadata(base_path(name))
             line += f"  base: eval loss {meta['final_eval_loss']:.3f} ({meta['steps']} steps)"
         print(line)
-    from lora_lab.experiments import EXPERIMENTS, get_experiment, results_dir
-    from lora_lab.store import ResultStore
-
-    get_experiment("demo")  # fills the registry
     results = {}
     print("shipped results (data/results):")
     for name, exp in EXPERIMENTS.items():
@@ -117,10 +116,10 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from lora_lab.experiments import get_experiment, run_sweep
-
     exp = get_experiment(args.name)
-    summary = run_sweep(exp, args.grid, jobs=args.jobs, root=args.out)
+    summary = run_sweep(
+        exp, args.grid, jobs=args.jobs, root=args.out, executor=args.executor, address=args.address
+    )
     print(summary)
     for key, err in summary.failed.items():
         print(f"  failed {key}: {err}", file=sys.stderr)
@@ -128,16 +127,20 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from lora_lab.experiments import EXPERIMENTS, get_experiment, results_dir
-    from lora_lab.store import ResultStore
-
-    get_experiment("demo")  # fills the registry
     for name, exp in EXPERIMENTS.items():
         done = len(ResultStore(results_dir(name)).done_keys())
         print(
             f"{name:<12} {exp.base:<10} {exp.task:<9} full {done}/{len(exp.specs('full'))} done, "
             f"ci {len(exp.specs('ci'))} runs  {exp.description}"
         )
+    return 0
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Re-key run records written before typed specs (lora_lab < 0.2)."""
+    moved = migrate_store(args.folder, dry_run=args.dry_run)
+    verb = "would re-key" if args.dry_run else "re-keyed"
+    print(f"{args.folder}: {verb} {len(moved)} records")
     return 0
 
 
@@ -177,8 +180,24 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("name")
     s.add_argument("--grid", default="full", choices=["full", "ci"])
     s.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
-    s.add_argument("--out", default=None, help="results root (default data/results)")
+    s.add_argument("--out", default=None, help="results root (default: the shipped results)")
+    s.add_argument(
+        "--executor",
+        default="process",
+        choices=EXECUTORS,
+        help="where runs happen: local processes (default), serially here, or on Ray",
+    )
+    s.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster address (e.g. auto or ray://HOST:10001); default: a local Ray",
+    )
     s.set_defaults(func=cmd_sweep)
+
+    m = sub.add_parser("migrate", help="re-key records written before typed specs")
+    m.add_argument("folder")
+    m.add_argument("--dry-run", action="store_true", help="only say what would change")
+    m.set_defaults(func=cmd_migrate)
 
     ls = sub.add_parser("experiments", help="list experiments and how much of each is done")
     ls.set_defaults(func=cmd_list)

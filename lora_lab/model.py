@@ -18,6 +18,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
 
 
 @dataclass
@@ -329,8 +330,6 @@ def build_model(preset_or_config: str | ModelConfig, seed: int = 0) -> CompactLM
 
 def save_model(model: CompactLM, path: str | Path, metadata: dict[str, Any] | None = None) -> None:
     """Write ``path.safetensors`` (weights) and ``path.json`` (config + metadata); no pickle."""
-    from safetensors.torch import save_file
-
     path = Path(path).with_suffix("")
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
@@ -341,8 +340,6 @@ def save_model(model: CompactLM, path: str | Path, metadata: dict[str, Any] | No
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> CompactLM:
     """Inverse of :func:`save_model`; rejects files whose tensors do not fit the config."""
-    from safetensors.torch import load_file
-
     path = Path(path).with_suffix("")
     meta_path, weights_path = Path(str(path) + ".json"), Path(str(path) + ".safetensors")
     if not meta_path.exists() or not weights_path.exists():

@@ -15,6 +15,8 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
+from lora_lab.train.methods import sort_labels
+
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 DASHES = [(4, 1.5), (2, 1), (6, 2, 1, 2), (1, 1), (5, 1, 1, 1, 1, 1), (3, 3), (8, 2), (2, 3)]
 FULLFT = "FullFT"
@@ -30,16 +32,8 @@ def set_style() -> None:
 
 
 def _label_order(labels: Sequence[str]) -> list[str]:
-    """FullFT first, then ranks ascending, then anything else alphabetically."""
-
-    def key(lbl: str):
-        if lbl == FULLFT:
-            return (0, 0, lbl)
-        if lbl.startswith("r="):
-            return (1, int(lbl[2:]), lbl)
-        return (2, 0, lbl)
-
-    return sorted(set(labels), key=key)
+    """FullFT first, then other full fine-tuning, then ranks ascending (numerically)."""
+    return sort_labels(labels)
 
 
 def line_styles(labels: Sequence[str]) -> dict[str, dict]:

@@ -11,11 +11,7 @@ import os
 import time
 from pathlib import Path
 
-from lora_lab.bases import data_dir
-
-
-def notebooks_dir() -> Path:
-    return data_dir().parent / "notebooks"
+from lora_lab.paths import notebooks_dir
 
 
 def execute_notebook(

@@ -10,7 +10,8 @@ from collections.abc import Callable
 from typing import Any
 
 from lora_lab.lora import LoraConfig
-from lora_lab.training import RunResult, train
+from lora_lab.train.methods import FullFT
+from lora_lab.train.sft import RunResult, train
 
 TARGETS = {"all layers": "all", "MLP only": "mlp", "attention only": "attn"}
 
@@ -32,7 +33,7 @@ def run_from_controls(
 ) -> RunResult:
     """Train one run from panel values (``rank=0`` or ``full_ft`` means FullFT)."""
     method: Any = (
-        "full"
+        FullFT()
         if full_ft or rank == 0
         else LoraConfig(r=int(rank), target_modules=TARGETS.get(targets, targets))
     )
@@ -51,7 +52,7 @@ def run_from_controls(
     )
 
 
-class _LivePanel:
+class LivePanel:
     """What every panel shares: a Run button, a progress bar, an output area that redraws a
     live plot after each evaluation, and the notebook display hook."""
 
@@ -105,7 +106,7 @@ class _LivePanel:
         return result
 
 
-class ControlPanel(_LivePanel):
+class ControlPanel(LivePanel):
     """ipywidgets panel with a live loss plot. ``overlay(ax)`` may draw reference curves
     (e.g. a sweep's results) under the live run."""
 
@@ -164,117 +165,3 @@ class ControlPanel(_LivePanel):
                 self.base, self.data, eval_data=self.eval_data, callback=callback, **vals
             )
         )
-
-
-# ----------------------------------------------------------------------------- capacity
-
-
-def run_capacity_from_controls(
-    base: Any,
-    *,
-    n_entities: int,
-    rank: int,
-    lr: float,
-    steps: int,
-    batch_size: int = 64,
-    seed: int = 0,
-    bits_sample: int = 512,
-    callback: Callable[[int, dict], None] | None = None,
-    progress: bool = False,
-) -> RunResult:
-    """Train on ``facts`` with ``n_entities`` facts (``rank=0``: FullFT) and log the bits
-    stored at every evaluation (estimated on ``bits_sample`` facts; see
-    :func:`lora_lab.capacity.sample_bits_metric`)."""
-    from lora_lab.capacity import sample_bits_metric
-    from lora_lab.tasks import make_task
-
-    if n_entities <= 0:
-        raise ValueError("n_entities must be positive")
-    task = make_task("facts", n_entities=int(n_entities), seed=0)
-    recall = task.extra["recall"]
-    method: Any = "full" if rank == 0 else LoraConfig(r=int(rank), target_modules="all")
-    return train(
-        base,
-        task.train,
-        method,
-        lr=lr,
-        steps=int(steps),
-        batch_size=int(batch_size),
-        eval_data=recall,
-        eval_limit=bits_sample,
-        eval_metrics=sample_bits_metric(recall, bits_sample),
-        seed=seed,
-        callback=callback,
-        progress=progress,
-        evals_per_decade=6,
-    )
-
-
-class CapacityPanel(_LivePanel):
-    """Pick N facts and a rank, train live, and watch bits stored climb towards what the
-    adapter can hold. ``overlay(ax, n, rank)`` draws reference curves (e.g. the sweep's) and
-    ``bits_per_param`` sets the dashed "adapter limit" line (params x bits/param)."""
-
-    def __init__(
-        self,
-        base: Any,
-        *,
-        n_values: tuple[int, ...] = (250, 500, 1000, 2000),
-        ranks: tuple[int, ...] = (0, 1, 2, 4, 8, 16, 32, 64),
-        n: int = 1000,
-        rank: int = 4,
-        lr: float = 2.15e-3,  # best for r=4 in the capacity sweep; 4.64e-3 stalls low ranks
-        steps: int = 200,
-        bits_per_param: float | None = None,
-        overlay: Callable[[Any, int, int], None] | None = None,
-    ) -> None:
-        import ipywidgets as w
-
-        self.base, self.overlay, self.bits_per_param = base, overlay, bits_per_param
-        self.n = w.Dropdown(options=list(n_values), value=n, description="N facts")
-        self.rank = w.SelectionSlider(options=list(ranks), value=rank, description="rank (0=Full)")
-        self.lr = w.FloatLogSlider(
-            value=lr, base=10, min=-4, max=-1.5, step=0.1, description="LR", readout_format=".1e"
-        )
-        self.steps = w.IntSlider(value=steps, min=20, max=1000, step=20, description="steps")
-        self._build([[self.n, self.rank], [self.lr, self.steps]], steps)
-
-    def values(self) -> dict[str, Any]:
-        return {
-            "n_entities": self.n.value,
-            "rank": self.rank.value,
-            "lr": self.lr.value,
-            "steps": self.steps.value,
-        }
-
-    def adapter_limit(self, rank: int) -> float | None:
-        """Bits the adapter should hold at ``bits_per_param`` (None for FullFT or unknown)."""
-        from lora_lab.lora import count_lora_params
-
-        cfg = getattr(self.base, "config", None)
-        if rank == 0 or self.bits_per_param is None or cfg is None:
-            return None
-        return self.bits_per_param * count_lora_params(cfg, LoraConfig(r=rank))
-
-    def run(self) -> RunResult:
-        from lora_lab.tasks.facts import bits_per_fact
-
-        vals = self.values()
-        info = vals["n_entities"] * bits_per_fact()
-        limit = self.adapter_limit(vals["rank"])
-        name = "FullFT" if vals["rank"] == 0 else f"r={vals['rank']}"
-
-        def draw(ax: Any, rows: list[dict]) -> None:
-            if self.overlay is not None:
-                self.overlay(ax, vals["n_entities"], vals["rank"])
-            ax.axhline(info, color="black", ls=":", lw=1, label="information in the data")
-            if limit is not None:
-                ax.axhline(limit, color="crimson", ls="--", lw=1, label="adapter limit")
-            xs = [max(r["step"], 1) for r in rows]
-            ys = [r["bits_stored"] for r in rows]
-            ax.plot(xs, ys, "o-", color="crimson", lw=2.5, label=f"live: {name}")
-            ax.set_ylabel("bits stored")
-            ax.set_ylim(0, info * 1.08)
-
-        callback = self._live(vals["steps"], draw)
-        return self._finish(run_capacity_from_controls(self.base, callback=callback, **vals))

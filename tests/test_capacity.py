@@ -4,19 +4,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lora_lab.bases import load_base
-from lora_lab.capacity import (
-    answer_code_length_bits,
-    bits_stored,
+from lora_lab.findings.capacity import (
     capacity_bound,
     capacity_table,
     measured_bits_per_param,
-    sample_bits_metric,
     suggest_rank,
 )
 from lora_lab.model import get_preset
 from lora_lab.tasks import make_facts
-from lora_lab.training import train
+from lora_lab.train import load_base, train
+from lora_lab.train.bits import answer_code_length_bits, bits_stored, sample_bits_metric
 
 
 @pytest.fixture(scope="module")

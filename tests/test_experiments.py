@@ -24,9 +24,20 @@ from lora_lab.analysis import (
     provenance_summary,
     steps_to_match,
 )
-from lora_lab.experiments import get_experiment, grid, lr_grid, results_dir, run_sweep
-from lora_lab.store import PROVENANCE_FIELDS, ResultStore, spec_hash
+from lora_lab.findings import get_experiment
+from lora_lab.sweeps import (
+    PROVENANCE_FIELDS,
+    ResultStore,
+    RunSpec,
+    grid,
+    lr_grid,
+    results_dir,
+    run_sweep,
+    spec_hash,
+)
 from tests.harness import ROOT, run_notebook
+
+DEMO = get_experiment("demo")
 
 
 def test_spec_hash_is_stable_across_processes_and_key_order():
@@ -35,7 +46,7 @@ def test_spec_hash_is_stable_across_processes_and_key_order():
     assert spec_hash(spec) == spec_hash(reordered)
     assert spec_hash(spec) != spec_hash({**spec, "lr": 2e-3})
     code = (
-        "from lora_lab.store import spec_hash;"
+        "from lora_lab.sweeps.spec import spec_hash;"
         "print(spec_hash({'lr': 1e-3, 'method': 'lora', 'r': 4,"
         " 'task_kwargs': {'n': 1, 'a': [1, 2]}}))"
     )
@@ -54,8 +65,8 @@ def test_grid_helpers():
     assert lr_grid(1e-4, 1e-2, 2) == [1e-4, 3.16e-4, 1e-3, 3.16e-3, 1e-2]
     exp = get_experiment("demo")
     specs = exp.specs("full")
-    assert len({spec_hash(s) for s in specs}) == len(specs)
-    assert all("r" not in s for s in specs if s["method"] == "full")
+    assert len({s.key for s in specs}) == len(specs)
+    assert all(not s.is_lora for s in specs if s.label == "FullFT")
     with pytest.raises(ValueError, match="unknown experiment"):
         get_experiment("nope")
     with pytest.raises(ValueError, match="grids"):
@@ -67,8 +78,9 @@ def test_resume_after_sigkill_loses_nothing_and_repeats_nothing(tmp_path):
     total = len(exp.specs("full"))
     folder = results_dir("demo", "full", tmp_path)
     code = (
-        f"from lora_lab.experiments import run_sweep;"
-        f"run_sweep('demo', 'full', jobs=2, root={str(tmp_path)!r}, progress=False)"
+        f"from lora_lab.findings import get_experiment;"
+        f"from lora_lab.sweeps import run_sweep;"
+        f"run_sweep(get_experiment('demo'), 'full', jobs=2, root={str(tmp_path)!r}, progress=False)"
     )
     proc = subprocess.Popen(
         [sys.executable, "-c", code],
@@ -84,34 +96,34 @@ def test_resume_after_sigkill_loses_nothing_and_repeats_nothing(tmp_path):
     proc.wait()
     finished = {p.name: p.stat().st_mtime_ns for p in folder.glob(records)}
     assert 2 <= len(finished) < total, "kill came too late to test resumption"
-    summary = run_sweep("demo", "full", jobs=1, root=tmp_path, progress=False)
+    summary = run_sweep(DEMO, "full", jobs=1, root=tmp_path, progress=False)
     assert summary.skipped == len(finished)
     assert summary.ran == total - len(finished) and not summary.failed
     for name, mtime in finished.items():  # finished records untouched
         assert (folder / name).stat().st_mtime_ns == mtime
     assert len(list(folder.glob(records))) == total
-    again = run_sweep("demo", "full", jobs=1, root=tmp_path, progress=False)
+    again = run_sweep(DEMO, "full", jobs=1, root=tmp_path, progress=False)
     assert again.ran == 0 and again.skipped == total
 
 
 def test_truncated_record_is_reported_and_redone(tmp_path):
-    first = run_sweep("demo", "ci", jobs=1, root=tmp_path, progress=False)
+    first = run_sweep(DEMO, "ci", jobs=1, root=tmp_path, progress=False)
     assert first.ran == 2
     victim = sorted(first.folder.glob("*.json"))[0]
     victim.write_text(victim.read_text()[:100])
     with pytest.warns(UserWarning, match="unreadable"):
-        second = run_sweep("demo", "ci", jobs=1, root=tmp_path, progress=False)
+        second = run_sweep(DEMO, "ci", jobs=1, root=tmp_path, progress=False)
     assert second.redone_unreadable == [victim.stem]
     assert second.ran == 1 and second.skipped == 1
     json.loads(victim.read_text())  # whole again
 
 
 def test_records_have_provenance_and_reload(tmp_path):
-    summary = run_sweep("demo", "ci", jobs=1, root=tmp_path, progress=False)
+    summary = run_sweep(DEMO, "ci", jobs=1, root=tmp_path, progress=False)
     records, bad = ResultStore(summary.folder).scan()
     assert not bad and len(records) == 2
     for key, rec in records.items():
-        assert key == spec_hash(rec["spec"])
+        assert key == RunSpec.from_dict(rec["spec"]).key
         prov = rec["provenance"]
         for field in (*PROVENANCE_FIELDS, "wall_time_s"):
             assert field in prov

@@ -18,14 +18,14 @@ from lora_lab.analysis import (
     load_runs,
     pointwise_min_curves,
 )
-from lora_lab.capacity import (
+from lora_lab.findings import get_experiment
+from lora_lab.findings.capacity import (
     SHORT_RUN_BITS_PER_PARAM,
     capacity_bound,
     capacity_table,
     measured_bits_per_param,
 )
-from lora_lab.experiments import get_experiment, results_dir
-from lora_lab.store import ResultStore, spec_hash
+from lora_lab.sweeps import ResultStore, results_dir
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def _row(table, n, label):
 def test_shipped_sweep_is_complete_with_provenance(name):
     records, bad = ResultStore(results_dir(name)).scan()
     assert not bad
-    missing = [s for s in get_experiment(name).specs("full") if spec_hash(s) not in records]
+    missing = [s for s in get_experiment(name).specs("full") if s.key not in records]
     assert not missing, f"{len(missing)} specs of {name}'s full grid have no shipped record"
     for rec in records.values():
         prov = rec["provenance"]

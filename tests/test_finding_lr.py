@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from lora_lab.analysis import load_runs, lr_ratio, optimal_lr
-from lora_lab.experiments import get_experiment, results_dir, run_spec
-from lora_lab.store import ResultStore, spec_hash
+from lora_lab.findings import get_experiment
+from lora_lab.sweeps import ResultStore, results_dir, run_spec
 
 EXP = get_experiment("lr_rule")
 FOLDER = results_dir("lr_rule")
@@ -24,7 +24,7 @@ def runs():
 def test_shipped_sweep_is_complete_with_provenance():
     records, bad = ResultStore(FOLDER).scan()
     assert not bad
-    missing = [s for s in EXP.specs("full") if spec_hash(s) not in records]
+    missing = [s for s in EXP.specs("full") if s.key not in records]
     assert not missing, f"{len(missing)} specs of the full grid have no shipped record"
     for rec in records.values():
         prov = rec["provenance"]

@@ -45,7 +45,8 @@ def test_readme_quickstart_and_ci_agree():
     ci = (ROOT / ".ci" / "run").read_text()
     assert test_command in ci.splitlines()
     assert "torch==2.13.0" in ci
-    assert ci.index("torch==2.13.0") < ci.index('-e ".[dev]"')
+    assert ci.index("torch==2.13.0") < ci.index('-e ".[dev')
+    assert '-e ".[dev,ray]"' in ci  # the Ray-equivalence test must run in CI, not be skipped
 
 
 def test_console_script_declared():
@@ -66,3 +67,15 @@ def test_ruff_clean():
         pytest.fail("ruff is part of the dev extra and must be installed")
     result = subprocess.run([ruff, "check", str(ROOT)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-3000:]
+
+
+def test_package_data_covers_every_shipped_file():
+    """Bases, records and samples live inside the package and are declared as package data,
+    so an installed wheel (or a Ray worker) finds them where a checkout does."""
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    patterns = meta["tool"]["setuptools"]["package-data"]["lora_lab"]
+    data = ROOT / "lora_lab" / "data"
+    files = [p.relative_to(ROOT / "lora_lab") for p in data.rglob("*") if p.is_file()]
+    assert files
+    uncovered = [f for f in files if not any(f.match(pat) for pat in patterns)]
+    assert not uncovered, uncovered

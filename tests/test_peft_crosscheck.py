@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from lora_lab import LoraConfig, build_model, inject_lora, load_adapter, save_adapter
-from lora_lab.adapters import _EXPERT_PATTERN
 from lora_lab.lora import TARGET_PRESETS, lora_layers
+from lora_lab.lora.peft_io import _EXPERT_PATTERN
 
 CASES = [
     ("nano", "all", False),

@@ -4,8 +4,8 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from lora_lab.bases import load_base
 from lora_lab.cli import main
+from lora_lab.findings.capacity import CapacityPanel, run_capacity_from_controls
 from lora_lab.plots import (
     line_styles,
     plot_bits_vs_params,
@@ -18,12 +18,8 @@ from lora_lab.plots import (
 )
 from lora_lab.reproduce import reproduce
 from lora_lab.tasks import make_facts
-from lora_lab.widgets import (
-    CapacityPanel,
-    ControlPanel,
-    run_capacity_from_controls,
-    run_from_controls,
-)
+from lora_lab.train import load_base
+from lora_lab.widgets import ControlPanel, run_from_controls
 from tests.harness import ROOT
 
 

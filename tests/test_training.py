@@ -4,18 +4,18 @@ import pytest
 import torch
 
 from lora_lab import LoraConfig, build_model
-from lora_lab.bases import (
+from lora_lab.model import PRESETS, load_model, read_model_metadata
+from lora_lab.paths import base_path
+from lora_lab.tasks import make_facts, make_instruct
+from lora_lab.tasks.corpus import corpus_tokens
+from lora_lab.train import RunResult, log_spaced_steps, train
+from lora_lab.train.pretrain import (
     EVAL_SEED,
     PRETRAIN_STEPS,
-    base_path,
     corpus_eval_loss,
     load_base,
     pretrain,
 )
-from lora_lab.model import PRESETS, load_model, read_model_metadata
-from lora_lab.tasks import make_facts, make_instruct
-from lora_lab.tasks.corpus import corpus_tokens
-from lora_lab.training import RunResult, log_spaced_steps, train
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,9 @@
 """Seeded synthetic tasks with train/test splits and completion-only loss masks."""
 
+import json
+from pathlib import Path
+
+from lora_lab.paths import data_dir
 from lora_lab.tasks.arith import make_arith, parse_answer, verify
 from lora_lab.tasks.base import Example, SFTDataset, Task
 from lora_lab.tasks.corpus import corpus_documents, corpus_tokens
@@ -32,12 +36,9 @@ __all__ = [
 ]
 
 
-def write_samples(folder: str = "data/samples") -> None:
-    """Write the small JSONL samples shipped in ``data/samples`` (for students to read)."""
-    import json
-    from pathlib import Path
-
-    out = Path(folder)
+def write_samples(folder: str | Path | None = None) -> None:
+    """Write the small JSONL samples shipped in ``lora_lab/data/samples`` (for reading)."""
+    out = Path(folder) if folder is not None else data_dir() / "samples"
     out.mkdir(parents=True, exist_ok=True)
     for name, kw in [
         ("facts", {"n_entities": 50}),

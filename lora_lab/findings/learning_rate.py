@@ -1,0 +1,211 @@
+"""Finding 2 (notebook 02): LoRA's best learning rate, its ratio to FullFT's, and why it
+barely depends on rank.
+
+Experiments ``lr_rule`` and ``lr_width``; the first-update analysis (why the optimum is
+rank-invariant); the tables the notebook shows. The live panel is the generic
+:class:`lora_lab.widgets.ControlPanel`.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from lora_lab.analysis import lr_ratio, optimal_lr
+from lora_lab.lora import LoraConfig, inject_lora, lora_layers
+from lora_lab.model import PRESETS
+from lora_lab.sweeps.experiment import Experiment, grid, lr_grid, method_grid
+from lora_lab.tasks.base import SFTDataset
+from lora_lab.tasks.instruct import INSTRUCT_16K
+from lora_lab.train.evaluation import masked_nll
+from lora_lab.train.optim import make_adamw
+
+# The learning-rate rule (notebook 02). Instruction following on string tasks, tiny base,
+# constant LR as in the post. Evaluations sit at 10^(k/4) steps, so the loss at step 56 of a
+# 300-step run *is* the final loss of a 56-step run (constant LR, same batches): one sweep
+# answers both the short and the long budget. Seeds are the outer loop so a partial sweep
+# already holds complete seeds. 300 steps is what this 2-core CPU affords (~30 s a run).
+LR_RULE_RANKS = [1, 4, 16, 64]
+FULL_LRS = lr_grid(1e-4, 1e-2, 3)  # 1e-4 ... 1e-2, x2.15 apart
+LORA_LRS = lr_grid(4.64e-4, 4.64e-2, 3)
+LR_RULE = Experiment(
+    name="lr_rule",
+    description="optimal LR of FullFT and LoRA r=1..64 (all layers), 3 seeds, 300 steps",
+    base="tiny",
+    task="instruct",
+    task_kwargs=INSTRUCT_16K,
+    defaults={"steps": 300, "batch_size": 32, "evals_per_decade": 4, "eval_limit": 256},
+    grids={
+        "full": method_grid(
+            seeds=(0, 1, 2), full_lrs=FULL_LRS, ranks=LR_RULE_RANKS, lora_lrs=LORA_LRS
+        ),
+        "ci": grid(method="full", lr=[4.64e-4, 1e-3], seed=0, steps=20, evals_per_decade=2)
+        + grid(
+            method="lora",
+            r=4,
+            target_modules="all",
+            lr=[2.15e-3, 4.64e-3],
+            seed=0,
+            steps=20,
+            evals_per_decade=2,
+        ),
+    },
+)
+
+# The ratio at each dense width: does it move towards 10x, or with hidden / (2 alpha)?
+# 200 steps and 5 LRs per method keep `small` (4x tiny's cost per step) affordable.
+WIDTH_GRIDS = {
+    "nano": (lr_grid(2.15e-4, 4.64e-3, 3), lr_grid(1e-3, 2.15e-2, 3)),
+    "tiny": (lr_grid(2.15e-4, 4.64e-3, 3), lr_grid(1e-3, 2.15e-2, 3)),
+    "small": (lr_grid(1e-4, 2.15e-3, 3), lr_grid(1e-3, 2.15e-2, 3)),
+}
+LR_WIDTH = Experiment(
+    name="lr_width",
+    description="optimal LR ratio LoRA r=16 / FullFT at each dense preset width, 2 seeds",
+    base="tiny",
+    task="instruct",
+    task_kwargs=INSTRUCT_16K,
+    defaults={"steps": 200, "batch_size": 32, "evals_per_decade": 4, "eval_limit": 256},
+    grids={
+        "full": [
+            spec
+            for seed in (0, 1)
+            for base, (full_lrs, lora_lrs) in WIDTH_GRIDS.items()
+            for spec in grid(base=base, method="full", lr=full_lrs, seed=seed)
+            + grid(base=base, method="lora", r=16, target_modules="all", lr=lora_lrs, seed=seed)
+        ],
+        "ci": grid(
+            base=["nano", "tiny"], method="full", lr=1e-3, seed=0, steps=10, evals_per_decade=2
+        ),
+    },
+)
+
+
+EXPERIMENTS = (LR_RULE, LR_WIDTH)
+
+
+# ----------------------------------------------------------------------------- analysis
+
+
+def ratio_table(runs: pd.DataFrame, reference: str = "FullFT", n_boot: int = 1000) -> pd.DataFrame:
+    """Optimal-LR ratio of every LoRA rank to ``reference`` with a 95 % seed-bootstrap
+    interval: columns ``rank``, ``ratio``, ``lo``, ``hi``, ``n_seeds``."""
+    ranks = sorted(runs.r.dropna().unique().astype(int))
+    return pd.DataFrame(
+        [
+            {"rank": r, **lr_ratio(runs, {"label": f"r={r}"}, {"label": reference}, n_boot=n_boot)}
+            for r in ranks
+        ]
+    )
+
+
+def width_table(runs: pd.DataFrame, n_boot: int = 1000, lora_alpha: float = 32.0) -> pd.DataFrame:
+    """The r=16 / FullFT optimal-LR ratio at each base width of an ``lr_width`` sweep, beside
+    the ``d / (2 alpha)`` scaling that has been proposed for it."""
+    rows = []
+    for base_name, d in runs.groupby("base"):
+        width = PRESETS[base_name].d_model
+        res = lr_ratio(d, {"label": "r=16"}, {"label": "FullFT"}, n_boot=n_boot)
+        opt = optimal_lr(d, ["label"]).set_index("label")
+        rows.append(
+            {
+                "base": base_name,
+                "d_model": width,
+                **res,
+                "d_over_2alpha": width / (2 * lora_alpha),
+                "opt_lr_fullft": opt.opt_lr["FullFT"],
+                "opt_lr_r16": opt.opt_lr["r=16"],
+                "optimum_at_edge": bool(opt.at_edge.any()),
+            }
+        )
+    return pd.DataFrame(rows).sort_values("d_model").reset_index(drop=True)
+
+
+def rank_spread(optima: pd.DataFrame, ranks: tuple[int, ...] = (4, 16, 64)) -> dict[str, float]:
+    """How rank-invariant the optimum is: max/min of the optima of ``ranks``, and rank 1's
+    optimum relative to their geometric mean."""
+    opt = dict(zip(optima.label, optima.opt_lr))
+    mid = np.array([opt[f"r={r}"] for r in ranks])
+    geo = float(np.exp(np.log(mid).mean()))
+    return {
+        "spread": float(mid.max() / mid.min()),
+        "rank1_vs_geomean": opt.get("r=1", np.nan) / geo,
+    }
+
+
+# ----------------------------------------------------------------------------- first update
+# With B = 0 the first Adam step moves only B (A's gradient is zero while B is zero), by
+# -lr * sign(grad B) per entry. The weight update is then (alpha/r) * sum_k db_k a_k^T: an
+# average over r rank-one terms. Its projection on the loss gradient (what lowers the loss)
+# has the same expectation for every r; only its noise shrinks with r.
+
+
+def first_update(
+    base: torch.nn.Module,
+    data: SFTDataset,
+    config: LoraConfig,
+    lr: float,
+    batch_size: int = 64,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """One AdamW step of LoRA from its initialisation on one batch; statistics of ΔW.
+
+    Returns the Frobenius norm of the total weight update, its alignment with the negative
+    full-weight gradient (cosine, and the first-order loss change <G, ΔW>), and the actual
+    loss change on the same batch.
+    """
+    with torch.random.fork_rng(devices=[]):  # seeds A's init without touching the caller's RNG
+        torch.manual_seed(seed)
+        model = inject_lora(copy.deepcopy(base), config)
+    inputs, targets, mask = data.tensors()
+    idx = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:batch_size]
+    batch = (inputs[idx], targets[idx], mask[idx])
+    layers = lora_layers(model)
+
+    # full-weight gradient G at the base point (B = 0, so the model equals the base)
+    for layer in layers.values():
+        layer.base_layer.weight.requires_grad_(True)
+    loss0, _ = masked_nll(model, *batch)
+    loss0.backward()
+    grads = {n: layer.base_layer.weight.grad.clone() for n, layer in layers.items()}
+    for layer in layers.values():
+        layer.base_layer.weight.requires_grad_(False)
+        layer.base_layer.weight.grad = None
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = make_adamw(params, lr=lr)
+    opt.step()  # LoRA grads were filled by the same backward pass
+    with torch.no_grad():
+        deltas = {n: layer.delta_weight() for n, layer in layers.items()}
+        loss1, _ = masked_nll(model, *batch)
+    g = torch.cat([grads[n].flatten() for n in layers])
+    d = torch.cat([deltas[n].flatten() for n in layers])
+    return {
+        "r": config.r,
+        "lr": lr,
+        "delta_norm": float(d.norm()),
+        "cosine_with_neg_grad": float(-(g @ d) / (g.norm() * d.norm() + 1e-30)),
+        "first_order_loss_change": float(g @ d),
+        "loss_change": float(loss1 - loss0.detach()),
+    }
+
+
+def first_update_table(
+    base: torch.nn.Module,
+    data: SFTDataset,
+    ranks: list[int],
+    lr: float,
+    seeds: list[int] | tuple[int, ...] = (0, 1, 2),
+    **kwargs: Any,
+) -> pd.DataFrame:
+    """:func:`first_update` for every rank and seed (different seeds: different A init)."""
+    rows = [
+        first_update(base, data, LoraConfig(r=r, **kwargs), lr, seed=s) | {"seed": s}
+        for r in ranks
+        for s in seeds
+    ]
+    return pd.DataFrame(rows)

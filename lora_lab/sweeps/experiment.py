@@ -1,0 +1,126 @@
+"""Experiments: named grids of run specs, and helpers to write grids.
+
+An experiment is a base preset, a task and a grid of run specs for each grid name: ``full``
+(the shipped results) and ``ci`` (well under a minute). Every spec is checked when the
+experiment is declared, so a typo in a grid fails at import, not after an hour of sweeping.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lora_lab.paths import results_root, work_dir
+from lora_lab.sweeps.spec import LORA_ONLY_FIELDS, RunSpec
+
+SpecDict = dict[str, Any]
+
+
+def grid(**axes: Any) -> list[SpecDict]:
+    """Cartesian product of the given axes; scalars are fixed values.
+
+    ``grid(method="full", lr=[1e-4, 1e-3], seed=[0, 1])`` -> 4 specs.
+    """
+    keys = list(axes)
+    values = [v if isinstance(v, (list, tuple)) else [v] for v in axes.values()]
+    return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
+
+
+def method_grid(
+    *,
+    seeds: list[int] | tuple[int, ...],
+    full_lrs: list[float],
+    ranks: list[int],
+    lora_lrs: list[float],
+    target_modules: Any = "all",
+    **fixed: Any,
+) -> list[SpecDict]:
+    """FullFT over ``full_lrs`` and LoRA over ``ranks`` x ``lora_lrs``, for each seed in turn.
+
+    Seeds are the outer loop, so a sweep stopped part-way already holds complete seeds.
+    ``fixed`` values (scalars or lists, as in :func:`grid`) apply to every spec.
+    """
+    return [
+        spec
+        for seed in seeds
+        for spec in grid(method="full", lr=full_lrs, seed=seed, **fixed)
+        + grid(
+            method="lora", r=ranks, target_modules=target_modules, lr=lora_lrs, seed=seed, **fixed
+        )
+    ]
+
+
+def lr_grid(low: float, high: float, per_decade: int = 3) -> list[float]:
+    """Learning rates 10**(k / per_decade) from ``low`` to ``high`` (3 significant digits).
+
+    The points sit on one lattice for every call with the same ``per_decade``, so grids for
+    different methods share their common learning rates exactly.
+    """
+    if not (0 < low <= high) or per_decade < 1:
+        raise ValueError(
+            f"need 0 < low <= high and per_decade >= 1, got {low}, {high}, {per_decade}"
+        )
+    k0 = round(math.log10(low) * per_decade)
+    k1 = round(math.log10(high) * per_decade)
+    return [float(f"{10 ** (k / per_decade):.3g}") for k in range(k0, k1 + 1)]
+
+
+@dataclass
+class Experiment:
+    """A named sweep. ``grids`` maps a grid name (``full``, ``ci``) to its run specs; every
+    spec is completed with ``base``, ``task``, ``task_kwargs``, ``eval_split`` and
+    ``defaults``. A FullFT spec drops the LoRA-only fields a grid crossed it with (so a
+    rank axis does not multiply FullFT runs); any other unknown field is an error."""
+
+    name: str
+    description: str
+    base: str
+    task: str
+    task_kwargs: dict[str, Any]
+    grids: dict[str, list[SpecDict]]
+    defaults: dict[str, Any] = field(default_factory=dict)
+    eval_split: str = "test"
+
+    def __post_init__(self) -> None:
+        for grid_name in self.grids:
+            self.specs(grid_name)  # every spec of every grid parses, or this raises
+
+    def specs(self, grid_name: str = "full") -> list[RunSpec]:
+        """The grid's run specs, duplicates removed, in declaration order."""
+        if grid_name not in self.grids:
+            raise ValueError(
+                f"experiment {self.name!r} has grids {sorted(self.grids)}, not {grid_name!r}"
+            )
+        unique: dict[str, RunSpec] = {}
+        for i, s in enumerate(self.grids[grid_name]):
+            d = {
+                "experiment": self.name,
+                "base": self.base,
+                "task": self.task,
+                "task_kwargs": self.task_kwargs,
+                "eval_split": self.eval_split,
+                **self.defaults,
+                **s,
+            }
+            if d.get("method", "full") == "full":
+                for k in LORA_ONLY_FIELDS:
+                    d.pop(k, None)
+            try:
+                spec = RunSpec.from_dict(d)
+            except ValueError as e:
+                raise ValueError(f"{self.name}/{grid_name} spec {i}: {e}") from None
+            unique.setdefault(spec.key, spec)
+        return list(unique.values())
+
+
+def results_dir(experiment: str, grid_name: str = "full", root: str | Path | None = None) -> Path:
+    """Shipped results live in the package's ``data/results/<name>``; other grids in
+    ``<work dir>/results/<name>-<grid>`` so quick runs never mix with the shipped ones."""
+    if root is not None:
+        return Path(root) / (experiment if grid_name == "full" else f"{experiment}-{grid_name}")
+    if grid_name == "full":
+        return results_root() / experiment
+    return work_dir() / "results" / f"{experiment}-{grid_name}"

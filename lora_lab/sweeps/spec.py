@@ -1,0 +1,204 @@
+"""Typed run specs: everything needed to redo one fine-tuning run, and its stable key.
+
+A :class:`RunSpec` is what a sweep declares and what a record stores. Every field reaches the
+trainer or is refused: an unknown field is an error that lists the valid ones, so a spec can
+never claim a run (``use_rslora=True``, say) that did not happen.
+
+Stored form: a flat JSON object (``method`` is ``"full"`` or ``"lora"``; the LoRA fields sit
+beside it), complete with defaults so a record reads on its own. The key is a hash of the
+*canonical* form, which leaves out every field at its default: adding a field with a
+default to this class later changes no existing key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import MISSING, dataclass, field, fields, replace
+from typing import Any
+
+from lora_lab.lora.config import LoraConfig
+from lora_lab.tasks import TASKS
+from lora_lab.train.methods import FullFT, as_method, label_sort_key, method_label
+from lora_lab.train.optim import ADAM_BETAS, MOE_AUX_LOSS_COEF
+from lora_lab.train.sft import check_train_args
+
+LORA_FIELDS = LoraConfig.field_names()  # r, lora_alpha, target_modules, lora_dropout, ...
+LORA_ONLY_FIELDS = tuple(f for f in LORA_FIELDS if f != "target_modules")
+_LORA_DEFAULTS = LoraConfig().to_dict()
+
+
+def spec_hash(data: dict[str, Any]) -> str:
+    """Stable 12-hex-digit hash of a JSON-able dict (same dict, same key, in every process)."""
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One fine-tuning run: base, task (+ kwargs), method, optimisation, evaluation, seed."""
+
+    # what is trained, on what
+    base: str
+    task: str
+    lr: float
+    method: FullFT | LoraConfig = field(default_factory=FullFT)
+    task_kwargs: dict[str, Any] = field(default_factory=dict)
+    eval_split: str = "test"
+    # optimisation
+    steps: int | None = None
+    epochs: float | None = None
+    batch_size: int = 32
+    grad_accum: int = 1
+    schedule: str = "constant"
+    warmup_steps: int = 0
+    betas: tuple[float, float] = ADAM_BETAS
+    weight_decay: float = 0.0
+    aux_loss_coef: float = MOE_AUX_LOSS_COEF
+    # evaluation
+    evals_per_decade: int = 4
+    eval_limit: int | None = 512
+    accuracy_limit: int = 0
+    measure_bits: bool = False
+    # randomness and bookkeeping
+    seed: int = 0
+    experiment: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "method", as_method(self.method))
+        if isinstance(self.betas, list):
+            object.__setattr__(self, "betas", tuple(self.betas))
+        if not isinstance(self.base, str) or not self.base:
+            raise ValueError(f"base must be a preset name such as 'tiny', got {self.base!r}")
+        if self.task not in TASKS:
+            raise ValueError(f"task must be one of {sorted(TASKS)}, got {self.task!r}")
+        if not isinstance(self.task_kwargs, dict):
+            raise ValueError(f"task_kwargs must be a dict, got {self.task_kwargs!r}")
+        if not isinstance(self.eval_split, str) or not self.eval_split:
+            raise ValueError(f"eval_split must be a split name, got {self.eval_split!r}")
+        if not isinstance(self.measure_bits, bool):
+            raise ValueError(f"measure_bits must be True or False, got {self.measure_bits!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if self.experiment is not None and not isinstance(self.experiment, str):
+            raise ValueError(f"experiment must be a name, got {self.experiment!r}")
+        check_train_args(
+            self.lr, self.steps, self.epochs, self.batch_size, self.grad_accum, self.schedule,
+            self.warmup_steps, self.betas, self.weight_decay, self.evals_per_decade,
+            self.eval_limit, self.accuracy_limit, self.aux_loss_coef,
+        )  # fmt: skip
+
+    # ------------------------------------------------------------------ names and keys
+    @property
+    def is_lora(self) -> bool:
+        return isinstance(self.method, LoraConfig)
+
+    @property
+    def label(self) -> str:
+        """The method's human label ("FullFT", "r=4 attn", ...)."""
+        return method_label(self.method)
+
+    @property
+    def sort_key(self) -> tuple:
+        return (label_sort_key(self.label), self.lr, self.seed)
+
+    @property
+    def key(self) -> str:
+        """The record key: hash of :meth:`canonical`."""
+        return spec_hash(self.canonical())
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        """Every field of the stored (flat) form."""
+        own = tuple(f.name for f in fields(cls) if f.name != "method")
+        return ("method", *LORA_FIELDS, *own)
+
+    # ------------------------------------------------------------------ stored form
+    def to_dict(self) -> dict[str, Any]:
+        """The complete flat form that records store (every field, defaults included)."""
+        out: dict[str, Any] = {}
+        if self.experiment is not None:
+            out["experiment"] = self.experiment
+        out.update(base=self.base, task=self.task, task_kwargs=_jsonable(self.task_kwargs))
+        out["eval_split"] = self.eval_split
+        if self.is_lora:
+            out["method"] = "lora"
+            out.update(_jsonable(self.method.to_dict()))
+        else:
+            out["method"] = "full"
+            out["target_modules"] = _jsonable(self.method.target_modules)
+        for f in fields(self):
+            if f.name not in out and f.name not in ("method", "experiment"):
+                out[f.name] = _jsonable(getattr(self, f.name))
+        return out
+
+    def canonical(self) -> dict[str, Any]:
+        """:meth:`to_dict` without the fields that sit at their defaults (the key's input)."""
+        defaults = dict(_DEFAULTS)
+        if self.is_lora:
+            defaults.update(_jsonable(_LORA_DEFAULTS))
+            defaults.pop("r")  # a LoRA spec always names its rank
+        else:
+            defaults["target_modules"] = None
+        missing = object()
+        return {k: v for k, v in self.to_dict().items() if v != defaults.get(k, missing)}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> RunSpec:
+        """Parse the stored form; unknown fields and fields of the other method are errors."""
+        if isinstance(data, RunSpec):
+            return data
+        if not isinstance(data, dict):
+            raise ValueError(f"a run spec is a dict, got {type(data).__name__}")
+        valid = cls.field_names()
+        unknown = sorted(set(data) - set(valid))
+        if unknown:
+            raise ValueError(f"unknown run spec field(s) {unknown}; valid fields: {list(valid)}")
+        d = dict(data)
+        kind = d.pop("method", "full")
+        lora = {k: d.pop(k) for k in LORA_FIELDS if k in d}
+        if kind == "lora":
+            if "r" not in lora:
+                raise ValueError("a LoRA run spec needs r (its rank)")
+            if isinstance(lora.get("target_modules"), tuple):
+                lora["target_modules"] = list(lora["target_modules"])
+            method: FullFT | LoraConfig = LoraConfig(**lora)
+        elif kind == "full":
+            wrong = sorted(k for k in lora if k != "target_modules")
+            if wrong:
+                raise ValueError(f"{wrong} apply to method='lora' only, not to method='full'")
+            targets = lora.get("target_modules")
+            method = FullFT(tuple(targets) if isinstance(targets, list) else targets)
+        else:
+            raise ValueError(f"method must be 'full' or 'lora', got {kind!r}")
+        for name in ("lr", "weight_decay", "aux_loss_coef"):
+            if isinstance(d.get(name), int) and not isinstance(d.get(name), bool):
+                d[name] = float(d[name])
+        if isinstance(d.get("betas"), list):
+            d["betas"] = tuple(d["betas"])
+        try:
+            return cls(method=method, **d)
+        except TypeError as e:  # a required field is missing
+            raise ValueError(f"incomplete run spec ({e}); it needs base, task and lr") from None
+
+    def replace(self, **changes: Any) -> RunSpec:
+        return replace(self, **changes)
+
+
+def as_spec(spec: RunSpec | dict[str, Any]) -> RunSpec:
+    return spec if isinstance(spec, RunSpec) else RunSpec.from_dict(spec)
+
+
+_DEFAULTS: dict[str, Any] = {
+    f.name: _jsonable(f.default if f.default is not MISSING else f.default_factory())
+    for f in fields(RunSpec)
+    if f.name != "method" and (f.default is not MISSING or f.default_factory is not MISSING)
+}

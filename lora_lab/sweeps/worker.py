@@ -1,0 +1,107 @@
+"""The worker side of a sweep: train one spec and return its record. It writes nothing, so
+a record is the same whichever executor ran it, and the driver alone owns the store."""
+
+from __future__ import annotations
+
+import time
+from functools import lru_cache
+from typing import Any
+
+import torch
+
+from lora_lab.sweeps.spec import RunSpec, as_spec
+from lora_lab.sweeps.store import provenance
+from lora_lab.tasks import Task, make_task
+from lora_lab.train.bits import bits_stored, sample_bits_metric
+from lora_lab.train.pretrain import load_base
+from lora_lab.train.sft import train
+
+
+def _freeze(d: dict[str, Any]) -> tuple:
+    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in d.items()))
+
+
+@lru_cache(maxsize=8)
+def _task(name: str, kwargs_items: tuple) -> Task:
+    return make_task(name, **dict(kwargs_items))
+
+
+@lru_cache(maxsize=4)
+def _base(preset: str) -> torch.nn.Module:
+    return load_base(preset)
+
+
+def eval_split(task: Task, split: str):
+    """A task's split by name: ``train``, ``test`` or one of ``task.extra`` (``recall``)."""
+    if split in task.extra:
+        return task.extra[split]
+    if split in ("train", "test"):
+        return getattr(task, split)
+    raise ValueError(
+        f"task {task.name!r} has splits train, test, {sorted(task.extra)}, not {split!r}"
+    )
+
+
+def run_spec(spec: RunSpec | dict[str, Any], progress: bool = False, device: str = "auto") -> dict:
+    """Train one spec and return its record (key, spec, result, provenance). Every field of
+    the spec reaches :func:`~lora_lab.train.train`; ``result.config`` says what ran."""
+    spec = as_spec(spec)
+    task = _task(spec.task, _freeze(spec.task_kwargs))
+    eval_data = eval_split(task, spec.eval_split)
+    metrics = (
+        sample_bits_metric(eval_data, limit=spec.eval_limit or 512) if spec.measure_bits else None
+    )
+    t0 = time.perf_counter()
+    result = train(
+        _base(spec.base),
+        task.train,
+        spec.method,
+        lr=spec.lr,
+        steps=spec.steps,
+        epochs=spec.epochs,
+        batch_size=spec.batch_size,
+        grad_accum=spec.grad_accum,
+        eval_data=eval_data,
+        schedule=spec.schedule,
+        warmup_steps=spec.warmup_steps,
+        betas=spec.betas,
+        weight_decay=spec.weight_decay,
+        evals_per_decade=spec.evals_per_decade,
+        eval_limit=spec.eval_limit,
+        accuracy_limit=spec.accuracy_limit,
+        aux_loss_coef=spec.aux_loss_coef,
+        seed=spec.seed,
+        device=device,
+        progress=progress,
+        keep_model=spec.measure_bits,
+        eval_metrics=metrics,
+    )
+    if spec.measure_bits and not result.diverged:
+        # exact, on every fact (the curve's points are estimated on a sample)
+        result.final.update(bits_stored(result.model, eval_data))
+    result.model = None
+    result.config.update(
+        task_kwargs=dict(spec.task_kwargs),
+        eval_split=spec.eval_split,
+        measure_bits=spec.measure_bits,
+        base=spec.base,
+        experiment=spec.experiment,
+    )
+    return {
+        "key": spec.key,
+        "spec": spec.to_dict(),
+        "result": result.to_dict(),
+        "provenance": {**provenance(), "wall_time_s": round(time.perf_counter() - t0, 2)},
+    }
+
+
+def execute(spec: dict[str, Any], threads: int | None = None) -> tuple[str, dict | None, str]:
+    """Executor entry point: (key, record or None, error message or ''). A crash in one run
+    is returned, not raised, so it cannot end the sweep."""
+    if threads:
+        torch.set_num_threads(threads)
+    key = RunSpec.from_dict(spec).key
+    try:
+        return key, run_spec(spec), ""
+    except Exception as e:
+        return key, None, f"{type(e).__name__}: {e}"

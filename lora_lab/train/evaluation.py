@@ -1,0 +1,106 @@
+"""Losses and evaluations shared by every objective: one masked NLL, one eval-mode guard."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from lora_lab.tasks.base import SFTDataset
+from lora_lab.tokenizer import TOKENIZER
+
+
+@contextmanager
+def evaluating(model: nn.Module) -> Iterator[nn.Module]:
+    """``model.eval()`` for the block, then the previous mode again, even if the block
+    raises (a model left in eval mode would silently train without dropout)."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def token_nll(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Next-token NLL in nats for every position: (B, T) ids -> (B, T) float32."""
+    logits = model(inputs)
+    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), reduction="none").view(
+        targets.shape
+    )
+
+
+def masked_nll(
+    model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean NLL per masked token, and the summed NLL (for exact dataset averages).
+
+    Columns after the last masked position carry no loss and are trimmed before the forward
+    pass (right padding costs nothing).
+    """
+    length = int(mask.sum(0).nonzero().max()) + 1
+    nll = token_nll(model, inputs[:, :length], targets[:, :length])
+    total = (nll * mask[:, :length]).sum()
+    return total / mask[:, :length].sum().clamp_min(1), total
+
+
+@torch.no_grad()
+def evaluate_loss(
+    model: nn.Module,
+    data: SFTDataset,
+    device: torch.device | str = "cpu",
+    batch_size: int = 256,
+    limit: int | None = None,
+) -> float:
+    """Mean NLL (nats) per completion token over the first ``limit`` examples."""
+    if len(data) == 0:
+        raise ValueError(f"cannot evaluate on an empty dataset ({data.name}/{data.split})")
+    inputs, targets, mask = data.tensors()
+    n = len(data) if limit is None else min(limit, len(data))
+    total, count = 0.0, 0.0
+    with evaluating(model):
+        for i in range(0, n, batch_size):
+            sl = slice(i, min(i + batch_size, n))
+            m = mask[sl].to(device)
+            _, s = masked_nll(model, inputs[sl].to(device), targets[sl].to(device), m)
+            total += float(s)
+            count += float(m.sum())
+    return total / max(count, 1.0)
+
+
+@torch.no_grad()
+def sampled_accuracy(
+    model: nn.Module,
+    data: SFTDataset,
+    limit: int = 200,
+    temperature: float = 0.0,
+    max_new_tokens: int = 96,
+    seed: int = 0,
+    device: torch.device | None = None,
+) -> float:
+    """Fraction of the first ``limit`` prompts whose sampled completion the verifier accepts
+    (greedy by default). Prompts of equal length are generated as one batch."""
+    device = device or next(model.parameters()).device
+    examples = data.examples[:limit]
+    groups: dict[int, list[int]] = {}
+    encoded = [TOKENIZER.encode(ex.prompt, bos=True) for ex in examples]
+    for i, ids in enumerate(encoded):
+        groups.setdefault(len(ids), []).append(i)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    correct = 0
+    with evaluating(model):
+        for length, idx in groups.items():
+            prompts = torch.tensor([encoded[i] for i in idx], device=device)
+            out = model.generate(
+                prompts,
+                max_new_tokens,
+                temperature=temperature,
+                eos_id=TOKENIZER.eos_id,
+                generator=gen,
+            )
+            for row, i in zip(out[:, length:].tolist(), idx):
+                correct += data.verify(examples[i], TOKENIZER.decode(row))
+    return correct / max(len(examples), 1)

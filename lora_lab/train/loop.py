@@ -1,0 +1,196 @@
+"""One training loop for every kind of training in the package (minGPT's trainer idea: the
+loop knows nothing about the task).
+
+The loop owns what is the same everywhere: seeding, the optimizer and its schedule,
+gradient accumulation and clipping, divergence detection, evaluation at chosen steps, the
+progress bar and the callback. An :class:`Objective` owns what differs: which batch comes
+next, what the loss is, what an evaluation measures. Supervised fine-tuning
+(:class:`~lora_lab.train.objectives.SupervisedObjective`) and pretraining
+(:class:`~lora_lab.train.objectives.LanguageModelObjective`) are objectives; policy-gradient
+RL and DPO implement the same three methods.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn as nn
+from tqdm.auto import tqdm
+
+from lora_lab.train.optim import ADAM_BETAS, SCHEDULES, lr_factor, make_adamw
+
+
+@dataclass
+class MicroBatch:
+    """What an objective returns for one micro-batch: the tensor to backpropagate, the
+    number to log as the training loss, and how many tokens it processed."""
+
+    loss: torch.Tensor
+    value: float
+    tokens: int = 0
+
+
+class Objective(ABC):
+    """What to minimise. ``examples_per_micro_batch`` sets the ``examples`` column."""
+
+    examples_per_micro_batch: int = 1
+
+    def setup(self, model: nn.Module, device: torch.device) -> None:  # noqa: B027
+        """Called once, after the model is on ``device`` and before the first step."""
+
+    @abstractmethod
+    def micro_batch(self, model: nn.Module) -> MicroBatch:
+        """Draw the next micro-batch and return its loss (the loop calls ``backward``)."""
+
+    @abstractmethod
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        """Held-out numbers for one evaluation row (``eval_loss`` by convention)."""
+
+    def diverged(self, start: float, recent: list[float]) -> bool:
+        """Whether training has blown up: the smoothed loss far above where it started.
+        Objectives whose logged value is not a loss (RL rewards) override this."""
+        smoothed = sum(recent) / len(recent)
+        return smoothed > max(1.5 * start, start + 1.0)
+
+
+@dataclass
+class LoopResult:
+    rows: list[dict[str, float]]
+    diverged: bool
+    steps_done: int
+    trainable_params: int
+    tokens: int
+    wall_time_s: float
+    model: nn.Module = field(repr=False)
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` picks CUDA when available, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def check_positive_int(name: str, value: Any, allow_zero: bool = False) -> None:
+    ok = isinstance(value, int) and not isinstance(value, bool)
+    if not ok or value < (0 if allow_zero else 1):
+        need = "a non-negative" if allow_zero else "a positive"
+        raise ValueError(f"{name} must be {need} integer, got {value!r}")
+
+
+def check_lr(lr: Any) -> None:
+    ok = isinstance(lr, (int, float)) and not isinstance(lr, bool)
+    if not (ok and math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a positive finite number, got {lr!r}")
+
+
+def run_loop(
+    model: nn.Module,
+    objective: Objective,
+    *,
+    lr: float,
+    steps: int,
+    prepare: Callable[[nn.Module], nn.Module] | None = None,
+    param_groups: Callable[[nn.Module], list[dict[str, Any]]] | None = None,
+    grad_accum: int = 1,
+    schedule: str = "constant",
+    warmup_steps: int = 0,
+    min_lr_ratio: float = 0.0,
+    betas: tuple[float, float] = ADAM_BETAS,
+    weight_decay: float = 0.0,
+    clip_grad_norm: float | None = None,
+    eval_steps: Iterable[int] = (),
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    desc: str = "train",
+    callback: Callable[[int, dict[str, float]], None] | None = None,
+) -> LoopResult:
+    """Train ``prepare(model)`` on ``objective`` for ``steps`` optimizer steps.
+
+    Everything random inside (``prepare``'s initialisations, dropout) draws from torch's
+    global RNG seeded with ``seed`` in a forked state, so a run is reproducible and leaves
+    the caller's RNG untouched. Only parameters with ``requires_grad`` are optimised;
+    ``param_groups(model)`` may split them (e.g. no weight decay on norms). Evaluations
+    happen at ``eval_steps`` (0 means before training); a row holds ``step``, ``examples``,
+    ``train_loss`` (mean of the last 5 steps) and the objective's numbers. A run whose loss
+    turns non-finite or blows up stops with ``diverged=True`` and a last row without
+    evaluation, so sweeps keep going.
+    """
+    check_lr(lr)
+    check_positive_int("steps", steps)
+    check_positive_int("grad_accum", grad_accum)
+    check_positive_int("warmup_steps", warmup_steps, allow_zero=True)
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    evaluate_at = set(eval_steps)
+    device = resolve_device(device)
+    examples_per_step = objective.examples_per_micro_batch * grad_accum
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        model = (prepare(model) if prepare is not None else model).to(device)
+        params = [p for p in model.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("the model has no trainable parameters")
+        groups = param_groups(model) if param_groups is not None else params
+        opt = make_adamw(groups, lr=lr, betas=betas, weight_decay=weight_decay)
+        objective.setup(model, device)
+        rows: list[dict[str, float]] = []
+        start: float | None = None
+        recent: list[float] = []
+        diverged, tokens, step = False, 0, 0
+        model.train()
+        t0 = time.perf_counter()
+        bar = tqdm(total=steps, disable=not progress, desc=desc, leave=False)
+
+        def log(step: int, train_loss: float, evaluate: bool = True) -> None:
+            row = {"step": step, "examples": step * examples_per_step, "train_loss": train_loss}
+            row.update(objective.evaluate(model) if evaluate else {"eval_loss": math.nan})
+            rows.append(row)
+            if callback is not None and evaluate:
+                callback(step, row)
+
+        if 0 in evaluate_at:
+            log(0, math.nan)
+        for step in range(1, steps + 1):
+            factor = lr_factor(step - 1, steps, warmup_steps, schedule, min_lr_ratio)
+            for group in opt.param_groups:
+                group["lr"] = lr * factor
+            opt.zero_grad(set_to_none=True)
+            value = 0.0
+            for _ in range(grad_accum):
+                mb = objective.micro_batch(model)
+                (mb.loss / grad_accum).backward()
+                value += mb.value / grad_accum
+                tokens += mb.tokens
+            recent = (recent + [value])[-5:]
+            start = value if start is None else start
+            if not math.isfinite(value) or objective.diverged(start, recent):
+                diverged = True
+                log(step, value, evaluate=False)
+                break
+            if clip_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)
+            opt.step()
+            bar.update(1)
+            if step % 10 == 0:
+                bar.set_postfix(loss=f"{sum(recent) / len(recent):.3f}")
+            if step in evaluate_at:
+                log(step, sum(recent) / len(recent))
+        bar.close()
+        wall = time.perf_counter() - t0
+    return LoopResult(
+        rows=rows,
+        diverged=diverged,
+        steps_done=step,
+        trainable_params=sum(p.numel() for p in params),
+        tokens=tokens,
+        wall_time_s=wall,
+        model=model,
+    )
