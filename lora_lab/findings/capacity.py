@@ -336,6 +336,30 @@ def small_data_gaps(runs: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- live panel
 
 
+def sweep_bits_overlay(
+    table: pd.DataFrame, curves: pd.DataFrame
+) -> Callable[[Any, int, int], None]:
+    """An ``overlay`` for :class:`CapacityPanel`: the sweep's bits-stored curves for the
+    panel's N, each method at its best LR from ``table`` (:func:`capacity_table`), FullFT
+    black, LoRA grey, each labelled at its end."""
+
+    def overlay(ax: Any, n: int, rank: int) -> None:
+        c = curves[curves.task_n_entities == n]
+        if c.empty:
+            return
+        best_lr = table[table.n_facts == n].set_index("label").lr
+        c = c[c.lr == c.label.map(best_lr)]
+        c = c.groupby(["label", "step"]).bits_stored.mean().reset_index()
+        for lbl, d in c.groupby("label"):
+            d = d[d.step > 0]
+            full = lbl == "FullFT"
+            ax.plot(d.step, d.bits_stored, color="black" if full else "0.65", lw=1,
+                    ls="-" if full else "--")  # fmt: skip
+            ax.annotate(lbl, (d.step.iloc[-1], d.bits_stored.iloc[-1]), fontsize=7, color="0.4")
+
+    return overlay
+
+
 def run_capacity_from_controls(
     base: Any,
     *,
