@@ -14,6 +14,7 @@ from lora_lab.findings import EXPERIMENTS, get_experiment
 from lora_lab.lora import LoraConfig
 from lora_lab.model import PRESETS, build_model, count_parameters, read_model_metadata
 from lora_lab.paths import base_path
+from lora_lab.reproduce import reproduce
 from lora_lab.sweeps.executors import EXECUTORS
 from lora_lab.sweeps.experiment import results_dir
 from lora_lab.sweeps.migrate import migrate_store
@@ -145,8 +146,6 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    from lora_lab.reproduce import reproduce
-
     index = reproduce(quick=args.quick, out=args.out, timeout=args.timeout)
     print(f"executed notebooks and index: {index}")
     return 0
