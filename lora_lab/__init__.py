@@ -4,7 +4,7 @@ Reproduces the findings of "LoRA Without Regret" (Schulman & Thinking Machines L
 on compact transformers that this package defines and pretrains.
 
 Layout: :mod:`lora_lab.model` (the transformer), :mod:`lora_lab.lora` (LoRA as PEFT defines
-it), :mod:`lora_lab.train` (one loop, pluggable objectives), :mod:`lora_lab.sweeps` (typed
+it), :mod:`lora_lab.training` (one loop, pluggable objectives), :mod:`lora_lab.sweeps` (typed
 specs, executors, store), :mod:`lora_lab.findings` (one module per notebook),
 :mod:`lora_lab.analysis` and :mod:`lora_lab.plots` (shared by every finding).
 """
@@ -32,7 +32,7 @@ from lora_lab.model import (
     save_model,
 )
 from lora_lab.records import read_records, record
-from lora_lab.train import FullFT, load_base, train
+from lora_lab.training import FullFT, load_base, train
 
 __all__ = [
     "PRESETS",

@@ -13,7 +13,7 @@ from lora_lab._version import __version__
 from lora_lab.findings import EXPERIMENTS, get_experiment
 from lora_lab.lora import LoraConfig
 from lora_lab.model import PRESETS, build_model, count_parameters, read_model_metadata
-from lora_lab.paths import base_path
+from lora_lab.paths import base_path, results_root
 from lora_lab.reproduce import reproduce
 from lora_lab.sweeps.executors import EXECUTORS
 from lora_lab.sweeps.experiment import results_dir
@@ -21,16 +21,16 @@ from lora_lab.sweeps.migrate import migrate_store
 from lora_lab.sweeps.runner import run_sweep
 from lora_lab.sweeps.store import ResultStore
 from lora_lab.tasks import make_task
-from lora_lab.train.methods import FullFT
-from lora_lab.train.pretrain import available_bases, load_base, pretrain
-from lora_lab.train.sft import train
+from lora_lab.training.methods import FullFT
+from lora_lab.training.pretrain import available_bases, load_base, pretrain
+from lora_lab.training.sft import train
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Fine-tune the nano base with LoRA and FullFT for a few dozen steps and compare."""
     torch.set_num_threads(args.threads)
     if "nano" in available_bases():
-        base, origin = load_base("nano"), "shipped pretrained base data/base/nano"
+        base, origin = load_base("nano"), "shipped pretrained base nano"
     else:
         base, origin = build_model("nano"), "randomly initialised model (no shipped base found)"
     task = make_task("facts", n_entities=200)
@@ -106,7 +106,7 @@ def cmd_info(args: argparse.Namespace) -> int:
             line += f"  base: eval loss {meta['final_eval_loss']:.3f} ({meta['steps']} steps)"
         print(line)
     results = {}
-    print("shipped results (data/results):")
+    print(f"shipped results ({results_root()}):")
     for name, exp in EXPERIMENTS.items():
         done = len(ResultStore(results_dir(name)).done_keys())
         results[name] = done
@@ -172,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="auto")
     t.add_argument("--threads", type=int, default=2)
-    t.add_argument("--out", default=None, help="default: data/base/PRESET")
+    t.add_argument("--out", default=None, help="default: lora_lab/data/base/PRESET")
     t.set_defaults(func=cmd_pretrain)
 
     s = sub.add_parser("sweep", help="run an experiment's grid (resumable)")
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, TypeError, FileNotFoundError) as e:
         print(f"lora-lab: error: {e}", file=sys.stderr)
         return 2
 

@@ -15,7 +15,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from lora_lab.train.methods import sort_labels
+from lora_lab.training.methods import sort_labels
 
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 DASHES = [(4, 1.5), (2, 1), (6, 2, 1, 2), (1, 1), (5, 1, 1, 1, 1, 1), (3, 3), (8, 2), (2, 3)]

@@ -10,8 +10,8 @@ from collections.abc import Callable
 from typing import Any
 
 from lora_lab.lora import LoraConfig
-from lora_lab.train.methods import FullFT
-from lora_lab.train.sft import RunResult, train
+from lora_lab.training.methods import FullFT
+from lora_lab.training.sft import RunResult, train
 
 TARGETS = {"all layers": "all", "MLP only": "mlp", "attention only": "attn"}
 

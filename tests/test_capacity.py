@@ -12,8 +12,8 @@ from lora_lab.findings.capacity import (
 )
 from lora_lab.model import get_preset
 from lora_lab.tasks import make_facts
-from lora_lab.train import load_base, train
-from lora_lab.train.bits import answer_code_length_bits, bits_stored, sample_bits_metric
+from lora_lab.training import load_base, train
+from lora_lab.training.bits import answer_code_length_bits, bits_stored, sample_bits_metric
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@ import pytest
 from lora_lab.findings.learning_rate import first_update, first_update_table
 from lora_lab.lora import LoraConfig
 from lora_lab.tasks import make_instruct
-from lora_lab.train import load_base
+from lora_lab.training import load_base
 
 
 @pytest.fixture(scope="module")

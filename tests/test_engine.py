@@ -31,7 +31,7 @@ from lora_lab.sweeps import (
 )
 from lora_lab.sweeps.migrate import migrate_store
 from lora_lab.tasks import make_facts
-from lora_lab.train import (
+from lora_lab.training import (
     FullFT,
     apply_method,
     evaluating,
@@ -467,7 +467,7 @@ def test_the_engine_knows_nothing_of_the_findings():
         return seen
 
     engine = [
-        m for m in graph if m.startswith(("lora_lab.train", "lora_lab.sweeps", "lora_lab.lora"))
+        m for m in graph if m.startswith(("lora_lab.training", "lora_lab.sweeps", "lora_lab.lora"))
     ]
     for m in engine + ["lora_lab.analysis", "lora_lab.plots", "lora_lab.model"]:
         assert not any(n.startswith("lora_lab.findings") for n in reaches(m)), m

@@ -18,7 +18,7 @@ from lora_lab.plots import (
 )
 from lora_lab.reproduce import reproduce
 from lora_lab.tasks import make_facts
-from lora_lab.train import load_base
+from lora_lab.training import load_base
 from lora_lab.widgets import ControlPanel, run_from_controls
 from tests.harness import ROOT
 

@@ -8,8 +8,8 @@ from lora_lab.model import PRESETS, load_model, read_model_metadata
 from lora_lab.paths import base_path
 from lora_lab.tasks import make_facts, make_instruct
 from lora_lab.tasks.corpus import corpus_tokens
-from lora_lab.train import RunResult, log_spaced_steps, train
-from lora_lab.train.pretrain import (
+from lora_lab.training import RunResult, log_spaced_steps, train
+from lora_lab.training.pretrain import (
     EVAL_SEED,
     PRETRAIN_STEPS,
     corpus_eval_loss,

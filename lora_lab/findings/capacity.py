@@ -27,9 +27,9 @@ from lora_lab.tasks import make_task
 from lora_lab.tasks.base import SFTDataset
 from lora_lab.tasks.facts import bits_per_fact
 from lora_lab.tasks.instruct import INSTRUCT_16K
-from lora_lab.train.bits import sample_bits_metric
-from lora_lab.train.methods import FullFT, label_sort_key
-from lora_lab.train.sft import RunResult, train
+from lora_lab.training.bits import sample_bits_metric
+from lora_lab.training.methods import FullFT, label_sort_key
+from lora_lab.training.sft import RunResult, train
 from lora_lab.widgets import LivePanel
 
 BITS_PER_FACT = bits_per_fact()  # 4-letter random codes: log2(26**4) = 18.8 bits
@@ -375,7 +375,7 @@ def run_capacity_from_controls(
 ) -> RunResult:
     """Train on ``facts`` with ``n_entities`` facts (``rank=0``: FullFT) and log the bits
     stored at every evaluation (estimated on ``bits_sample`` facts; see
-    :func:`lora_lab.capacity.sample_bits_metric`)."""
+    :func:`lora_lab.training.bits.sample_bits_metric`)."""
     if isinstance(n_entities, bool) or not isinstance(n_entities, int) or n_entities <= 0:
         raise ValueError(f"n_entities must be a positive integer, got {n_entities!r}")
     task = make_task("facts", n_entities=int(n_entities), seed=0)

@@ -21,8 +21,8 @@ from lora_lab.model import PRESETS
 from lora_lab.sweeps.experiment import Experiment, grid, lr_grid, method_grid
 from lora_lab.tasks.base import SFTDataset
 from lora_lab.tasks.instruct import INSTRUCT_16K
-from lora_lab.train.evaluation import masked_nll
-from lora_lab.train.optim import make_adamw
+from lora_lab.training.evaluation import masked_nll
+from lora_lab.training.optim import make_adamw
 
 # The learning-rate rule (notebook 02). Instruction following on string tasks, tiny base,
 # constant LR as in the post. Evaluations sit at 10^(k/4) steps, so the loss at step 56 of a

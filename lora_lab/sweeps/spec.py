@@ -19,9 +19,9 @@ from typing import Any
 
 from lora_lab.lora.config import LoraConfig
 from lora_lab.tasks import TASKS
-from lora_lab.train.methods import FullFT, as_method, label_sort_key, method_label
-from lora_lab.train.optim import ADAM_BETAS, MOE_AUX_LOSS_COEF
-from lora_lab.train.sft import check_train_args
+from lora_lab.training.methods import FullFT, as_method, label_sort_key, method_label
+from lora_lab.training.optim import ADAM_BETAS, MOE_AUX_LOSS_COEF
+from lora_lab.training.sft import check_train_args
 
 LORA_FIELDS = LoraConfig.field_names()  # r, lora_alpha, target_modules, lora_dropout, ...
 LORA_ONLY_FIELDS = tuple(f for f in LORA_FIELDS if f != "target_modules")

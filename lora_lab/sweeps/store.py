@@ -1,6 +1,6 @@
 """Results store: one JSON record per finished run, written atomically, keyed by spec key.
 
-A record holds the run's spec, its :class:`~lora_lab.train.RunResult` and provenance
+A record holds the run's spec, its :class:`~lora_lab.training.RunResult` and provenance
 (versions, git commit, machine, threads, date). Records are written to a temporary file and
 renamed, so a reader never sees half a record and a killed sweep loses at most the runs in
 flight. Records are validated when read: one that cannot be read, lacks its result or does

@@ -12,9 +12,9 @@ import torch
 from lora_lab.sweeps.spec import RunSpec, as_spec
 from lora_lab.sweeps.store import provenance
 from lora_lab.tasks import Task, make_task
-from lora_lab.train.bits import bits_stored, sample_bits_metric
-from lora_lab.train.pretrain import load_base
-from lora_lab.train.sft import train
+from lora_lab.training.bits import bits_stored, sample_bits_metric
+from lora_lab.training.pretrain import load_base
+from lora_lab.training.sft import train
 
 
 def _freeze(d: dict[str, Any]) -> tuple:
@@ -44,7 +44,7 @@ def eval_split(task: Task, split: str):
 
 def run_spec(spec: RunSpec | dict[str, Any], progress: bool = False, device: str = "auto") -> dict:
     """Train one spec and return its record (key, spec, result, provenance). Every field of
-    the spec reaches :func:`~lora_lab.train.train`; ``result.config`` says what ran."""
+    the spec reaches :func:`~lora_lab.training.train`; ``result.config`` says what ran."""
     spec = as_spec(spec)
     task = _task(spec.task, _freeze(spec.task_kwargs))
     eval_data = eval_split(task, spec.eval_split)

@@ -5,8 +5,8 @@ The loop owns what is the same everywhere: seeding, the optimizer and its schedu
 gradient accumulation and clipping, divergence detection, evaluation at chosen steps, the
 progress bar and the callback. An :class:`Objective` owns what differs: which batch comes
 next, what the loss is, what an evaluation measures. Supervised fine-tuning
-(:class:`~lora_lab.train.objectives.SupervisedObjective`) and pretraining
-(:class:`~lora_lab.train.objectives.LanguageModelObjective`) are objectives; policy-gradient
+(:class:`~lora_lab.training.objectives.SupervisedObjective`) and pretraining
+(:class:`~lora_lab.training.objectives.LanguageModelObjective`) are objectives; policy-gradient
 RL and DPO implement the same three methods.
 """
 
@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from lora_lab.train.optim import ADAM_BETAS, SCHEDULES, lr_factor, make_adamw
+from lora_lab.training.optim import ADAM_BETAS, SCHEDULES, lr_factor, make_adamw
 
 
 @dataclass

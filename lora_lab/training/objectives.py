@@ -1,4 +1,4 @@
-"""Objectives for :func:`lora_lab.train.loop.run_loop`: supervised fine-tuning (masked NLL on
+"""Objectives for :func:`lora_lab.training.loop.run_loop`: supervised fine-tuning (masked NLL on
 completions) and language modelling (NLL on every next character, for pretraining)."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import torch
 import torch.nn as nn
 
 from lora_lab.tasks.base import SFTDataset
-from lora_lab.train.evaluation import evaluate_loss, evaluating, masked_nll, token_nll
-from lora_lab.train.loop import MicroBatch, Objective
-from lora_lab.train.optim import MOE_AUX_LOSS_COEF
+from lora_lab.training.evaluation import evaluate_loss, evaluating, masked_nll, token_nll
+from lora_lab.training.loop import MicroBatch, Objective
+from lora_lab.training.optim import MOE_AUX_LOSS_COEF
 
 
 def _aux(model: nn.Module, coef: float) -> torch.Tensor | float:

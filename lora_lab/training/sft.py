@@ -14,12 +14,12 @@ import torch.nn as nn
 
 from lora_lab.model import CompactLM
 from lora_lab.tasks.base import SFTDataset, Task
-from lora_lab.train.evaluation import sampled_accuracy
-from lora_lab.train.loop import check_lr, check_positive_int, resolve_device, run_loop
-from lora_lab.train.methods import FullFT, apply_method, as_method, method_label
-from lora_lab.train.objectives import SupervisedObjective
-from lora_lab.train.optim import ADAM_BETAS, MOE_AUX_LOSS_COEF, SCHEDULES
-from lora_lab.train.pretrain import load_base
+from lora_lab.training.evaluation import sampled_accuracy
+from lora_lab.training.loop import check_lr, check_positive_int, resolve_device, run_loop
+from lora_lab.training.methods import FullFT, apply_method, as_method, method_label
+from lora_lab.training.objectives import SupervisedObjective
+from lora_lab.training.optim import ADAM_BETAS, MOE_AUX_LOSS_COEF, SCHEDULES
+from lora_lab.training.pretrain import load_base
 
 
 def log_spaced_steps(total: int, per_decade: int = 4) -> list[int]:

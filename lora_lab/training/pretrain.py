@@ -20,8 +20,8 @@ from lora_lab._version import __version__
 from lora_lab.model import CompactLM, build_model, get_preset, load_model, save_model
 from lora_lab.paths import base_path, data_dir
 from lora_lab.tasks.corpus import corpus_tokens
-from lora_lab.train.loop import check_lr, check_positive_int, resolve_device, run_loop
-from lora_lab.train.objectives import LanguageModelObjective, stream_eval_loss
+from lora_lab.training.loop import check_lr, check_positive_int, resolve_device, run_loop
+from lora_lab.training.objectives import LanguageModelObjective, stream_eval_loss
 
 # Steps sized so each base trains in under ~15 minutes on 2 CPU cores (README, "Bases").
 PRETRAIN_STEPS = {"nano": 600, "tiny": 1500, "small": 1000, "small-moe": 1000}

@@ -17,7 +17,7 @@ import torch
 
 from lora_lab.tasks.base import SFTDataset
 from lora_lab.tokenizer import TOKENIZER
-from lora_lab.train.evaluation import evaluating, token_nll
+from lora_lab.training.evaluation import evaluating, token_nll
 
 
 def answer_mask(data: SFTDataset) -> torch.Tensor:
@@ -75,7 +75,7 @@ def bits_stored(model: torch.nn.Module, data: SFTDataset) -> dict[str, float]:
 def sample_bits_metric(
     data: SFTDataset, limit: int = 512
 ) -> Callable[[torch.nn.Module], dict[str, float]]:
-    """An ``eval_metrics`` hook for :func:`lora_lab.train.train`: bits stored, estimated
+    """An ``eval_metrics`` hook for :func:`lora_lab.training.train`: bits stored, estimated
     from the first ``limit`` facts (the fraction stored there times ``data.info_bits``), so
     a learning curve in bits costs one small forward pass per evaluation. The fact order is
     random, so the first ``limit`` are a fair sample."""
