@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lora_lab.paths import results_root, work_dir
+from lora_lab.sweeps.lr_search import LRSearch
 from lora_lab.sweeps.spec import LORA_ONLY_FIELDS, RunSpec
 
 SpecDict = dict[str, Any]
@@ -36,21 +37,27 @@ def method_grid(
     ranks: list[int],
     lora_lrs: list[float],
     target_modules: Any = "all",
+    blocks_lrs: list[float] | None = None,
     **fixed: Any,
 ) -> list[SpecDict]:
-    """FullFT over ``full_lrs`` and LoRA over ``ranks`` x ``lora_lrs``, for each seed in turn.
+    """FullFT over ``full_lrs`` and LoRA over ``ranks`` x ``lora_lrs``, for each seed in turn;
+    with ``blocks_lrs``, also "full (blocks only)": FullFT of exactly the matrices LoRA adapts
+    (the control that separates the frozen embeddings / lm_head / norms from rank).
 
     Seeds are the outer loop, so a sweep stopped part-way already holds complete seeds.
     ``fixed`` values (scalars or lists, as in :func:`grid`) apply to every spec.
     """
-    return [
-        spec
-        for seed in seeds
-        for spec in grid(method="full", lr=full_lrs, seed=seed, **fixed)
-        + grid(
+    out = []
+    for seed in seeds:
+        out += grid(method="full", lr=full_lrs, seed=seed, **fixed)
+        if blocks_lrs:
+            out += grid(
+                method="full", target_modules=target_modules, lr=blocks_lrs, seed=seed, **fixed
+            )
+        out += grid(
             method="lora", r=ranks, target_modules=target_modules, lr=lora_lrs, seed=seed, **fixed
         )
-    ]
+    return out
 
 
 def lr_grid(low: float, high: float, per_decade: int = 3) -> list[float]:
@@ -83,10 +90,18 @@ class Experiment:
     grids: dict[str, list[SpecDict]]
     defaults: dict[str, Any] = field(default_factory=dict)
     eval_split: str = "test"
+    lr_search: LRSearch | None = None  # searched grids start from their grid's LRs
+    search_grids: tuple[str, ...] = ("full",)
 
     def __post_init__(self) -> None:
         for grid_name in self.grids:
-            self.specs(grid_name)  # every spec of every grid parses, or this raises
+            specs = self.specs(grid_name)  # every spec of every grid parses, or this raises
+            if self.searches(grid_name):
+                self.lr_search.check_grid(specs)
+
+    def searches(self, grid_name: str) -> bool:
+        """Whether ``grid_name``'s LRs are a starting point for the LR search."""
+        return self.lr_search is not None and grid_name in self.search_grids
 
     def specs(self, grid_name: str = "full") -> list[RunSpec]:
         """The grid's run specs, duplicates removed, in declaration order."""

@@ -21,6 +21,7 @@ from lora_lab.sweeps.executors import (
     make_executor,
 )
 from lora_lab.sweeps.experiment import Experiment, results_dir
+from lora_lab.sweeps.spec import RunSpec
 from lora_lab.sweeps.store import ResultStore
 
 Executor = SerialExecutor | ProcessExecutor | RayExecutor
@@ -73,41 +74,80 @@ def run_sweep(
         )
     folder = results_dir(experiment.name, grid_name, root)
     store = ResultStore(folder)
-    specs = experiment.specs(grid_name)
     done, bad = store.scan()
-    todo = [s for s in specs if s.key not in done]
+    bad_keys = {p.stem for p in bad}
+    specs = sweep_specs(experiment, grid_name, done)  # the grid, and the search so far
+    skipped = sum(s.key in done for s in specs)
     if isinstance(executor, str):
-        if executor == "process" and (jobs == 1 or len(todo) <= 1):
+        if executor == "process" and (jobs == 1 or len(specs) - skipped <= 1):
             executor = "serial"
         executor = make_executor(executor, jobs=jobs, address=address)
     failed: dict[str, str] = {}
+    ran = 0
     t0 = time.perf_counter()
-    bar = tqdm(
-        total=len(specs),
-        initial=len(specs) - len(todo),
-        desc=f"sweep {experiment.name}",
-        disable=not progress,
-    )
+    bar = tqdm(total=len(specs), initial=skipped, desc=f"sweep {experiment.name}",
+               disable=not progress)  # fmt: skip
     try:
-        for key, record, err in executor.map(todo) if todo else ():
-            if err or record is None:
-                failed[key] = err or "no record returned"
-            else:
-                store.write(key, record)
-                if on_record:
-                    on_record(key)
-            bar.update(1)
+        while True:
+            todo = [s for s in specs if s.key not in done and s.key not in failed]
+            for key, record, err in executor.map(todo) if todo else ():
+                if err or record is None:
+                    failed[key] = err or "no record returned"
+                else:
+                    store.write(key, record)
+                    done[key] = record
+                    ran += 1
+                    if on_record:
+                        on_record(key)
+                bar.update(1)
+            new = _search_round(experiment, grid_name, specs, done)
+            if not new or failed:
+                break
+            specs += new
+            bar.total = len(specs)
+            bar.refresh()
     finally:
         bar.close()
     keys = [s.key for s in specs]
     return SweepSummary(
         len(specs),
-        len(specs) - len(todo),
-        len(todo) - len(failed),
+        skipped,
+        ran,
         failed,
-        [p.stem for p in bad if p.stem in keys],  # invalid records of this grid: redone
+        [k for k in keys if k in bad_keys],  # invalid records of this sweep: redone
         time.perf_counter() - t0,
         folder,
         keys,
         executor.name,
+    )
+
+
+def _search_round(
+    experiment: Experiment, grid_name: str, specs: list[RunSpec], records: dict[str, dict]
+) -> list[RunSpec]:
+    if not experiment.searches(grid_name):
+        return []
+    known = {s.key for s in specs}
+    return [s for s in experiment.lr_search.propose(specs, records) if s.key not in known]
+
+
+def sweep_specs(experiment: Experiment, grid_name: str, records: dict[str, dict]) -> list[RunSpec]:
+    """Every spec a sweep has asked for so far: its grid and, with an LR search, each round
+    the search proposed given ``records`` (replayed without running anything). Analysis
+    uses it to read exactly the sweep's runs from a folder."""
+    specs = experiment.specs(grid_name)
+    while True:
+        new = _search_round(experiment, grid_name, specs, records)
+        if not new:
+            return specs
+        specs += new
+        if any(s.key not in records for s in new):
+            return specs  # the search stops here until these have run
+
+
+def search_finished(experiment: Experiment, grid_name: str, records: dict[str, dict]) -> bool:
+    """Whether every spec the sweep asks for has a record and the search wants no more."""
+    specs = sweep_specs(experiment, grid_name, records)
+    return all(s.key in records for s in specs) and not _search_round(
+        experiment, grid_name, specs, records
     )
