@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lora_lab.sweeps.lr_search import interior_optima
 from lora_lab.sweeps.spec import RunSpec
 from lora_lab.sweeps.store import PROVENANCE_FIELDS, ResultStore
 
@@ -139,25 +140,67 @@ def seed_mean(runs: pd.DataFrame, by: list[str], metric: str = "final_loss") -> 
     return out
 
 
-def optimal_lr(runs: pd.DataFrame, by: list[str], metric: str = "final_loss") -> pd.DataFrame:
-    """Optimal LR per group from the seed-averaged U-curve (see :func:`optimum_from_curve`)."""
+def optimal_lr(
+    runs: pd.DataFrame, by: list[str], metric: str = "final_loss", per_decade: int = 6
+) -> pd.DataFrame:
+    """Optimal LR per group from the seed-averaged U-curve (see :func:`optimum_from_curve`).
+
+    An edge value is a bound, not an optimum: where the best measured LR sits at an edge of
+    what was tried, ``opt_lr`` is NaN and ``edge`` says which side (``best_lr`` keeps the
+    value). ``interior`` is stricter than "not at an edge": both neighbours are measured and
+    worse, each within ``per_decade`` points per decade (6: 1.47x), the resolution the LR
+    search guarantees; ``resolution`` is the ratio to the farther neighbour.
+    """
     means = seed_mean(runs, by, metric)
+    flags = interior_optima(runs, by, metric, per_decade).set_index(by)
     rows = []
     for keys, grp in means.groupby(by, dropna=False):
         lr, loss, edge = optimum_from_curve(grp.lr.to_numpy(), grp["mean"].to_numpy())
         keys = keys if isinstance(keys, tuple) else (keys,)
-        rows.append({**dict(zip(by, keys)), "opt_lr": lr, "best_loss": loss, "at_edge": edge})
+        f = flags.loc[keys if len(keys) > 1 else keys[0]]
+        rows.append(
+            {
+                **dict(zip(by, keys)),
+                "opt_lr": math.nan if edge else lr,
+                "best_lr": f.best_lr,
+                "best_loss": loss,
+                "at_edge": edge,
+                "edge": f.edge,
+                "interior": bool(f.interior),
+                "resolution": _neighbour_ratio(grp.lr.to_numpy(), f.best_lr),
+            }
+        )
     return pd.DataFrame(rows)
 
 
+def _neighbour_ratio(lrs: np.ndarray, best: float) -> float:
+    """The larger of (best / lower neighbour, upper neighbour / best); NaN at an edge."""
+    lrs = np.sort(np.unique(lrs))
+    i = int(np.searchsorted(lrs, best))
+    if i == 0 or i == len(lrs) - 1:
+        return math.nan
+    return float(max(best / lrs[i - 1], lrs[i + 1] / best))
+
+
 def _boot_optima(lrs: np.ndarray, losses: np.ndarray, picks: np.ndarray) -> np.ndarray:
-    """Optimal LR for each bootstrap resample of seed rows (``picks``: n_boot x n_seeds)."""
+    """Optimal LR for each bootstrap resample of seed rows (``picks``: n_boot x n_seeds);
+    NaN where a resample's optimum falls on an edge (a bound, not an optimum)."""
     out = np.empty(len(picks))
     for i, rows in enumerate(picks):
         sample = losses[rows]
         mean = sample.mean(0)  # NaN if any chosen seed is missing or diverged
-        out[i] = optimum_from_curve(lrs, mean)[0]
+        lr, _, edge = optimum_from_curve(lrs, mean)
+        out[i] = math.nan if edge else lr
     return out
+
+
+def _interval(boots: np.ndarray, max_edge_fraction: float = 0.05) -> tuple[float, float, float]:
+    """(2.5 %, 97.5 %, fraction of resamples at an edge). The interval is NaN when more than
+    ``max_edge_fraction`` of the resamples had no interior optimum: it cannot be bounded."""
+    frac = float(np.isnan(boots).mean())
+    if frac > max_edge_fraction:
+        return math.nan, math.nan, frac
+    return float(np.nanpercentile(boots, 2.5)), float(np.nanpercentile(boots, 97.5)), frac
 
 
 def bootstrap_optimal_lr(
@@ -171,7 +214,7 @@ def bootstrap_optimal_lr(
     base = optimal_lr(runs, by, metric)
     seeds = np.sort(runs.seed.unique())
     picks = np.random.default_rng(seed).integers(0, len(seeds), (n_boot, len(seeds)))
-    lo, hi = [], []
+    lo, hi, frac = [], [], []
     for _, row in base.iterrows():
         mask = np.ones(len(runs), bool)
         for k in by:
@@ -179,9 +222,11 @@ def bootstrap_optimal_lr(
         sub = runs[mask]
         lrs = np.sort(sub.lr.unique())
         boots = _boot_optima(lrs, _align_seeds(sub, seeds, lrs, metric), picks)
-        lo.append(np.nanpercentile(boots, 2.5))
-        hi.append(np.nanpercentile(boots, 97.5))
-    return base.assign(lo=lo, hi=hi)
+        a, b, f = _interval(boots)
+        lo.append(a)
+        hi.append(b)
+        frac.append(f)
+    return base.assign(lo=lo, hi=hi, edge_fraction=frac)
 
 
 def _align_seeds(runs: pd.DataFrame, seeds: np.ndarray, lrs: np.ndarray, metric: str) -> np.ndarray:
@@ -221,11 +266,13 @@ def lr_ratio(
     point = _boot_optima(lrs_n, loss_n, everyone)[0] / _boot_optima(lrs_d, loss_d, everyone)[0]
     picks = np.random.default_rng(seed).integers(0, len(seeds), (n_boot, len(seeds)))
     boots = _boot_optima(lrs_n, loss_n, picks) / _boot_optima(lrs_d, loss_d, picks)
+    lo, hi, frac = _interval(boots)
     return {
         "ratio": float(point),
-        "lo": float(np.nanpercentile(boots, 2.5)),
-        "hi": float(np.nanpercentile(boots, 97.5)),
+        "lo": lo,
+        "hi": hi,
         "n_seeds": len(seeds),
+        "edge_fraction": frac,
     }
 
 

@@ -10,7 +10,7 @@ import sys
 import torch
 
 from lora_lab._version import __version__
-from lora_lab.findings import EXPERIMENTS, get_experiment
+from lora_lab.findings import EXPERIMENTS, get_experiment, summary_markdown, write_summary
 from lora_lab.lora import LoraConfig
 from lora_lab.model import PRESETS, build_model, count_parameters, read_model_metadata
 from lora_lab.paths import base_path, results_root
@@ -137,6 +137,16 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_summary(args: argparse.Namespace) -> int:
+    """What the shipped records say about each finding (README's section is generated)."""
+    if args.write:
+        changed = write_summary(args.write)
+        print(f"{args.write}: findings summary {'updated' if changed else 'already current'}")
+    else:
+        print(summary_markdown())
+    return 0
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     """Re-key run records written before typed specs (lora_lab < 0.2)."""
     moved = migrate_store(args.folder, dry_run=args.dry_run)
@@ -192,6 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="Ray cluster address (e.g. auto or ray://HOST:10001); default: a local Ray",
     )
     s.set_defaults(func=cmd_sweep)
+
+    sm = sub.add_parser("summary", help="what the shipped records say, computed from them")
+    sm.add_argument("--write", metavar="FILE", help="rewrite FILE's findings section (README.md)")
+    sm.set_defaults(func=cmd_summary)
 
     m = sub.add_parser("migrate", help="re-key records written before typed specs")
     m.add_argument("folder")

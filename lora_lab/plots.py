@@ -116,8 +116,12 @@ def plot_lr_curves(
     ax=None,
     ylim: tuple | None = None,
 ) -> Figure:
-    """U-curves: seed-mean loss (with seed std as error bars) against log(lr) per ``hue``;
-    ``optima`` (columns ``hue``, ``opt_lr``) adds a vertical tick at each optimum."""
+    """U-curves: seed-mean loss (with seed std as error bars) against log(lr) per ``hue``.
+
+    ``optima`` (:func:`lora_lab.analysis.optimal_lr` output) marks each optimum: a dotted
+    line where it is interior at the search resolution, dash-dot where it is inside the grid
+    but coarser, and an arrow at the edge pointing outwards where the best LR is an edge
+    value (a bound, not an optimum)."""
     fig, ax = _axes(ax, (7.5, 4.8))
     styles = line_styles(means[hue].astype(str).unique())
     for lbl in _label_order(means[hue].astype(str).unique()):
@@ -135,9 +139,8 @@ def plot_lr_curves(
                 capsize=3,
             )
         if optima is not None:
-            o = optima[optima[hue].astype(str) == lbl]
-            for v in o.opt_lr:
-                ax.axvline(v, color=st["color"], lw=1.2, ls=":", alpha=0.9)
+            for o in optima[optima[hue].astype(str) == lbl].itertuples():
+                _mark_optimum(ax, o, st["color"])
     ax.set_xscale("log")
     ax.set_xlabel("learning rate (log scale)")
     ax.set_ylabel("final eval loss (nats / token)")
@@ -152,6 +155,23 @@ def plot_lr_curves(
     ax.legend(frameon=True)
     fig.tight_layout()
     return fig
+
+
+def _mark_optimum(ax, o, colour) -> None:
+    opt = getattr(o, "opt_lr", np.nan)
+    if np.isfinite(opt):
+        interior = bool(getattr(o, "interior", True))
+        ax.axvline(opt, color=colour, lw=1.2, ls=":" if interior else "-.", alpha=0.9)
+        return
+    best = getattr(o, "best_lr", np.nan)
+    if not np.isfinite(best):
+        return
+    outward = "<" if getattr(o, "edge", None) == "low" else ">"
+    ax.plot([best], [0.97], marker=outward, color=colour, markersize=11, markeredgecolor="black",
+            transform=ax.get_xaxis_transform(), clip_on=False, zorder=6)  # fmt: skip
+    ax.annotate("edge: bound", (best, 0.97), xycoords=("data", "axes fraction"),
+                textcoords="offset points", xytext=(0, -14), ha="center", fontsize=7,
+                color=colour)  # fmt: skip
 
 
 def plot_loss_vs_batch(

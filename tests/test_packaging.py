@@ -79,3 +79,11 @@ def test_package_data_covers_every_shipped_file():
     assert files
     uncovered = [f for f in files if not any(f.match(pat) for pat in patterns)]
     assert not uncovered, uncovered
+
+
+def test_readme_findings_section_is_generated_from_the_records():
+    """README's numbers are computed from the shipped records, never typed: the section
+    between the markers must equal `lora-lab summary` (regenerate with --write README.md)."""
+    from lora_lab.findings import readme_summary, summary_markdown
+
+    assert readme_summary(ROOT / "README.md") == summary_markdown().strip()

@@ -12,23 +12,29 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
 from lora_lab.analysis import (
     best_over_lr,
     curve_seed_spread,
+    departure_step,
+    load_curves,
+    load_runs,
     method_gap,
+    optimal_lr,
+    pointwise_min_curves,
 )
 from lora_lab.lora import LoraConfig, count_lora_params
 from lora_lab.model import ModelConfig
-from lora_lab.sweeps.experiment import Experiment, grid, lr_grid, method_grid
+from lora_lab.sweeps.experiment import Experiment, grid, lr_grid, method_grid, results_dir
 from lora_lab.tasks import make_task
 from lora_lab.tasks.base import SFTDataset
 from lora_lab.tasks.facts import bits_per_fact
 from lora_lab.tasks.instruct import INSTRUCT_16K
 from lora_lab.training.bits import sample_bits_metric
-from lora_lab.training.methods import FullFT, label_sort_key
+from lora_lab.training.methods import FullFT, label_sort_key, sort_labels
 from lora_lab.training.sft import RunResult, train
 from lora_lab.widgets import LivePanel
 
@@ -462,3 +468,100 @@ class CapacityPanel(LivePanel):
 
         callback = self._live(vals["steps"], draw)
         return self._finish(run_capacity_from_controls(self.base, callback=callback, **vals))
+
+
+# ----------------------------------------------------------------------------- summary
+
+
+def _edges(runs: pd.DataFrame, by: list[str]) -> str:
+    opt = optimal_lr(runs, by)
+    n_edge = int(opt.at_edge.sum())
+    n_coarse = int((~opt.interior & ~opt.at_edge).sum())
+    if n_edge == 0 and n_coarse == 0:
+        return f"all {len(opt)} best LRs interior at 1.47x"
+    return f"{n_edge} of {len(opt)} best LRs at a grid edge (bounds, not optima)" + (
+        f", {n_coarse} inside but coarser than 1.47x" if n_coarse else ""
+    )
+
+
+def _climbing(curves: pd.DataFrame, table: pd.DataFrame, n: int, label: str) -> float:
+    """Bits at the end over bits halfway through, for one method at its best LR."""
+    lr = table[(table.n_facts == n) & (table.label == label)].lr.iloc[0]
+    c = curves[(curves.task_n_entities == n) & (curves.label == label) & (curves.lr == lr)]
+    c = c.groupby("step").bits_stored.mean()
+    steps = c.index.to_numpy()
+    return float(c.iloc[-1] / c.loc[steps[steps <= steps[-1] / 2].max()])
+
+
+def summary(results: Any = None) -> str:
+    """Finding 1 in one paragraph, every number computed from the shipped records."""
+    cap_runs = load_runs(results_dir("capacity", root=results))
+    table = capacity_table(cap_runs)
+    table["bound"] = capacity_bound(table)
+    ns = sorted(table.n_facts.unique())
+    full = table[table.label == "FullFT"].set_index("n_facts")
+    frac = ", ".join(f"{full.fraction_stored[n]:.0%}" for n in ns)
+    lines = [
+        f"What the shipped sweeps say about finding 1 (tiny base, d = 64; notebook 01 "
+        f"recomputes all of it). On `facts` ({BITS_PER_FACT:.1f} bits per fact) at one budget "
+        f"of {int(cap_runs.steps.max())} steps x {int(cap_runs.batch_size.max())} "
+        f"({cap_runs.seed.nunique()} seeds; {_edges(cap_runs, ['task_n_entities', 'label'])}), "
+        f"FullFT stores {frac} of N = {', '.join(f'{n:,}' for n in ns)} facts."
+    ]
+    n_max = ns[-1]
+    cap_curves = load_curves(results_dir("capacity", root=results))
+    for label in sort_labels(table[table.label != "FullFT"].label):
+        rows = table[table.label == label].set_index("n_facts")
+        bound = [f"{n:,}" for n in ns if rows.bound[n]]
+        bits = ", ".join(f"{rows.bits_stored[n] / 1e3:.1f}k" for n in ns)
+        text = f"{label} ({int(rows.trainable_params.iloc[0]):,} parameters) stores {bits} bits"
+        if bound:
+            growth = _climbing(cap_curves, table, n_max, label) if rows.bound[n_max] else np.nan
+            text += f", out of room (< 75 % of FullFT's bits) at N = {', '.join(bound)}"
+            if np.isfinite(growth):
+                still = "still climbing" if growth > 1.05 else "flat"
+                text += (
+                    f"; at N = {n_max:,} its bits grow {growth:.2f}x over the second half ({still})"
+                )
+        else:
+            text += ", with room at every N"
+        lines.append(text + ".")
+    bpp = measured_bits_per_param(table)
+    lines.append(
+        f"Adapters that ran out of room hold {bpp:.2f} bits per parameter (median) at this "
+        "budget — a rate for this many steps, not a capacity."
+    )
+    rc = load_curves(results_dir("rank_curves", root=results))
+    best = pointwise_min_curves(rc, ["label"])
+    tol = departure_tolerance(rc)
+    final = best[best.step == best.step.max()].set_index("label").eval_loss
+    ranks = [lbl for lbl in sort_labels(best.label) if lbl.startswith("r=")]
+    deps = []
+    for lbl in ranks:
+        d = departure_step(best, lbl, tol=tol)
+        deps.append(f"{lbl} {'never' if np.isnan(d) else f'at step {d:.0f}'}")
+    rc_runs = load_runs(results_dir("rank_curves", root=results))
+    finals = ", ".join(f"{lbl} {final[lbl]:.2f}" for lbl in sort_labels(final.index))
+    lines.append(
+        f"On 16k instruction examples ({int(best.step.max()):,} steps, "
+        f"{rc_runs.seed.nunique()} seeds; {_edges(rc_runs, ['label'])}) the ranks leave the "
+        f"FullFT curve (by more than {tol:.3f} nats): {', '.join(deps)}; final losses "
+        f"{finals}."
+    )
+    sd_runs = load_runs(results_dir("small_data", root=results))
+    gaps = small_data_gaps(sd_runs, load_curves(results_dir("small_data", root=results)))
+    g = gaps.set_index(["metric", "label"])
+    early = ", ".join(
+        f"{lbl} {g.gap[('early_stop_loss', lbl)]:+.3f} ({g.verdict[('early_stop_loss', lbl)]})"
+        for lbl in sort_labels(gaps.label)
+    )
+    last = ", ".join(
+        f"{lbl} {g.gap[('final_loss', lbl)]:+.3f} ({g.verdict[('final_loss', lbl)]})"
+        for lbl in sort_labels(gaps.label)
+    )
+    lines.append(
+        f"On 1,000 instruction examples ({sd_runs.seed.nunique()} seeds; "
+        f"{_edges(sd_runs, ['label'])}), gaps to FullFT with early stopping: {early}; at the "
+        f"end of training: {last}."
+    )
+    return " ".join(lines)
