@@ -267,12 +267,15 @@ def lr_ratio(
     picks = np.random.default_rng(seed).integers(0, len(seeds), (n_boot, len(seeds)))
     boots = _boot_optima(lrs_n, loss_n, picks) / _boot_optima(lrs_d, loss_d, picks)
     lo, hi, frac = _interval(boots)
+    flags = interior_optima(pd.concat([num.assign(_side="n"), den.assign(_side="d")]),
+                            ["_side"], metric)  # fmt: skip
     return {
         "ratio": float(point),
         "lo": lo,
         "hi": hi,
         "n_seeds": len(seeds),
         "edge_fraction": frac,
+        "interior": bool(flags.interior.all()),  # both optima interior at 1.47x
     }
 
 

@@ -99,3 +99,26 @@ def test_01_rank_capacity(executed):
     for metric, holds in claim.items():
         assert holds == all(verdicts[f"{metric}:r={r}"] == "same" for r in (8, 16))
     assert set(rec["steps_ratio_at_last_match"]) == {"r=1", "r=4", "r=16", "r=64"}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_cells_hold_no_control_characters(path):
+    """Python escapes once ate LaTeX here (a BEL for \\a in \\alpha, a TAB for \\t in \\text)."""
+    import re
+
+    for i, cell in enumerate(json.loads(path.read_text())["cells"]):
+        bad = re.findall(r"[\x00-\x08\x0b-\x1f]", "".join(cell["source"]))
+        assert not bad, f"cell {i}: {bad!r}"
+        assert "\t" not in "".join(cell["source"]) or cell["cell_type"] == "code", f"cell {i}"
+
+
+def test_notebook_references_point_to_notebooks_that_exist():
+    import re
+
+    existing = {p.stem[:2] for p in NOTEBOOKS}
+    for path in [*NOTEBOOKS, ROOT / "README.md"]:
+        text = path.read_text()
+        for m in re.finditer(r"notebooks? (\d\d)(?:\s*[–-]\s*(\d\d))?", text):
+            first, last = int(m.group(1)), int(m.group(2) or m.group(1))
+            missing = {f"{n:02d}" for n in range(first, last + 1)} - existing
+            assert not missing, f"{path.name}: {m.group(0)!r} names missing notebooks {missing}"
