@@ -13,7 +13,7 @@ from lora_lab._version import __version__
 from lora_lab.findings import EXPERIMENTS, get_experiment, summary_markdown, write_summary
 from lora_lab.lora import LoraConfig
 from lora_lab.model import PRESETS, build_model, count_parameters, read_model_metadata
-from lora_lab.paths import base_path, results_root
+from lora_lab.paths import base_path, results_root, work_dir
 from lora_lab.reproduce import reproduce
 from lora_lab.sweeps.executors import EXECUTORS
 from lora_lab.sweeps.experiment import results_dir
@@ -61,15 +61,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"{'method':<12}{'lr':>9}{'trainable':>12}{'loss start':>12}{'loss end':>10}{'s':>7}")
     for name, r in runs.items():
         start = r.curves.eval_loss.iloc[0]
+        end = "diverged" if r.diverged else f"{r.final_loss:.3f}"
         print(
             f"{name:<12}{r.config['lr']:>9.0e}{r.trainable_params:>12,}{start:>12.3f}"
-            f"{r.final_loss:>10.3f}{r.wall_time_s:>7.1f}"
+            f"{end:>10}{r.wall_time_s:>7.1f}"
         )
+        if r.diverged:
+            print(f"  {name} diverged at step {int(r.final['steps_done'])}: lower its LR")
     return 0
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
+    if args.replace_shipped and args.out:
+        raise ValueError("give --out or --replace-shipped, not both")
+    out = base_path(args.preset) if args.replace_shipped else (
+        args.out or work_dir() / "bases" / args.preset
+    )  # fmt: skip
     meta = pretrain(
         args.preset,
         steps=args.steps,
@@ -77,10 +85,10 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
         lr=args.lr,
         seed=args.seed,
         device=args.device,
-        out=args.out,
+        out=out,
     )
     print(
-        f"saved {args.out or base_path(args.preset)}: final eval loss "
+        f"saved {out}: final eval loss "
         f"{meta['final_eval_loss']:.4f} nats/char after {meta['steps']} steps "
         f"in {meta['wall_time_s']:.0f} s"
     )
@@ -92,27 +100,43 @@ def _device_name() -> str:
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    print(f"lora_lab {__version__}, torch {torch.__version__}, Python {platform.python_version()}")
-    print(f"device: {_device_name()}, {torch.get_num_threads()} threads")
     shipped = set(available_bases())
-    print("presets:")
+    presets = {}
     for name, cfg in PRESETS.items():
-        n = count_parameters(build_model(cfg))
-        line = f"  {name:<10} {n:>10,} params  layers={cfg.n_layer} d={cfg.d_model}"
-        if cfg.is_moe:
-            line += f" experts={cfg.n_experts} top_k={cfg.top_k}"
+        entry = {"params": count_parameters(build_model(cfg)), "layers": cfg.n_layer,
+                 "d_model": cfg.d_model, "experts": cfg.n_experts}  # fmt: skip
         if name in shipped:
             meta = read_model_metadata(base_path(name))
-            line += f"  base: eval loss {meta['final_eval_loss']:.3f} ({meta['steps']} steps)"
+            entry["base"] = {"final_eval_loss": meta["final_eval_loss"], "steps": meta["steps"]}
+        presets[name] = entry
+    results = {
+        name: {
+            "done": len(ResultStore(results_dir(name)).done_keys()),
+            "grid": len(exp.specs("full")),
+        }  # fmt: skip
+        for name, exp in EXPERIMENTS.items()
+    }
+    if args.json:  # JSON only, so it can be piped
+        print(json.dumps({"version": __version__, "torch": torch.__version__,
+                          "device": _device_name(), "threads": torch.get_num_threads(),
+                          "bases": sorted(shipped), "presets": presets,
+                          "results": results}))  # fmt: skip
+        return 0
+    print(f"lora_lab {__version__}, torch {torch.__version__}, Python {platform.python_version()}")
+    print(f"device: {_device_name()}, {torch.get_num_threads()} threads")
+    print("presets:")
+    for name, e in presets.items():
+        line = f"  {name:<10} {e['params']:>10,} params  layers={e['layers']} d={e['d_model']}"
+        if e["experts"]:
+            line += f" experts={e['experts']} top_k={PRESETS[name].top_k}"
+        if "base" in e:
+            line += (
+                f"  base: eval loss {e['base']['final_eval_loss']:.3f} ({e['base']['steps']} steps)"
+            )
         print(line)
-    results = {}
     print(f"shipped results ({results_root()}):")
-    for name, exp in EXPERIMENTS.items():
-        done = len(ResultStore(results_dir(name)).done_keys())
-        results[name] = done
-        print(f"  {name:<10} {done:>4} / {len(exp.specs('full'))} runs")
-    if args.json:
-        print(json.dumps({"version": __version__, "bases": sorted(shipped), "results": results}))
+    for name, r in results.items():
+        print(f"  {name:<12} {r['done']:>4} runs ({r['grid']} in the starting grid)")
     return 0
 
 
@@ -161,40 +185,89 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+class _HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows "(default: X)" where there is a real default the help does not already name."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, False) or "default" in text:
+            return text
+        return super()._get_help_string(action)
+
+
+def _parser(sub, name: str, help_text: str) -> argparse.ArgumentParser:
+    return sub.add_parser(
+        name, help=help_text, description=help_text, formatter_class=_HelpWithDefaults
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lora-lab", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
+    presets = sorted(PRESETS)
 
-    d = sub.add_parser("demo", help="LoRA vs FullFT on the nano base, a few dozen steps")
-    d.add_argument("--steps", type=int, default=60)
-    d.add_argument("--rank", type=int, default=8)
-    d.add_argument("--full-lr", type=float, default=1e-3)
-    d.add_argument("--lora-lr", type=float, default=3e-3)
-    d.add_argument("--threads", type=int, default=2)
+    d = _parser(sub, "demo", "LoRA vs FullFT on the nano base, a few dozen steps")
+    d.add_argument("--steps", type=_positive_int, default=60, help="optimizer steps per method")
+    d.add_argument("--rank", type=_positive_int, default=8, help="LoRA rank")
+    d.add_argument("--full-lr", type=_positive_float, default=1e-3, help="FullFT learning rate")
+    d.add_argument("--lora-lr", type=_positive_float, default=3e-3, help="LoRA learning rate")
+    d.add_argument("--threads", type=_positive_int, default=2, help="torch threads")
     d.add_argument("--quiet", action="store_true", help="no progress bars")
     d.set_defaults(func=cmd_demo)
 
-    t = sub.add_parser("pretrain", help="pretrain a base model on the synthetic corpus")
-    t.add_argument("--preset", required=True)
-    t.add_argument("--steps", type=int, default=None, help="default: the preset's budget")
-    t.add_argument("--batch-size", type=int, default=32)
-    t.add_argument("--lr", type=float, default=3e-3)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--device", default="auto")
-    t.add_argument("--threads", type=int, default=2)
-    t.add_argument("--out", default=None, help="default: lora_lab/data/base/PRESET")
+    t = _parser(sub, "pretrain", "pretrain a base model on the synthetic corpus")
+    t.add_argument("--preset", required=True, choices=presets, help="model preset")
+    t.add_argument(
+        "--steps", type=_positive_int, default=None, help="optimizer steps (default: the preset's)"
+    )
+    t.add_argument("--batch-size", type=_positive_int, default=32, help="sequences per step")
+    t.add_argument("--lr", type=_positive_float, default=3e-3, help="peak learning rate")
+    t.add_argument("--seed", type=int, default=0, help="initialisation and batch seed")
+    t.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    t.add_argument("--threads", type=_positive_int, default=2, help="torch threads")
+    t.add_argument(
+        "--out",
+        default=None,
+        help="where to write PRESET.safetensors/.json (default: reports/bases/PRESET in a "
+        "checkout, so the shipped base is never overwritten by accident)",
+    )
+    t.add_argument(
+        "--replace-shipped",
+        action="store_true",
+        help="write to the shipped base's path (lora_lab/data/base/PRESET) instead",
+    )
     t.set_defaults(func=cmd_pretrain)
 
-    s = sub.add_parser("sweep", help="run an experiment's grid (resumable)")
-    s.add_argument("name")
-    s.add_argument("--grid", default="full", choices=["full", "ci"])
-    s.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
+    s = _parser(sub, "sweep", "run an experiment's grid, resumably (skips finished runs)")
+    s.add_argument("name", help=f"experiment: {', '.join(sorted(EXPERIMENTS))}")
+    s.add_argument("--grid", default="full", choices=["full", "ci"], help="which grid")
+    s.add_argument("--jobs", type=_positive_int, default=2, help="worker processes / Ray CPUs")
     s.add_argument("--out", default=None, help="results root (default: the shipped results)")
     s.add_argument(
         "--executor",
         default="process",
         choices=EXECUTORS,
-        help="where runs happen: local processes (default), serially here, or on Ray",
+        help="where runs happen: local processes, serially here, or on Ray",
     )
     s.add_argument(
         "--address",
@@ -203,26 +276,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.set_defaults(func=cmd_sweep)
 
-    sm = sub.add_parser("summary", help="what the shipped records say, computed from them")
+    sm = _parser(sub, "summary", "what the shipped records say, computed from them")
     sm.add_argument("--write", metavar="FILE", help="rewrite FILE's findings section (README.md)")
     sm.set_defaults(func=cmd_summary)
 
-    m = sub.add_parser("migrate", help="re-key records written before typed specs")
-    m.add_argument("folder")
+    m = _parser(sub, "migrate", "re-key records written before typed specs")
+    m.add_argument("folder", help="a results folder")
     m.add_argument("--dry-run", action="store_true", help="only say what would change")
     m.set_defaults(func=cmd_migrate)
 
-    ls = sub.add_parser("experiments", help="list experiments and how much of each is done")
+    ls = _parser(sub, "experiments", "list experiments and how much of each is done")
     ls.set_defaults(func=cmd_list)
 
-    r = sub.add_parser("reproduce", help="execute every notebook with papermill into reports/")
+    r = _parser(sub, "reproduce", "execute every notebook with papermill into reports/")
     r.add_argument("--quick", action="store_true", help="inject the ci preset")
-    r.add_argument("--out", default="reports")
-    r.add_argument("--timeout", type=int, default=1800, help="seconds per cell")
+    r.add_argument("--out", default="reports", help="output folder")
+    r.add_argument("--timeout", type=_positive_int, default=1800, help="seconds per cell")
     r.set_defaults(func=cmd_reproduce)
 
-    i = sub.add_parser("info", help="versions, device, presets and shipped bases")
-    i.add_argument("--json", action="store_true")
+    i = _parser(sub, "info", "versions, device, presets and shipped bases")
+    i.add_argument("--json", action="store_true", help="print only JSON")
     i.set_defaults(func=cmd_info)
     return p
 

@@ -130,3 +130,38 @@ def test_reproduce_writes_executed_notebooks_and_index(tmp_path, monkeypatch):
     assert index.exists() and "records_demo.html" in index.read_text()
     executed = (tmp_path / "records_demo.ipynb").read_text()
     assert '"image/png"' in executed  # the report shows the notebook's plot
+
+
+def test_cli_info_json_is_json_only(capsys):
+    import json
+
+    assert main(["info", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)  # nothing but JSON on stdout
+    assert "nano" in data["bases"] and data["results"]["lr_rule"]["done"] > 0
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["demo", "--threads", "0"],
+        ["demo", "--steps", "-3"],
+        ["reproduce", "--timeout", "0"],
+        ["pretrain", "--preset", "nano", "--steps", "0"],
+        ["pretrain", "--preset", "giant"],
+        ["sweep", "demo", "--jobs", "0"],
+    ],
+)
+def test_cli_refuses_silent_nonsense(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2 and "error" in capsys.readouterr().err
+
+
+def test_cli_pretrain_never_overwrites_the_shipped_base_by_default(tmp_path, monkeypatch):
+    from lora_lab.paths import base_path
+
+    monkeypatch.setenv("LORA_LAB_WORK", str(tmp_path))
+    shipped = base_path("nano").stat().st_mtime_ns
+    assert main(["pretrain", "--preset", "nano", "--steps", "2", "--batch-size", "2"]) == 0
+    assert (tmp_path / "bases" / "nano.safetensors").exists()
+    assert base_path("nano").stat().st_mtime_ns == shipped
