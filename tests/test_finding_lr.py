@@ -1,16 +1,19 @@
 """Finding 2 on the shipped results: LoRA's optimal LR, its ratio to FullFT's, rank invariance.
 
-These read ``data/results/lr_rule`` (produced by ``lora-lab sweep lr_rule``) and check the
-*direction* of the post's claims with the measured seed intervals. The thresholds come from
-the claims (LoRA's LR above FullFT's; ranks 4-64 within 2x), not from the data.
+These read ``lora_lab/data/results/lr_rule`` (``lora-lab sweep lr_rule``, LR searched to 1.47x)
+and check what notebook 02 and README state, with the measured seed intervals. A ratio is
+called above (or below) 1 only where its whole 95 % interval is; the thresholds come from the
+claims (above 1, within 2x), not from the data.
 """
 
 import numpy as np
 import pytest
 
-from lora_lab.analysis import load_runs, lr_ratio, optimal_lr
+from lora_lab.analysis import load_curves, load_runs, optimal_lr, ratio_by_budget
 from lora_lab.findings import get_experiment
+from lora_lab.findings.learning_rate import rank_spread, ratio_table
 from lora_lab.sweeps import ResultStore, results_dir, run_spec
+from lora_lab.sweeps.runner import search_finished
 
 EXP = get_experiment("lr_rule")
 FOLDER = results_dir("lr_rule")
@@ -21,39 +24,67 @@ def runs():
     return load_runs(FOLDER)
 
 
+@pytest.fixture(scope="module")
+def ratios(runs):
+    return ratio_table(runs, n_boot=500).set_index("label")
+
+
 def test_shipped_sweep_is_complete_with_provenance():
     records, bad = ResultStore(FOLDER).scan()
     assert not bad
     missing = [s for s in EXP.specs("full") if s.key not in records]
     assert not missing, f"{len(missing)} specs of the full grid have no shipped record"
+    assert search_finished(EXP, "full", records)
     for rec in records.values():
         prov = rec["provenance"]
         assert prov["git_commit"] and prov["torch_version"] and prov["lora_lab_version"]
         assert rec["spec"]["seed"] in (0, 1, 2)
 
 
-def test_every_optimum_is_inside_the_grid(runs):
+@pytest.mark.parametrize("budget", [100, None])
+def test_every_optimum_is_interior_at_both_budgets(runs, budget):
+    """The notebook reads optima at 300 steps and at 100: both resolved to 1.47x."""
+    if budget is None:
+        table = runs
+    else:
+        curves = load_curves(FOLDER)
+        table = curves[curves.step == budget].rename(columns={"eval_loss": "final_loss"})
+    opt = optimal_lr(table, ["label"])
+    assert opt.interior.all(), opt[~opt.interior]
+    assert (opt.resolution <= 1.471).all()
+
+
+def test_words_follow_the_intervals(ratios):
+    """Every 'above' has its whole interval above 1; everything else is not called above."""
+    for label, r in ratios.iterrows():
+        assert r.lo <= r.ratio <= r.hi, label
+        assert (r.verdict == "above") == (r.lo > 1), (label, r)
+        assert (r.verdict == "below") == (r.hi < 1), (label, r)
+
+
+def test_high_ranks_want_a_larger_lr_than_fullft(ratios):
+    """What the notebook states at 1.47x: r=16 and r=64 above 1; r=1 and r=4 not
+    distinguishable from 1 (an earlier 2.15x grid had called r=4 above)."""
+    assert ratios.verdict["r=16"] == "above" and ratios.verdict["r=64"] == "above", ratios
+    assert ratios.verdict["r=1"] == "not distinguishable", ratios
+    assert ratios.verdict["r=4"] == "not distinguishable", ratios
+    assert ratios.hi.max() < 10  # far from the post's ~10x at this width
+
+
+def test_fullft_lr_is_not_set_by_the_frozen_layers(ratios):
+    """full (blocks only) trains what LoRA adapts: its optimum is FullFT's within the interval."""
+    assert ratios.verdict["full (blocks only)"] == "not distinguishable", ratios
+
+
+def test_rank_invariance_as_the_notebook_states_it(runs):
+    """Post: ranks 4..512 within 2x, rank 1 lower. Here, at 1.47x: r=4..64 span a little
+    more than 2x (the optimum rises with rank) and rank 1 sits below their geometric mean."""
     opt = optimal_lr(runs, ["label"])
-    assert not opt.at_edge.any(), opt
-
-
-@pytest.mark.parametrize("rank", [4, 16, 64])
-def test_lora_optimal_lr_is_above_fullft(runs, rank):
-    res = lr_ratio(runs, {"label": f"r={rank}"}, {"label": "FullFT"}, n_boot=300)
-    assert res["lo"] > 1.0, res
-
-
-def test_ranks_4_to_64_share_an_optimum_within_2x(runs):
-    opt = optimal_lr(runs, ["label"]).set_index("label").opt_lr
-    mid = opt[["r=4", "r=16", "r=64"]]
-    assert mid.max() / mid.min() <= 2.0, mid.to_dict()
-
-
-def test_rank1_optimum_not_above_higher_ranks(runs):
-    """The post: rank 1 prefers a somewhat *lower* LR than higher ranks."""
-    opt = optimal_lr(runs, ["label"]).set_index("label").opt_lr
-    geo = float(np.exp(np.log(opt[["r=4", "r=16", "r=64"]]).mean()))
-    assert opt["r=1"] <= 1.25 * geo, (opt["r=1"], geo)
+    inv = rank_spread(opt)
+    assert inv["spread"] > 2.0, inv
+    assert inv["rank1_vs_geomean"] < 1.0, inv
+    o = opt.set_index("label").opt_lr
+    assert o["r=4"] < o["r=16"] < o["r=64"], o
 
 
 def test_one_shipped_run_reproduces():
@@ -61,25 +92,22 @@ def test_one_shipped_run_reproduces():
     records = ResultStore(FOLDER).scan()[0]
     finished = {k: r for k, r in records.items() if not r["result"]["diverged"]}
     key, rec = min(finished.items(), key=lambda kv: kv[1]["result"]["wall_time_s"])
-    spec = rec["spec"]
-    again = run_spec(spec)
+    again = run_spec(rec["spec"])
     assert again["key"] == key
     shipped = rec["result"]["final"]["eval_loss"]
     assert again["result"]["final"]["eval_loss"] == pytest.approx(shipped, abs=0.02)
 
 
 def test_short_runs_want_a_larger_ratio_than_long_runs():
-    """The post: runs under ~100 steps want ~15x rather than ~10x. Direction only."""
-    from lora_lab.analysis import load_curves, ratio_by_budget
-
+    """The post: runs under ~100 steps want ~15x rather than ~10x. Direction, at the two
+    budgets the search resolved, for every rank 4..64 (each 100-step interval above the
+    300-step point estimate)."""
     curves = load_curves(FOLDER)
     final = int(curves.step.max())
     table = ratio_by_budget(
-        curves,
-        {r: {"label": f"r={r}"} for r in (4, 16, 64)},
-        {"label": "FullFT"},
-        [56, final],
-        n_boot=200,
-    )
-    mean = table.groupby("steps").ratio.mean()
-    assert mean[56] > mean[final], mean.to_dict()
+        curves, {r: {"label": f"r={r}"} for r in (4, 16, 64)}, {"label": "FullFT"},
+        [100, final], n_boot=300,
+    )  # fmt: skip
+    short = table[table.steps == 100].set_index("condition")
+    long_ = table[table.steps == final].set_index("condition")
+    assert np.all(short.lo > long_.ratio), table
