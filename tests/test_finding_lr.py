@@ -111,3 +111,12 @@ def test_short_runs_want_a_larger_ratio_than_long_runs():
     short = table[table.steps == 100].set_index("condition")
     long_ = table[table.steps == final].set_index("condition")
     assert np.all(short.lo > long_.ratio), table
+
+
+def test_width_sweep_is_complete_and_every_optimum_interior():
+    exp = get_experiment("lr_width")
+    records, bad = ResultStore(results_dir("lr_width")).scan()
+    assert not bad and search_finished(exp, "full", records)
+    opt = optimal_lr(load_runs(results_dir("lr_width")), ["base", "label"])
+    assert opt.interior.all(), opt[~opt.interior]
+    assert set(opt.base) == {"nano", "tiny", "small"}
