@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from lora_lab.training.methods import sort_labels
 
@@ -122,7 +123,7 @@ def plot_lr_curves(
     line where it is interior at the search resolution, dash-dot where it is inside the grid
     but coarser, and an arrow at the edge pointing outwards where the best LR is an edge
     value (a bound, not an optimum)."""
-    fig, ax = _axes(ax, (7.5, 4.8))
+    fig, ax = _axes(ax, (9, 4.8))
     styles = line_styles(means[hue].astype(str).unique())
     for lbl in _label_order(means[hue].astype(str).unique()):
         d = means[means[hue].astype(str) == lbl].sort_values("lr")
@@ -142,17 +143,24 @@ def plot_lr_curves(
             for o in optima[optima[hue].astype(str) == lbl].itertuples():
                 _mark_optimum(ax, o, st["color"])
     ax.set_xscale("log")
+    # labels at 1, 2, 5 x 10^k only: minor labels run together on a one-decade range
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.0e}".replace("e-0", "e-")))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("learning rate (log scale)")
     ax.set_ylabel("final eval loss (nats / token)")
     if ylim is not None:
         ax.set_ylim(*ylim)
     else:
-        finite = means["mean"][np.isfinite(means["mean"])]
+        finite = means[np.isfinite(means["mean"])]
         if len(finite):
-            lo, hi = finite.min(), np.percentile(finite, 80)
+            # every method's optimum stays in view, the divergent far ends may not
+            best = finite.groupby(finite[hue].astype(str))["mean"].min()
+            lo = finite["mean"].min()
+            hi = max(np.percentile(finite["mean"], 80), best.max())
             ax.set_ylim(lo - 0.05 * (hi - lo + 1e-9), hi + 0.25 * (hi - lo + 1e-9))
     ax.set_title(title)
-    ax.legend(frameon=True)
+    ax.legend(frameon=True, fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig
 
