@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from lora_lab.lora import LoraConfig
+from lora_lab.sweeps.lr_search import lattice_index, lattice_lr
 from lora_lab.training.methods import FullFT
 from lora_lab.training.sft import RunResult, train
 
@@ -52,6 +53,25 @@ def run_from_controls(
     )
 
 
+WIDE = {"description_width": "initial"}  # labels shown whole, never cut to "rank (0=F…"
+
+
+def lr_options(
+    value: float, low: float = 1e-5, high: float = 1e-1, per_decade: int = 6
+) -> list[tuple[str, float]]:
+    """(label, value) pairs for an exact LR control: the search lattice (6 per decade: the
+    values the sweeps measured) plus ``value`` itself, so the control never snaps a value
+    a notebook names (5.6e-3 stays 5.6e-3)."""
+    ks = range(lattice_index(low, per_decade), lattice_index(high, per_decade) + 1)
+    values = sorted({lattice_lr(k, per_decade) for k in ks} | {float(value)})
+    return [(f"{v:.3g}", v) for v in values]
+
+
+def rank_options(ranks: tuple[int, ...]) -> list[tuple[str, int]]:
+    """(label, value) pairs for a rank control; 0 is full fine-tuning, labelled so."""
+    return [("FullFT" if r == 0 else str(r), r) for r in ranks]
+
+
 class LivePanel:
     """What every panel shares: a Run button, a progress bar, an output area that redraws a
     live plot after each evaluation, and the notebook display hook."""
@@ -63,7 +83,8 @@ class LivePanel:
         self.bar = w.IntProgress(value=0, min=0, max=steps, description="progress")
         self.out = w.Output()
         self.result: RunResult | None = None
-        self.button.on_click(lambda _: self.run())
+        self.running = False
+        self.button.on_click(lambda _: self.click())
         self.widget = w.VBox(
             [w.HBox(r) for r in rows] + [w.HBox([self.button, self.bar]), self.out]
         )
@@ -76,6 +97,19 @@ class LivePanel:
     def run(self) -> RunResult:  # pragma: no cover - every panel defines it
         raise NotImplementedError
 
+    def click(self) -> RunResult | None:
+        """What the Run button does: one run at a time. The button is disabled (and says
+        so) while training, so a second click cannot queue a second full run."""
+        if self.running:
+            return None
+        self.running = True
+        self.button.disabled, self.button.description = True, "Running…"
+        try:
+            return self.run()
+        finally:
+            self.running = False
+            self.button.disabled, self.button.description = False, "Run"
+
     def _live(self, steps: int, draw: Callable[[Any, list[dict]], None]) -> Callable:
         """A ``train`` callback: collect each evaluation row and redraw with ``draw(ax, rows)``."""
         import matplotlib.pyplot as plt
@@ -84,8 +118,11 @@ class LivePanel:
         rows: list[dict] = []
 
         def redraw(step: int, row: dict) -> None:
-            rows.append(row)
+            if step > 0:  # a log step axis has no 0; the start is the reference curves' too
+                rows.append(row)
             self.bar.value = step
+            if not rows:
+                return
             with self.out:
                 self.out.clear_output(wait=True)
                 fig, ax = plt.subplots(figsize=(7, 4))
@@ -126,11 +163,15 @@ class ControlPanel(LivePanel):
         import ipywidgets as w
 
         self.base, self.data, self.eval_data, self.overlay = base, data, eval_data, overlay
-        self.rank = w.SelectionSlider(options=list(ranks), value=rank, description="rank (0=Full)")
-        self.lr = w.FloatLogSlider(
-            value=lr, base=10, min=-5, max=-1, step=0.1, description="LR", readout_format=".1e"
+        self.rank = w.SelectionSlider(
+            options=rank_options(ranks), value=rank, description="rank", style=WIDE
         )
-        self.batch = w.Dropdown(options=[8, 16, 32, 64, 128], value=batch_size, description="batch")
+        self.lr = w.SelectionSlider(
+            options=lr_options(lr), value=float(lr), description="learning rate", style=WIDE
+        )
+        self.batch = w.Dropdown(
+            options=[8, 16, 32, 64, 128], value=batch_size, description="batch", style=WIDE
+        )
         self.targets = w.ToggleButtons(
             options=list(TARGETS), value="all layers", description="targets"
         )
@@ -153,9 +194,9 @@ class ControlPanel(LivePanel):
         def draw(ax: Any, rows: list[dict]) -> None:
             if self.overlay is not None:
                 self.overlay(ax)
-            xs = [max(r["step"], 1) for r in rows]
+            xs = [r["step"] for r in rows]
             ys = [r["eval_loss"] for r in rows]
-            label = f"live: {name}, lr={vals['lr']:.1e}"
+            label = f"live: {name}, lr={vals['lr']:.3g}"
             ax.plot(xs, ys, "o-", color="crimson", lw=2.5, label=label)
             ax.set_ylabel("eval loss")
 

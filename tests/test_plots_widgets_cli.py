@@ -165,3 +165,30 @@ def test_cli_pretrain_never_overwrites_the_shipped_base_by_default(tmp_path, mon
     assert main(["pretrain", "--preset", "nano", "--steps", "2", "--batch-size", "2"]) == 0
     assert (tmp_path / "bases" / "nano.safetensors").exists()
     assert base_path("nano").stat().st_mtime_ns == shipped
+
+
+def test_panel_controls_keep_exact_values_and_full_labels():
+    from lora_lab.widgets import lr_options
+
+    base = load_base("nano")
+    task = make_facts(n_entities=16)
+    panel = ControlPanel(base, task.train, rank=0, lr=5.6e-3, steps=10)
+    assert panel.values()["lr"] == 5.6e-3  # the value the notebook names, not a snapped one
+    assert panel.rank.options[panel.rank.index][0] == "FullFT"  # a label, not "0"
+    assert 2.15e-3 in [v for _, v in lr_options(1e-3)]  # the sweeps' lattice is on offer
+
+
+def test_run_button_is_disabled_while_training_and_ignores_a_second_click():
+    base = load_base("nano")
+    task = make_facts(n_entities=16)
+    panel = ControlPanel(base, task.train, rank=2, lr=3e-3, steps=4)
+    seen = []
+
+    def run():
+        seen.append((panel.button.disabled, panel.click()))  # a click during training
+        return "done"
+
+    panel.run = run
+    assert panel.click() == "done"
+    assert seen == [(True, None)]  # disabled while running; the second click did nothing
+    assert not panel.button.disabled and panel.button.description == "Run"
