@@ -29,6 +29,7 @@ from lora_lab.analysis import (
 )
 from lora_lab.lora import LoraConfig, count_lora_params
 from lora_lab.model import ModelConfig
+from lora_lab.plots import line_styles
 from lora_lab.sweeps.experiment import Experiment, grid, lr_grid, method_grid, results_dir
 from lora_lab.sweeps.lr_search import LRSearch
 from lora_lab.tasks import make_task
@@ -38,7 +39,7 @@ from lora_lab.tasks.instruct import INSTRUCT_16K
 from lora_lab.training.bits import sample_bits_metric
 from lora_lab.training.methods import FullFT, label_sort_key, sort_labels
 from lora_lab.training.sft import RunResult, train
-from lora_lab.widgets import LivePanel
+from lora_lab.widgets import WIDE, LivePanel, lr_options, rank_options
 
 BITS_PER_FACT = bits_per_fact()  # 4-letter random codes: log2(26**4) = 18.8 bits
 
@@ -418,8 +419,8 @@ def sweep_bits_overlay(
     table: pd.DataFrame, curves: pd.DataFrame
 ) -> Callable[[Any, int, int], None]:
     """An ``overlay`` for :class:`CapacityPanel`: the sweep's bits-stored curves for the
-    panel's N, each method at its best LR from ``table`` (:func:`capacity_table`), FullFT
-    black, LoRA grey, each labelled at its end."""
+    panel's N, each method at its best LR from ``table`` (:func:`capacity_table`), dashed,
+    in the house colours, each in the legend (labels at the line ends piled up)."""
 
     def overlay(ax: Any, n: int, rank: int) -> None:
         c = curves[curves.task_n_entities == n]
@@ -428,12 +429,12 @@ def sweep_bits_overlay(
         best_lr = table[table.n_facts == n].set_index("label").lr
         c = c[c.lr == c.label.map(best_lr)]
         c = c.groupby(["label", "step"]).bits_stored.mean().reset_index()
-        for lbl, d in c.groupby("label"):
-            d = d[d.step > 0]
-            full = lbl == "FullFT"
-            ax.plot(d.step, d.bits_stored, color="black" if full else "0.65", lw=1,
-                    ls="-" if full else "--")  # fmt: skip
-            ax.annotate(lbl, (d.step.iloc[-1], d.bits_stored.iloc[-1]), fontsize=7, color="0.4")
+        styles = line_styles(c.label.unique())
+        for lbl in sort_labels(c.label):
+            d = c[(c.label == lbl) & (c.step > 0)]
+            st = styles[lbl]
+            ax.plot(d.step, d.bits_stored, color=st["color"], lw=1, alpha=0.7, ls="--",
+                    marker=st["marker"], markersize=3, label=f"sweep: {lbl}")  # fmt: skip
 
     return overlay
 
@@ -497,11 +498,14 @@ class CapacityPanel(LivePanel):
         import ipywidgets as w
 
         self.base, self.overlay, self.bits_per_param = base, overlay, bits_per_param
-        self.n = w.Dropdown(options=list(n_values), value=n, description="N facts")
-        self.rank = w.SelectionSlider(options=list(ranks), value=rank, description="rank (0=Full)")
-        self.lr = w.FloatLogSlider(
-            value=lr, base=10, min=-4, max=-1.5, step=0.1, description="LR", readout_format=".1e"
+        self.n = w.Dropdown(options=list(n_values), value=n, description="N facts", style=WIDE)
+        self.rank = w.SelectionSlider(
+            options=rank_options(ranks), value=rank, description="rank", style=WIDE
         )
+        self.lr = w.SelectionSlider(
+            options=lr_options(lr, 1e-4, 3.16e-2), value=float(lr), description="learning rate",
+            style=WIDE,
+        )  # fmt: skip
         self.steps = w.IntSlider(value=steps, min=20, max=1000, step=20, description="steps")
         self._build([[self.n, self.rank], [self.lr, self.steps]], steps)
 
@@ -530,9 +534,12 @@ class CapacityPanel(LivePanel):
             if self.overlay is not None:
                 self.overlay(ax, vals["n_entities"], vals["rank"])
             ax.axhline(info, color="black", ls=":", lw=1, label="information in the data")
-            if limit is not None:
+            if limit is not None and limit < info:  # drawn only where it is on the axes
                 ax.axhline(limit, color="crimson", ls="--", lw=1, label="adapter limit")
-            xs = [max(r["step"], 1) for r in rows]
+            elif limit is not None:
+                ax.set_title(f"adapter limit ({limit:,.0f} bits) above the data's information",
+                             fontsize=9)  # fmt: skip
+            xs = [r["step"] for r in rows]
             ys = [r["bits_stored"] for r in rows]
             ax.plot(xs, ys, "o-", color="crimson", lw=2.5, label=f"live: {name}")
             ax.set_ylabel("bits stored")
