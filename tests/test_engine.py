@@ -41,6 +41,7 @@ from lora_lab.training import (
     sort_labels,
     train,
 )
+from lora_lab.training.loop import MicroBatch, Objective, run_loop
 
 PACKAGE = Path(__file__).resolve().parents[1] / "lora_lab"
 
@@ -489,3 +490,44 @@ def test_synthetic_labels_do_not_break_analysis():
     )  # fmt: skip
     opt = optimal_lr(runs, ["label"]).set_index("label")
     assert np.isfinite(opt.opt_lr).all() and len(opt) == 2
+
+
+class _ScriptedLoss(Objective):
+    """Reports a fixed sequence of losses (a parameter takes gradient so AdamW can step)."""
+
+    def __init__(self, values: list[float], batch_size: int) -> None:
+        self.values, self.i = values, 0
+        self.examples_per_micro_batch = batch_size
+
+    def micro_batch(self, model: torch.nn.Module) -> MicroBatch:
+        value = self.values[min(self.i, len(self.values) - 1)]
+        self.i += 1
+        loss = (model.weight * 0).sum() + value
+        return MicroBatch(loss=loss, value=value, tokens=1)
+
+    def evaluate(self, model: torch.nn.Module) -> dict[str, float]:
+        return {"eval_loss": 0.0}
+
+
+@pytest.mark.parametrize("batch_size, diverged", [(32, True), (64, True), (4, False), (8, False)])
+def test_divergence_is_judged_over_enough_examples_not_one_lucky_small_batch(batch_size, diverged):
+    # one easy first batch (loss 1.0), then the ordinary loss of 2.6: a blow-up only if the
+    # first batch alone is taken as the starting loss, which is right at >= 32 examples
+    # (unchanged behaviour) and wrong at 4 or 8 examples
+    values = [1.0] + [2.6] * 200
+    result = run_loop(
+        torch.nn.Linear(2, 2),
+        _ScriptedLoss(values, batch_size),
+        lr=1e-3,
+        steps=100,
+        progress=False,
+    )
+    assert result.diverged is diverged
+
+
+def test_a_real_blow_up_at_small_batch_is_still_caught():
+    values = [2.6] * 20 + [9.0] * 200
+    result = run_loop(
+        torch.nn.Linear(2, 2), _ScriptedLoss(values, 4), lr=1e-3, steps=200, progress=False
+    )
+    assert result.diverged and result.steps_done < 60

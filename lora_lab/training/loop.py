@@ -36,6 +36,9 @@ class MicroBatch:
     tokens: int = 0
 
 
+DIVERGENCE_EXAMPLES = 32  # see run_loop: the loss a blow-up is judged against
+
+
 class Objective(ABC):
     """What to minimise. ``examples_per_micro_batch`` sets the ``examples`` column."""
 
@@ -143,7 +146,13 @@ def run_loop(
         objective.setup(model, device)
         rows: list[dict[str, float]] = []
         start: float | None = None
-        recent: list[float] = []
+        recent: list[float] = []  # the last 5 steps: the logged train loss
+        # Divergence is judged on losses averaged over >= DIVERGENCE_EXAMPLES examples: the
+        # first step's at batch >= 32 (5 steps smoothed), more steps at smaller batches, so
+        # one lucky batch of 4 easy examples is not taken for the starting loss.
+        judge_steps = max(1, math.ceil(DIVERGENCE_EXAMPLES / examples_per_step))
+        judge_window = 5 * judge_steps
+        judged: list[float] = []
         diverged, tokens, step = False, 0, 0
         model.train()
         t0 = time.perf_counter()
@@ -170,8 +179,12 @@ def run_loop(
                 value += mb.value / grad_accum
                 tokens += mb.tokens
             recent = (recent + [value])[-5:]
-            start = value if start is None else start
-            if not math.isfinite(value) or objective.diverged(start, recent):
+            judged = (judged + [value])[-judge_window:]
+            if start is None and step >= judge_steps:
+                start = sum(judged) / len(judged)
+            if not math.isfinite(value) or (
+                start is not None and objective.diverged(start, judged)
+            ):
                 diverged = True
                 log(step, value, evaluate=False)
                 break
