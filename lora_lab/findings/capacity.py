@@ -60,7 +60,8 @@ CAPACITY_FULL_LRS = [4.64e-4, 1e-3, 2.15e-3]
 CAPACITY_LORA_LRS = [1e-3, 2.15e-3, 4.64e-3]
 CAPACITY = Experiment(
     name="capacity",
-    description="bits stored on facts vs N, FullFT and LoRA r=1..64, 3 LRs, 2 seeds, 400 steps",
+    description="bits stored on facts vs N, FullFT and LoRA r=1..64, 400 steps, 3 seeds, "
+    "LR searched to 1.47x",
     base="tiny",
     task="facts",
     task_kwargs={"n_entities": 1000, "seed": 0},
@@ -75,7 +76,7 @@ CAPACITY = Experiment(
     grids={
         "full": [
             spec
-            for seed in (0, 1)
+            for seed in (0, 1, 2)
             for n in CAPACITY_N
             for spec in method_grid(
                 seeds=[seed],
@@ -104,6 +105,7 @@ CAPACITY = Experiment(
             evals_per_decade=2,
         ),
     },
+    lr_search=LRSearch(),
 )
 
 # Seed claim "rank 8-16 is indistinguishable from FullFT on small instruction data": the
