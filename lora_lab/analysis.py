@@ -182,7 +182,7 @@ def _neighbour_ratio(lrs: np.ndarray, best: float) -> float:
     return float(max(best / lrs[i - 1], lrs[i + 1] / best))
 
 
-def _boot_optima(lrs: np.ndarray, losses: np.ndarray, picks: np.ndarray) -> np.ndarray:
+def bootstrap_optima(lrs: np.ndarray, losses: np.ndarray, picks: np.ndarray) -> np.ndarray:
     """Optimal LR for each bootstrap resample of seed rows (``picks``: n_boot x n_seeds);
     NaN where a resample's optimum falls on an edge (a bound, not an optimum)."""
     out = np.empty(len(picks))
@@ -221,7 +221,7 @@ def bootstrap_optimal_lr(
             mask &= (runs[k] == row[k]).to_numpy()
         sub = runs[mask]
         lrs = np.sort(sub.lr.unique())
-        boots = _boot_optima(lrs, _align_seeds(sub, seeds, lrs, metric), picks)
+        boots = bootstrap_optima(lrs, align_seeds(sub, seeds, lrs, metric), picks)
         a, b, f = _interval(boots)
         lo.append(a)
         hi.append(b)
@@ -229,7 +229,7 @@ def bootstrap_optimal_lr(
     return base.assign(lo=lo, hi=hi, edge_fraction=frac)
 
 
-def _align_seeds(runs: pd.DataFrame, seeds: np.ndarray, lrs: np.ndarray, metric: str) -> np.ndarray:
+def align_seeds(runs: pd.DataFrame, seeds: np.ndarray, lrs: np.ndarray, metric: str) -> np.ndarray:
     """losses[seed, lr] over a fixed seed list, so resamples pair seeds across conditions."""
     table = runs.pivot_table(
         index="seed", columns="lr", values=metric, aggfunc="mean", dropna=False
@@ -260,12 +260,14 @@ def lr_ratio(
         raise ValueError(f"no runs match {numerator} or {denominator}")
     seeds = np.sort(runs.seed.unique())
     lrs_n, lrs_d = np.sort(num.lr.unique()), np.sort(den.lr.unique())
-    loss_n = _align_seeds(num, seeds, lrs_n, metric)
-    loss_d = _align_seeds(den, seeds, lrs_d, metric)
+    loss_n = align_seeds(num, seeds, lrs_n, metric)
+    loss_d = align_seeds(den, seeds, lrs_d, metric)
     everyone = np.arange(len(seeds))[None, :]
-    point = _boot_optima(lrs_n, loss_n, everyone)[0] / _boot_optima(lrs_d, loss_d, everyone)[0]
+    point = (
+        bootstrap_optima(lrs_n, loss_n, everyone)[0] / bootstrap_optima(lrs_d, loss_d, everyone)[0]
+    )
     picks = np.random.default_rng(seed).integers(0, len(seeds), (n_boot, len(seeds)))
-    boots = _boot_optima(lrs_n, loss_n, picks) / _boot_optima(lrs_d, loss_d, picks)
+    boots = bootstrap_optima(lrs_n, loss_n, picks) / bootstrap_optima(lrs_d, loss_d, picks)
     lo, hi, frac = _interval(boots)
     flags = interior_optima(pd.concat([num.assign(_side="n"), den.assign(_side="d")]),
                             ["_side"], metric)  # fmt: skip

@@ -110,8 +110,11 @@ class LivePanel:
             self.running = False
             self.button.disabled, self.button.description = False, "Run"
 
-    def _live(self, steps: int, draw: Callable[[Any, list[dict]], None]) -> Callable:
-        """A ``train`` callback: collect each evaluation row and redraw with ``draw(ax, rows)``."""
+    def _live(
+        self, steps: int, draw: Callable[[Any, list[dict]], None], x: str = "step"
+    ) -> Callable:
+        """A ``train`` callback: collect each evaluation row and redraw with ``draw(ax, rows)``
+        on a log ``x`` axis (``"step"`` or ``"examples"``, the row field ``draw`` plots)."""
         import matplotlib.pyplot as plt
 
         self.bar.max, self.bar.value = steps, 0
@@ -128,7 +131,7 @@ class LivePanel:
                 fig, ax = plt.subplots(figsize=(7, 4))
                 draw(ax, rows)
                 ax.set_xscale("log")
-                ax.set_xlabel("step (log)")
+                ax.set_xlabel(f"{'examples seen' if x == 'examples' else x} (log)")
                 ax.legend(fontsize=8, loc="best")
                 plt.show()
                 plt.close(fig)  # one live figure, not one per evaluation
