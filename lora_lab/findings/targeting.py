@@ -10,13 +10,18 @@ also shows. Every condition is at its own searched best LR.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
-from lora_lab.lora import LoraConfig
+import pandas as pd
+import torch
+
+from lora_lab.lora import LoraConfig, inject_lora
 from lora_lab.lora.inject import count_lora_params
 from lora_lab.model import PRESETS
 from lora_lab.sweeps.experiment import Experiment, grid, lr_grid
 from lora_lab.sweeps.lr_search import LRSearch
+from lora_lab.tasks.base import SFTDataset
 from lora_lab.tasks.instruct import INSTRUCT_16K
 
 PLACEMENTS = ("attn", "mlp", "all")
@@ -157,3 +162,116 @@ TARGETING_INSTRUCT = Experiment(
 )
 
 EXPERIMENTS = (TARGETING_FACTS, TARGETING_INSTRUCT)
+
+
+# ----------------------------------------------------------------------------- NTK view
+# The post's explanation of finding 4: the empirical neural tangent kernel K = J J^T (J: the
+# Jacobian of the outputs with respect to the parameters) is a sum over parameter groups,
+# K = sum_g J_g J_g^T, and the group with the largest share dominates how the function moves
+# under a small step. A group's share of trace(K) = sum_g ||J_g||_F^2 says how much of the
+# early-training dynamics it carries.
+
+
+def parameter_group(name: str) -> str:
+    """The group a parameter belongs to: "attention", "mlp" (experts and router included),
+    "embeddings" or "norms"; LoRA's A/B matrices go with the module they adapt."""
+    if "embed" in name or "lm_head" in name:
+        return "embeddings"
+    if ".self_attn." in name:
+        return "attention"
+    if ".mlp." in name or ".moe." in name or "expert" in name or "router" in name:
+        return "mlp"
+    return "norms"
+
+
+def ntk_trace_by_group(
+    model: torch.nn.Module,
+    data: SFTDataset,
+    *,
+    limit: int = 32,
+    probes: int = 4,
+    exact: bool = False,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Each parameter group's part of the empirical NTK trace over the completion-token
+    logits of the first ``limit`` examples of ``data``, for the parameters that require
+    gradients (all of them for a base model; only A and B once LoRA is injected).
+
+    ``exact``: one backward pass per logit (the definition; small models only). Otherwise
+    Hutchinson's estimator: E_v ||d(v . f)/d theta_g||^2 = ||J_g||_F^2 for v ~ N(0, I), with
+    ``probes`` random v per example, so a 100-token vocabulary costs a few passes, not 100s.
+    """
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    if not params:
+        raise ValueError("the model has no trainable parameters")
+    names, tensors = list(params), list(params.values())
+    groups = [parameter_group(n) for n in names]
+    totals = dict.fromkeys(sorted(set(groups)), 0.0)
+    inputs, _, mask = data.tensors()
+    gen = torch.Generator().manual_seed(seed)
+    model.eval()  # no dropout: the kernel of the function, not of a noisy sample
+    for i in range(min(limit, len(inputs))):
+        length = int(mask[i].nonzero().max()) + 1
+        logits = model(inputs[i : i + 1, :length])[0]  # (T, V)
+        out = logits[mask[i, :length].bool()]  # (completion tokens, V)
+        if exact:
+            flat = out.flatten()
+            vectors = [torch.nn.functional.one_hot(torch.tensor(j), flat.numel()).float()
+                       for j in range(flat.numel())]  # fmt: skip
+            weight = 1.0
+        else:
+            vectors = [torch.randn(out.numel(), generator=gen) for _ in range(probes)]
+            weight = 1.0 / probes
+        for k, v in enumerate(vectors):
+            grads = torch.autograd.grad(
+                (out.flatten() * v).sum(), tensors, retain_graph=k < len(vectors) - 1,
+                allow_unused=True,
+            )  # fmt: skip
+            for g, grad in zip(groups, grads):
+                if grad is not None:
+                    totals[g] += weight * float(grad.pow(2).sum())
+    return totals
+
+
+def ntk_shares(totals: dict[str, float]) -> dict[str, float]:
+    """Each group's share of the NTK trace (sums to 1)."""
+    s = sum(totals.values())
+    if not s > 0:
+        raise ValueError("the NTK trace is zero: nothing moves the outputs")
+    return {g: v / s for g, v in totals.items()}
+
+
+def ntk_table(
+    base: torch.nn.Module, data: SFTDataset, *, limit: int = 32, probes: int = 4, seed: int = 0,
+    lora_rank: int = SAME_RANK,
+) -> pd.DataFrame:  # fmt: skip
+    """NTK-trace shares of attention, MLP, embeddings and norms on the base model (every
+    parameter trainable, as in FullFT), and of attention vs MLP adapters for all-layer LoRA
+    at ``lora_rank`` at initialisation (B = 0, so only B's gradients are non-zero)."""
+    full = copy.deepcopy(base)
+    for p in full.parameters():
+        p.requires_grad_(True)
+    rows = []
+    for model_name, model in (
+        ("base (FullFT)", full),
+        (f"LoRA r={lora_rank}, all layers", _with_lora(base, lora_rank, seed)),
+    ):
+        totals = ntk_trace_by_group(model, data, limit=limit, probes=probes, seed=seed)
+        for g, share in ntk_shares(totals).items():
+            rows.append(
+                {"model": model_name, "group": g, "trace": totals[g], "share": share,
+                 "params": sum(p.numel() for n, p in model.named_parameters()
+                               if p.requires_grad and parameter_group(n) == g)}
+            )  # fmt: skip
+    out = pd.DataFrame(rows)
+    out["param_share"] = out.params / out.groupby("model").params.transform("sum")
+    return out
+
+
+def _with_lora(base: torch.nn.Module, rank: int, seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    model = copy.deepcopy(base)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    inject_lora(model, LoraConfig(r=rank, target_modules="all"))
+    return model

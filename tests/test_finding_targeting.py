@@ -1,0 +1,90 @@
+"""Finding 4 (notebook 04): parameter matching and the NTK view."""
+
+from __future__ import annotations
+
+import pytest
+
+from lora_lab.findings.targeting import (
+    EXPERIMENTS,
+    MATCH_TOLERANCE,
+    matched_ranks,
+    ntk_shares,
+    ntk_table,
+    ntk_trace_by_group,
+    parameter_group,
+)
+from lora_lab.tasks import make_facts
+from lora_lab.training import load_base
+
+
+def test_matched_budgets_are_within_the_stated_tolerance():
+    rows = matched_ranks()
+    assert {r["budget"] for r in rows} == {"small", "large"}
+    assert all(abs(r["off_by"]) <= MATCH_TOLERANCE for r in rows)
+    for exp in EXPERIMENTS:  # every matched adapter is in both sweeps
+        labels = {s.label for s in exp.specs("full")}
+        for r in rows:
+            suffix = "" if r["placement"] == "all" else f" {r['placement']}"
+            assert f"r={r['r']}{suffix}" in labels
+
+
+def test_parameter_groups_follow_the_module_names():
+    assert parameter_group("layers.0.self_attn.q_proj.lora_B.weight") == "attention"
+    assert parameter_group("layers.3.mlp.down_proj.weight") == "mlp"
+    assert parameter_group("embed_tokens.weight") == "embeddings"
+    assert parameter_group("layers.0.input_layernorm.weight") == "norms"
+
+
+@pytest.fixture(scope="module")
+def nano_and_data():
+    base = load_base("nano")
+    data = make_facts(n_entities=4).train
+    return base, data
+
+
+def _direct_trace(model, data, limit):
+    """||J_g||_F^2 from the full Jacobian (torch.func), written independently of the code
+    under test."""
+    from torch.func import functional_call, jacrev
+
+    params = {n: p.detach() for n, p in model.named_parameters()}
+    inputs, _, mask = data.tensors()
+    totals: dict[str, float] = {}
+    for i in range(limit):
+        length = int(mask[i].nonzero().max()) + 1
+        keep = mask[i, :length].bool()
+
+        def outputs(p, i=i, length=length, keep=keep):
+            return functional_call(model, p, (inputs[i : i + 1, :length],))[0][keep].flatten()
+
+        jac = jacrev(outputs)(params)
+        for name, j in jac.items():
+            g = parameter_group(name)
+            totals[g] = totals.get(g, 0.0) + float(j.pow(2).sum())
+    return totals
+
+
+@pytest.mark.filterwarnings("ignore:There is a performance drop")
+def test_ntk_trace_matches_a_direct_jacobian_and_hutchinson_agrees(nano_and_data):
+    base, data = nano_and_data
+    model = load_base("nano")
+    for p in model.parameters():
+        p.requires_grad_(True)
+    exact = ntk_trace_by_group(model, data, limit=2, exact=True)
+    direct = _direct_trace(model, data, limit=2)
+    assert exact.keys() == direct.keys()
+    for g in exact:
+        assert exact[g] == pytest.approx(direct[g], rel=1e-4)
+    estimate = ntk_shares(ntk_trace_by_group(model, data, limit=2, probes=300))
+    for g, share in ntk_shares(exact).items():
+        assert estimate[g] == pytest.approx(share, abs=0.05)
+
+
+def test_ntk_table_shares_sum_to_one_and_lora_has_no_embedding_share(nano_and_data):
+    base, data = nano_and_data
+    table = ntk_table(base, data, limit=2, probes=2, lora_rank=2)
+    for _, shares in table.groupby("model").share:
+        assert shares.sum() == pytest.approx(1.0)
+    lora = table[table.model.str.startswith("LoRA")]
+    assert set(lora.group) == {"attention", "mlp"}
+    assert not any(p.grad is not None for p in base.parameters())  # the base is untouched
