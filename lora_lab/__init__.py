@@ -32,7 +32,18 @@ from lora_lab.model import (
     save_model,
 )
 from lora_lab.records import read_records, record
+from lora_lab.threads import configure_threads
 from lora_lab.training import FullFT, load_base, train
+
+# torch's default (a thread per core) collapses 15-40x when anything else runs on a small
+# machine; see lora_lab.threads for the rule and how to override it.
+try:
+    configure_threads()
+except ValueError as _bad_setting:  # a malformed environment variable must not break import
+    import warnings
+
+    warnings.warn(f"{_bad_setting}; using 1 thread", stacklevel=2)
+    configure_threads(1)
 
 __all__ = [
     "PRESETS",
@@ -43,6 +54,7 @@ __all__ = [
     "ModelConfig",
     "__version__",
     "build_model",
+    "configure_threads",
     "count_lora_params",
     "get_preset",
     "inject_lora",

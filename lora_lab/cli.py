@@ -21,6 +21,7 @@ from lora_lab.sweeps.migrate import migrate_store
 from lora_lab.sweeps.runner import run_sweep
 from lora_lab.sweeps.store import ResultStore
 from lora_lab.tasks import make_task
+from lora_lab.threads import choose_threads, configure_threads
 from lora_lab.training.methods import FullFT
 from lora_lab.training.pretrain import available_bases, load_base, pretrain
 from lora_lab.training.sft import train
@@ -28,7 +29,7 @@ from lora_lab.training.sft import train
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Fine-tune the nano base with LoRA and FullFT for a few dozen steps and compare."""
-    torch.set_num_threads(args.threads)
+    configure_threads(args.threads)
     if "nano" in available_bases():
         base, origin = load_base("nano"), "shipped pretrained base nano"
     else:
@@ -72,7 +73,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
-    torch.set_num_threads(args.threads)
+    configure_threads(args.threads)
     if args.replace_shipped and args.out:
         raise ValueError("give --out or --replace-shipped, not both")
     out = base_path(args.preset) if args.replace_shipped else (
@@ -123,7 +124,7 @@ def cmd_info(args: argparse.Namespace) -> int:
                           "results": results}))  # fmt: skip
         return 0
     print(f"lora_lab {__version__}, torch {torch.__version__}, Python {platform.python_version()}")
-    print(f"device: {_device_name()}, {torch.get_num_threads()} threads")
+    print(f"device: {_device_name()}, {torch.get_num_threads()} threads ({choose_threads()[1]})")
     print("presets:")
     for name, e in presets.items():
         line = f"  {name:<10} {e['params']:>10,} params  layers={e['layers']} d={e['d_model']}"
@@ -231,7 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--rank", type=_positive_int, default=8, help="LoRA rank")
     d.add_argument("--full-lr", type=_positive_float, default=1e-3, help="FullFT learning rate")
     d.add_argument("--lora-lr", type=_positive_float, default=3e-3, help="LoRA learning rate")
-    d.add_argument("--threads", type=_positive_int, default=2, help="torch threads")
+    d.add_argument(
+        "--threads", type=_positive_int, default=None,
+        help="torch threads (default: $LORA_LAB_THREADS, else $OMP_NUM_THREADS, else 1: safe on a "
+        "busy machine)",
+    )  # fmt: skip
     d.add_argument("--quiet", action="store_true", help="no progress bars")
     d.set_defaults(func=cmd_demo)
 
@@ -244,7 +249,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=_positive_float, default=3e-3, help="peak learning rate")
     t.add_argument("--seed", type=int, default=0, help="initialisation and batch seed")
     t.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    t.add_argument("--threads", type=_positive_int, default=2, help="torch threads")
+    t.add_argument(
+        "--threads", type=_positive_int, default=None,
+        help="torch threads (default: $LORA_LAB_THREADS, else $OMP_NUM_THREADS, else 1: safe on a "
+        "busy machine)",
+    )  # fmt: skip
     t.add_argument(
         "--out",
         default=None,

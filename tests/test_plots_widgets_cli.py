@@ -2,6 +2,7 @@ import warnings
 
 import pandas as pd
 import pytest
+import torch
 from matplotlib.figure import Figure
 
 from lora_lab.cli import main
@@ -192,3 +193,27 @@ def test_run_button_is_disabled_while_training_and_ignores_a_second_click():
     assert panel.click() == "done"
     assert seen == [(True, None)]  # disabled while running; the second click did nothing
     assert not panel.button.disabled and panel.button.description == "Run"
+
+
+def test_one_rule_decides_the_thread_count(monkeypatch):
+    from lora_lab.threads import DEFAULT_THREADS, choose_threads, configure_threads
+
+    monkeypatch.delenv("LORA_LAB_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert DEFAULT_THREADS == 1 and choose_threads()[0] == DEFAULT_THREADS
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert choose_threads()[0] == 3
+    monkeypatch.setenv("LORA_LAB_THREADS", "2")  # ours wins over the generic variable
+    assert choose_threads() == (2, "LORA_LAB_THREADS")
+    assert choose_threads(4) == (4, "explicit")  # an explicit count wins over both
+    for bad in (0, -1, "two"):
+        with pytest.raises(ValueError, match="positive whole number"):
+            choose_threads(bad)
+    monkeypatch.setenv("LORA_LAB_THREADS", "0")
+    with pytest.raises(ValueError, match="LORA_LAB_THREADS"):
+        choose_threads()
+    before = torch.get_num_threads()
+    try:
+        assert configure_threads(1) == 1 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
