@@ -416,3 +416,85 @@ def curve_seed_spread(curves: pd.DataFrame, by: list[str] | None = None) -> floa
     by = by or ["label"]
     pts = curves[curves.step > 0].groupby(by + ["lr", "step"], dropna=False).eval_loss.std()
     return float(pts.median())
+
+
+# ----------------------------------------------------------------------------- best-loss gaps
+# A gap between two methods is read at each one's *best* LR. Its interval comes from
+# resampling seeds with replacement and choosing the best LR again inside every resample,
+# so it includes the noise of picking the LR. Seeds are paired across conditions.
+
+
+def seed_resamples(seeds: np.ndarray, n_boot: int, seed: int = 0) -> np.ndarray:
+    """Rows of seed indices: row 0 is every seed (the point estimate), then ``n_boot``
+    resamples with replacement."""
+    everyone = np.arange(len(seeds))[None, :]
+    draws = np.random.default_rng(seed).integers(0, len(seeds), (n_boot, len(seeds)))
+    return np.vstack([everyone, draws])
+
+
+def _loss_matrix(group: pd.DataFrame, seeds: np.ndarray, metric: str) -> np.ndarray:
+    """losses[seed, lr]; a diverged run is +inf (an unusable LR), a missing one NaN."""
+    loss = group[metric].where(~group.diverged.astype(bool), np.inf)
+    table = group.assign(_loss=loss).pivot_table(
+        index="seed", columns="lr", values="_loss", aggfunc="mean"
+    )
+    return table.reindex(index=seeds).to_numpy(float)
+
+
+def best_loss_draws(
+    runs: pd.DataFrame, by: list[str], metric: str = "final_loss", n_boot: int = 1000,
+    seed: int = 0,
+) -> pd.DataFrame:  # fmt: skip
+    """Best-over-LR seed-mean ``metric`` per group, one column per draw (column 0: every
+    seed; then seed resamples). An LR with a missing or diverged seed in a resample is
+    unusable in that resample."""
+    seeds = np.sort(runs.seed.unique())
+    picks = seed_resamples(seeds, n_boot, seed)
+    rows = {}
+    for keys, group in runs.groupby(by):
+        sample = _loss_matrix(group, seeds, metric)[picks]  # draws x seeds x lrs
+        mean = np.where(np.isnan(sample).any(1), np.inf, sample.mean(1))
+        rows[keys if isinstance(keys, tuple) else (keys,)] = mean.min(1)
+    out = pd.DataFrame.from_dict(rows, orient="index")
+    out.index = pd.MultiIndex.from_tuples(out.index, names=by)
+    return out.sort_index()
+
+
+def best_loss_gaps(
+    runs: pd.DataFrame, by: list[str], reference: dict, metric: str = "final_loss",
+    n_boot: int = 1000, seed: int = 0,
+) -> pd.DataFrame:  # fmt: skip
+    """Each group's best-over-LR loss minus its reference's (the group with the same values
+    of the ``by`` keys not in ``reference``, and ``reference``'s values for the others), per
+    draw as :func:`best_loss_draws`. NaN where neither side has a usable LR."""
+    draws = best_loss_draws(runs, by, metric, n_boot, seed)
+    index = draws.index.to_frame(index=False)
+    rows = {}
+    with np.errstate(invalid="ignore"):  # inf - inf -> NaN
+        for i, keys in enumerate(draws.index):
+            row = index.iloc[i]
+            if all(row[k] == v for k, v in reference.items()):
+                continue
+            ref_keys = tuple(reference.get(k, row[k]) for k in by)
+            if ref_keys in draws.index:
+                rows[keys] = draws.loc[[keys]].to_numpy()[0] - draws.loc[[ref_keys]].to_numpy()[0]
+    out = pd.DataFrame.from_dict(rows, orient="index")
+    out.index = pd.MultiIndex.from_tuples(out.index, names=by)
+    return out.sort_index()
+
+
+def draws_interval(draws: np.ndarray, max_unbounded: float = 0.05) -> tuple[float, float]:
+    """95 % percentile interval of bootstrap draws; NaN when more than ``max_unbounded`` of
+    them are not finite (the interval cannot be bounded)."""
+    finite = draws[np.isfinite(draws)]
+    if len(finite) < (1 - max_unbounded) * len(draws):
+        return math.nan, math.nan
+    return float(np.percentile(finite, 2.5)), float(np.percentile(finite, 97.5))
+
+
+def sign_verdict(lo: float, hi: float, worse: str = "worse", better: str = "better") -> str:
+    """ "better" / "worse" only when the whole interval is on one side of zero, else "same"
+    ("unbounded" without an interval)."""
+    if math.isnan(lo):
+        return "unbounded"
+    return worse if lo > 0 else (better if hi < 0 else "same")

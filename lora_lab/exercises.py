@@ -2,19 +2,34 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
+from typing import Any
 
+import numpy as np
 import torch
 
+from lora_lab.analysis import optimum_from_curve
 from lora_lab.lora import LoRALinear
 
 
-def check_lora_forward(fn: Callable[..., torch.Tensor | None], seed: int = 0) -> bool:
+def check_lora_forward(
+    fn: Callable[..., torch.Tensor | None], seed: int = 0, quiet: bool = False
+) -> bool:
     """Check a student's ``fn(x, W, A, B, alpha, r) -> y`` against :class:`LoRALinear`.
 
     Shapes: x (batch, d_in), W (d_out, d_in), A (r, d_in), B (d_out, r). Prints a verdict
-    and returns whether it matches on several random layers (including a non-zero B).
+    (unless ``quiet``) and returns whether it matches on several random layers (including a
+    non-zero B). A mistake is a hint, never a traceback.
     """
+    return _verdict(
+        lambda: _lora_forward_hint(fn, seed),
+        quiet,
+        "Correct: your forward pass matches lora_lab's LoRALinear (and PEFT's).",
+    )
+
+
+def _lora_forward_hint(fn: Callable[..., torch.Tensor | None], seed: int) -> str | None:
     gen = torch.Generator().manual_seed(seed)
     for d_in, d_out, r in [(8, 6, 2), (32, 16, 4), (17, 5, 1)]:
         layer = LoRALinear(torch.nn.Linear(d_in, d_out, bias=False), r=r)
@@ -22,22 +37,18 @@ def check_lora_forward(fn: Callable[..., torch.Tensor | None], seed: int = 0) ->
             layer.lora_B.weight.copy_(torch.randn(d_out, r, generator=gen))
         x = torch.randn(3, d_in, generator=gen)
         want = layer(x).detach()
+        W, A, B = (layer.base_layer.weight.detach(), layer.lora_A.weight.detach(),
+                   layer.lora_B.weight.detach())  # fmt: skip
         try:
-            got = fn(
-                x,
-                layer.base_layer.weight.detach(),
-                layer.lora_A.weight.detach(),
-                layer.lora_B.weight.detach(),
-                layer.lora_alpha,
-                r,
-            )
-        except NotImplementedError:
-            print("Not attempted yet: replace `raise NotImplementedError` with your code.")
-            return False
+            got = _call(fn, x, W, A, B, layer.lora_alpha, r)
+        except _HintError as e:
+            if "shape" in str(e) or "size" in str(e) or "dimension" in str(e):
+                return (f"{e} -- a shape mismatch: x is (batch, d_in), W (d_out, d_in), "
+                        "A (r, d_in), B (d_out, r); x @ W.T is (batch, d_out).")  # fmt: skip
+            raise
         if got is None or not isinstance(got, torch.Tensor) or got.shape != want.shape:
             shape = None if not isinstance(got, torch.Tensor) else tuple(got.shape)
-            print(f"Not yet: expected a tensor of shape {tuple(want.shape)}, got {shape}.")
-            return False
+            return f"Not yet: expected a tensor of shape {tuple(want.shape)}, got {shape}."
         err = float((got - want).abs().max())
         if err > 1e-5:
             W, A, B = layer.base_layer.weight, layer.lora_A.weight, layer.lora_B.weight
@@ -48,12 +59,209 @@ def check_lora_forward(fn: Callable[..., torch.Tensor | None], seed: int = 0) ->
                     hint = "did you forget the alpha / r scaling?"
                 else:
                     hint = "check the shapes: x @ W.T, and x @ A.T @ B.T for the update."
-            print(f"Not yet: max difference {err:.3g} (d_in={d_in}, d_out={d_out}, r={r}); {hint}")
-            return False
-    print("Correct: your forward pass matches lora_lab's LoRALinear (and PEFT's).")
-    return True
+            where = f"d_in={d_in}, d_out={d_out}, r={r}"
+            return f"Not yet: max difference {err:.3g} ({where}); {hint}"
+    return None
 
 
 def reference_lora_forward(x, W, A, B, alpha, r):
     """The answer, for the notebook's self-test of the checker."""
     return x @ W.T + (alpha / r) * (x @ A.T) @ B.T
+
+
+# ----------------------------------------------------------------------------- shared
+class _HintError(Exception):
+    """The student's function raised, or was not attempted; the message is the hint."""
+
+
+def _call(fn: Callable[..., Any], *args: Any) -> Any:
+    """Call the student's function; turn any exception into a hint, never a traceback."""
+    try:
+        return fn(*args)
+    except NotImplementedError:
+        raise _HintError(
+            "Not attempted yet: replace `raise NotImplementedError` with your code."
+        ) from None
+    except Exception as e:  # noqa: BLE001 - a student's bug is feedback, not a crash
+        raise _HintError(f"Not yet: your function raised {type(e).__name__}: {e}") from None
+
+
+def _verdict(check: Callable[[], str | None], quiet: bool, success: str = "Correct.") -> bool:
+    """Run ``check`` (returns None when right, else a hint); print the outcome."""
+    try:
+        hint = check()
+    except _HintError as e:
+        hint = str(e)
+    if not quiet:
+        print(hint or success)
+    return hint is None
+
+
+# ----------------------------------------------------------------------------- notebook 01
+def check_bits_in_facts(fn: Callable[[int], float], quiet: bool = False) -> bool:
+    """``fn(n_facts)``: the information, in bits, in ``n_facts`` random 4-letter codes."""
+
+    def check() -> str | None:
+        for n in (1, 250, 1000):
+            got, want = _call(fn, n), n * 4 * math.log2(26)
+            if not isinstance(got, (int, float)) or not math.isfinite(got):
+                return f"Not yet: return a number of bits, got {got!r}."
+            if abs(got - want) > 1e-6 * want:
+                if abs(got - n * 4 * math.log(26)) < 1e-6 * want:
+                    return "Not yet: that is in nats; bits use log base 2."
+                if abs(got - n * math.log2(26)) < 1e-6 * want:
+                    return "Not yet: each fact has 4 letters, each one of 26."
+                return f"Not yet: for N={n} expected {want:.1f} bits, got {got:.1f}."
+        return None
+
+    return _verdict(check, quiet)
+
+
+def check_out_of_room_rule(
+    fn: Callable[[int, int, float], bool], table: Any, quiet: bool = False
+) -> bool:
+    """``fn(n_facts, trainable_params, bits_per_param) -> bool``: does this adapter run out
+    of room? Scored against what the capacity sweep measured (``table``: capacity_table
+    with a ``bound`` column); right when it agrees on every adapter row."""
+    rows = table[table.label != "FullFT"]
+    bpp = float(rows[rows.bound].bits_per_param.median())
+
+    def check() -> str | None:
+        wrong = []
+        for r in rows.itertuples():
+            got = _call(fn, int(r.n_facts), int(r.trainable_params), bpp)
+            if not isinstance(got, (bool,)) and not hasattr(got, "__bool__"):
+                return f"Not yet: return True or False, got {got!r}."
+            if bool(got) != bool(r.bound):
+                wrong.append(f"{r.label} at N={r.n_facts} (measured: "
+                             f"{'out of room' if r.bound else 'room to spare'})")  # fmt: skip
+        if wrong:
+            return (f"Not yet: {len(rows) - len(wrong)} of {len(rows)} right; wrong on "
+                    + "; ".join(wrong[:3]) + ". Compare what the adapter can hold "
+                    "(parameters x bits per parameter) with the bits in the data.")  # fmt: skip
+        return None
+
+    return _verdict(check, quiet)
+
+
+# ----------------------------------------------------------------------------- notebook 02
+def check_parabola_optimum(fn: Callable[[list, list], float], quiet: bool = False) -> bool:
+    """``fn(lrs, losses)``: the LR at the vertex of the parabola through three points of a
+    U-curve in log(lr) (the middle one lowest)."""
+    cases = [
+        ([1e-3, 1.47e-3, 2.15e-3], [2.10, 2.00, 2.05]),
+        ([1e-4, 2.15e-4, 4.64e-4], [1.9, 1.7, 1.9]),
+        ([3.16e-3, 4.64e-3, 6.81e-3], [0.51, 0.50, 0.58]),
+    ]
+
+    def check() -> str | None:
+        for lrs, losses in cases:
+            want = optimum_from_curve(np.array(lrs), np.array(losses))[0]
+            got = _call(fn, list(lrs), list(losses))
+            if not isinstance(got, (int, float)) or not math.isfinite(got):
+                return f"Not yet: return a learning rate, got {got!r}."
+            if abs(math.log(got / want)) > 1e-3:
+                lin = np.polyfit(lrs, losses, 2)
+                if abs(got - (-lin[1] / (2 * lin[0]))) < 1e-9:
+                    return "Not yet: fit the parabola in log(lr), then take exp of the vertex."
+                return f"Not yet: for {lrs} expected {want:.3g}, got {got:.3g}."
+        return None
+
+    return _verdict(check, quiet)
+
+
+def check_is_interior(fn: Callable[[list, list], bool], quiet: bool = False) -> bool:
+    """``fn(lrs, losses)``: is the best LR an interior optimum at 1.47x, i.e. both
+    neighbours measured, worse, and at most 10**(1/6) away?"""
+    cases = [
+        ([1e-3, 1.47e-3, 2.15e-3], [2.1, 2.0, 2.05], True, "a clean interior optimum"),
+        ([1e-3, 1.47e-3, 2.15e-3], [2.0, 2.1, 2.2], False, "the best LR at the lower edge"),
+        ([1e-3, 2.15e-3, 4.64e-3], [2.1, 2.0, 2.05], False, "neighbours 2.15x away"),
+        ([1e-3, 1.47e-3, 2.15e-3, 3.16e-3], [2.3, 2.1, 2.2, 2.0], False, "best at the top"),
+    ]
+
+    def check() -> str | None:
+        for lrs, losses, want, what in cases:
+            got = _call(fn, list(lrs), list(losses))
+            if bool(got) != want:
+                return f"Not yet: {what} ({lrs}, {losses}) should give {want}."
+        return None
+
+    return _verdict(check, quiet)
+
+
+# ----------------------------------------------------------------------------- notebook 03
+def check_lr_exponent(fn: Callable[[list, list], float], quiet: bool = False) -> bool:
+    """``fn(batch_sizes, best_lrs)``: p in LR ∝ batch^p, by least squares in log-log."""
+    rng = np.random.default_rng(0)
+    batches = [2, 4, 8, 16, 32, 64]
+
+    def check() -> str | None:
+        for p in (0.5, 0.3, 1.0):
+            lrs = [1e-3 * (b / 2) ** p * float(np.exp(rng.normal(0, 0.05))) for b in batches]
+            want = float(np.polyfit(np.log(batches), np.log(lrs), 1)[0])
+            got = _call(fn, list(batches), list(lrs))
+            if not isinstance(got, (int, float)) or not math.isfinite(got):
+                return f"Not yet: return the exponent p, got {got!r}."
+            if abs(got - want) > 1e-6:
+                return (f"Not yet: expected p = {want:.3f}, got {got:.3f}. Take logs of both "
+                        "batch size and LR; p is the slope, not the intercept.")  # fmt: skip
+        return None
+
+    return _verdict(check, quiet)
+
+
+def check_paired_gap(fn: Callable[[dict, dict], float], quiet: bool = False) -> bool:
+    """``fn(lora_by_seed, full_by_seed)``: the mean over seeds of (LoRA - FullFT) loss,
+    paired by seed, using only seeds present on both sides."""
+    cases = [
+        ({0: 2.10, 1: 2.20, 2: 2.00}, {0: 2.00, 1: 2.10, 2: 2.00}),
+        ({0: 1.0, 1: 1.5, 3: 1.2}, {0: 0.9, 1: 1.4, 2: 5.0}),
+    ]
+
+    def check() -> str | None:
+        for lora, full in cases:
+            common = sorted(set(lora) & set(full))
+            want = sum(lora[s] - full[s] for s in common) / len(common)
+            got = _call(fn, dict(lora), dict(full))
+            if not isinstance(got, (int, float)) or not math.isfinite(got):
+                return f"Not yet: return a number, got {got!r}."
+            if abs(got - want) > 1e-9:
+                return (f"Not yet: expected {want:+.4f}, got {got:+.4f}. Pair by seed (same "
+                        "seed: same initialisation and batches) and skip seeds that are "
+                        "missing on either side.")  # fmt: skip
+        return None
+
+    return _verdict(check, quiet)
+
+
+# The answers, for the notebooks' self-tests of the checkers (kept out of the notebooks).
+def reference_bits_in_facts(n_facts):
+    return n_facts * 4 * math.log2(26)
+
+
+def reference_out_of_room(n_facts, trainable_params, bits_per_param):
+    return trainable_params * bits_per_param < 0.75 * reference_bits_in_facts(n_facts)
+
+
+def reference_parabola_optimum(lrs, losses):
+    x = np.log(np.asarray(lrs, float))
+    a, b, _ = np.polyfit(x, np.asarray(losses, float), 2)
+    return float(np.exp(-b / (2 * a)))
+
+
+def reference_is_interior(lrs, losses):
+    i = int(np.argmin(losses))
+    if i == 0 or i == len(lrs) - 1:
+        return False
+    step = 10 ** (1 / 6) * 1.01
+    return lrs[i] / lrs[i - 1] <= step and lrs[i + 1] / lrs[i] <= step
+
+
+def reference_lr_exponent(batch_sizes, best_lrs):
+    return float(np.polyfit(np.log(batch_sizes), np.log(best_lrs), 1)[0])
+
+
+def reference_paired_gap(lora_by_seed, full_by_seed):
+    common = sorted(set(lora_by_seed) & set(full_by_seed))
+    return sum(lora_by_seed[s] - full_by_seed[s] for s in common) / len(common)

@@ -8,8 +8,13 @@ from __future__ import annotations
 
 import html
 import os
+import shutil
 import time
 from pathlib import Path
+from typing import Any
+
+import jupyter_server_mathjax
+import nbformat
 
 from lora_lab.paths import notebooks_dir
 
@@ -48,12 +53,58 @@ def execute_notebook(
     return out_path
 
 
-def _to_html(executed: Path) -> Path:
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
+STATIC_PANEL = (
+    '<div style="border:1px dashed #999;padding:0.6em;color:#555"><em>Interactive panel: '
+    "open this notebook in JupyterLab (<code>jupyter lab notebooks/</code>), choose the "
+    "settings and press Run.</em></div>"
+)
+MATHJAX_CONFIG = "TeX-AMS-MML_HTMLorMML-full,Safe"
+# The packaged MathJax carries only the STIX-Web fonts: say so before MathJax starts, or it
+# asks for its default TeX fonts and prints "Math Processing Error".
+MATHJAX_FONTS = (
+    '<script type="text/x-mathjax-config">MathJax.Hub.Config({"HTML-CSS": '
+    '{availableFonts: [], preferredFont: null, webFont: "STIX-Web", imageFont: null}});'
+    "</script>\n"
+)
+
+
+def static_widgets(nb: Any) -> Any:
+    """Replace every widget view by a static note: a saved page has no kernel to drive the
+    controls, and the widget renderer would come from a CDN (empty boxes offline)."""
+    for cell in nb.get("cells", []):
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            if WIDGET_VIEW in data:
+                output["data"] = {"text/html": STATIC_PANEL, "text/plain": "[interactive panel]"}
+    nb.get("metadata", {}).pop("widgets", None)
+    return nb
+
+
+def local_mathjax(out: Path) -> str:
+    """Copy MathJax (from the ``jupyter-server-mathjax`` package) next to the reports once,
+    and return the relative URL the pages load it from: maths renders with no network."""
+    src = Path(jupyter_server_mathjax.__file__).parent / "static"
+    dest = out / "mathjax"
+    if not (dest / "MathJax.js").exists():
+        shutil.copytree(src, dest, dirs_exist_ok=True)
+    return f"mathjax/MathJax.js?config={MATHJAX_CONFIG}"
+
+
+def to_html(executed: Path) -> Path:
+    """The executed notebook as a page that reads offline: local MathJax, static panels,
+    no script from a CDN."""
     from nbconvert import HTMLExporter
 
-    body, _ = HTMLExporter().from_filename(str(executed))
+    nb = static_widgets(nbformat.read(str(executed), as_version=4))
+    exporter = HTMLExporter(mathjax_url=local_mathjax(executed.parent))
+    body, _ = exporter.from_notebook_node(nb)
+    # require.js is only for widget and JavaScript outputs, which the pages no longer have
+    body = body.replace(f'<script src="{exporter.require_js_url}"></script>', "")
+    mathjax_tag = f'<script src="{exporter.mathjax_url}">'
+    body = body.replace(mathjax_tag, MATHJAX_FONTS + mathjax_tag, 1)
     target = executed.with_suffix(".html")
-    target.write_text(body)
+    target.write_text(body, encoding="utf-8")
     return target
 
 
@@ -73,7 +124,7 @@ def reproduce(
     for nb in paths:
         t0 = time.perf_counter()
         executed = execute_notebook(nb, out / nb.name, params, timeout)
-        page = _to_html(executed)
+        page = to_html(executed)
         rows.append((nb.stem, page.name, time.perf_counter() - t0))
         print(f"{nb.name}: {rows[-1][2]:.0f} s")
     items = "\n".join(
@@ -82,8 +133,10 @@ def reproduce(
     index = out / "index.html"
     mode = "quick (ci preset)" if quick else "full"
     index.write_text(
-        f"<html><body><h1>lora_lab notebooks — {mode}</h1>"
+        '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>lora_lab notebooks</title>'
+        f"</head><body><h1>lora_lab notebooks — {mode}</h1>"
         f"<p>executed {time.strftime('%Y-%m-%d %H:%M')}</p><ul>{items}</ul>"
-        "</body></html>\n"
+        "</body></html>\n",
+        encoding="utf-8",
     )
     return index

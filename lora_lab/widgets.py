@@ -36,7 +36,10 @@ def run_from_controls(
     method: Any = (
         FullFT()
         if full_ft or rank == 0
-        else LoraConfig(r=int(rank), target_modules=TARGETS.get(targets, targets))
+        else LoraConfig(
+            r=int(rank),
+            target_modules=TARGETS.get(targets, targets) if isinstance(targets, str) else targets,
+        )
     )
     return train(
         base,

@@ -54,6 +54,7 @@ def test_00_lora_from_the_inside(executed):
     assert 0 < rec["lora_r4_trainable_share"] < 0.1
     assert rec["exercise_checker_accepts_reference"] is True
     assert rec["exercise_checker_rejects_base_only"] is True
+    assert rec["exercise_checker_hints_on_shape_error"] is True
     losses = rec["finetune_final_loss"]
     assert set(losses) == {"FullFT", "r=4"} and all(v > 0 for v in losses.values())
 
@@ -103,6 +104,36 @@ def test_01_rank_capacity(executed):
     assert set(rec["steps_ratio_at_last_match"]) == {"r=1", "r=4", "r=16", "r=64"}
 
 
+@pytest.mark.parametrize("stem", ["01_rank_capacity", "02_learning_rate", "03_batch_size"])
+def test_every_notebook_has_checked_exercises(executed, stem):
+    rec = executed(stem)
+    assert rec["exercise_checkers_ok"] is True
+    nb = json.loads((ROOT / "notebooks" / f"{stem}.ipynb").read_text())
+    stubs = [c for c in nb["cells"] if "raise NotImplementedError" in "".join(c["source"])]
+    assert len(stubs) >= 2, "at least two exercises with a stub to fill in"
+
+
+def test_03_batch_size(executed):
+    rec = executed("03_batch_size")
+    assert rec["optima_interior"] is True
+    for key, (gap, lo, hi, verdict) in rec["gap_verdicts"].items():  # words follow intervals
+        assert lo <= gap <= hi, key
+        assert verdict == ("worse" if lo > 0 else "better" if hi < 0 else "same"), key
+    for label, (slope, lo, hi, trend) in rec["gap_trend"].items():
+        assert lo <= slope <= hi, label
+        expected = "grows with batch" if lo > 0 else "shrinks with batch" if hi < 0 else "no trend"
+        assert trend == expected, label
+    assert set(rec["same_trend_as_full_rank"]) == {"r=1", "r=4"}
+    assert {"FullFT", "r=1", "r=4", "r=64"} <= set(rec["lr_exponent"])
+    claims = rec["claims"]
+    assert len(claims) == 6 and set(claims.values()) <= {
+        "consistent",
+        "not seen",
+        "smaller than claimed",
+        "larger than claimed",
+    }
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_cells_hold_no_control_characters(path):
     """Python escapes once ate LaTeX here (a BEL for \\a in \\alpha, a TAB for \\t in \\text)."""
@@ -124,3 +155,23 @@ def test_notebook_references_point_to_notebooks_that_exist():
             first, last = int(m.group(1)), int(m.group(2) or m.group(1))
             missing = {f"{n:02d}" for n in range(first, last + 1)} - existing
             assert not missing, f"{path.name}: {m.group(0)!r} names missing notebooks {missing}"
+
+
+PLOT_CALL = r"\.(plot|hist|bar|barh|scatter|errorbar|imshow)\("
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_tables_show_learning_rates_and_plots_label_their_axes(path):
+    """``df.round(3)`` shows an LR of 4.6e-4 as 0.0: tables go through
+    ``lora_lab.tables.readable``. A cell that draws by hand labels both axes (the package's
+    plot functions do it themselves; a panel's overlay is labelled by the panel)."""
+    import re
+
+    for i, cell in enumerate(json.loads(path.read_text())["cells"]):
+        if cell["cell_type"] != "code":
+            continue
+        src = "".join(cell["source"])
+        rounded = [ln for ln in src.splitlines() if ".round(" in ln and "record(" not in ln]
+        assert not rounded, f"cell {i}: show tables with readable(), not .round(): {rounded}"
+        if re.search(PLOT_CALL, src) and "def overlay" not in src:
+            assert "xlabel" in src and "ylabel" in src, f"cell {i} draws without axis labels"

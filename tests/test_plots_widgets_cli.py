@@ -217,3 +217,45 @@ def test_one_rule_decides_the_thread_count(monkeypatch):
         assert configure_threads(1) == 1 and torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_exercise_checkers_give_hints_never_tracebacks(capsys):
+    from lora_lab import exercises as ex
+
+    def broken(*args):
+        raise ZeroDivisionError("oops")
+
+    def not_done(*args):
+        raise NotImplementedError
+
+    checks = [ex.check_bits_in_facts, ex.check_parabola_optimum, ex.check_is_interior,
+              ex.check_lr_exponent, ex.check_paired_gap, ex.check_lora_forward]  # fmt: skip
+    for check in checks:
+        assert check(broken) is False
+        assert "raised ZeroDivisionError: oops" in capsys.readouterr().out
+        assert check(not_done) is False
+        assert "Not attempted yet" in capsys.readouterr().out
+    for check, answer in [
+        (ex.check_bits_in_facts, ex.reference_bits_in_facts),
+        (ex.check_parabola_optimum, ex.reference_parabola_optimum),
+        (ex.check_is_interior, ex.reference_is_interior),
+        (ex.check_lr_exponent, ex.reference_lr_exponent),
+        (ex.check_paired_gap, ex.reference_paired_gap),
+        (ex.check_lora_forward, ex.reference_lora_forward),
+    ]:
+        assert check(answer) is True
+        assert capsys.readouterr().out.startswith("Correct")
+        assert check(answer, quiet=True) is True and capsys.readouterr().out == ""
+
+
+def test_readable_tables_keep_learning_rates_visible():
+    from lora_lab.tables import is_lr_column, readable
+
+    df = pd.DataFrame({"label": ["r=4"], "lr": [4.64e-4], "opt_lr": [1.47e-3],
+                       "lo": [1e-3], "loss": [2.123456], "steps": [300]})  # fmt: skip
+    out = readable(df, digits=2, lr_columns=["lo"])
+    assert out.lr[0] == "4.64e-04" and out.opt_lr[0] == "1.47e-03" and out.lo[0] == "1.00e-03"
+    assert out.loss[0] == 2.12 and out.steps[0] == 300
+    assert df.lr[0] == 4.64e-4  # the input is untouched
+    assert is_lr_column("lr_at_smallest") and not is_lr_column("slope_per_doubling")
+    assert readable(df.set_index("label").loss, digits=1).iloc[0] == 2.1

@@ -10,10 +10,10 @@ import textwrap
 from pathlib import Path
 from types import ModuleType
 
-from lora_lab.findings import capacity, demo, learning_rate
+from lora_lab.findings import batch_size, capacity, demo, learning_rate
 from lora_lab.sweeps.experiment import Experiment
 
-FINDINGS: tuple[ModuleType, ...] = (demo, capacity, learning_rate)
+FINDINGS: tuple[ModuleType, ...] = (demo, capacity, learning_rate, batch_size)
 
 
 def _collect() -> dict[str, Experiment]:

@@ -19,11 +19,16 @@ import pandas as pd
 
 from lora_lab.analysis import (
     align_seeds,
+    best_loss_gaps,
     best_over_lr,
     bootstrap_optima,
+    draws_interval,
     load_runs,
     optimal_lr,
+    seed_resamples,
+    sign_verdict,
 )
+from lora_lab.plots import line_styles, set_style
 from lora_lab.sweeps.experiment import Experiment, grid, method_grid, results_dir
 from lora_lab.sweeps.lr_search import LRSearch, lattice_index, lattice_lr
 from lora_lab.training.methods import label_sort_key, sort_labels
@@ -104,62 +109,14 @@ REFERENCE = "FullFT"
 N_BOOT = 1000
 
 
-def _loss_matrices(runs: pd.DataFrame, seeds: np.ndarray) -> dict[tuple, np.ndarray]:
-    """losses[seed, lr] per (batch_size, label); a diverged run is +inf (unusable LR)."""
-    out = {}
-    for (b, label), grp in runs.groupby(["batch_size", "label"]):
-        loss = grp.final_loss.where(~grp.diverged.astype(bool), np.inf)
-        table = grp.assign(loss=loss).pivot_table(
-            index="seed", columns="lr", values="loss", aggfunc="mean"
-        )
-        out[(int(b), label)] = table.reindex(index=seeds).to_numpy(float)
-    return out
-
-
-def _best_loss(matrix: np.ndarray, picks: np.ndarray) -> np.ndarray:
-    """Best-over-LR seed-mean loss for each resample of seed rows (``picks``: draws x seeds).
-    A missing seed at an LR makes that LR unusable in the resample, as a diverged one does."""
-    sample = matrix[picks]  # draws x seeds x lrs
-    mean = np.where(np.isnan(sample).any(1), np.inf, sample.mean(1))
-    return mean.min(1)
-
-
-def _picks(seeds: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
-    everyone = np.arange(len(seeds))[None, :]
-    draws = np.random.default_rng(seed).integers(0, len(seeds), (n_boot, len(seeds)))
-    return np.vstack([everyone, draws])  # row 0: the point estimate (all seeds)
-
-
 def bootstrap_gaps(
     runs: pd.DataFrame, reference: str = REFERENCE, n_boot: int = N_BOOT, seed: int = 0
 ) -> pd.DataFrame:
     """Best-over-LR loss minus the reference's, per (batch, method): one column per draw
     (column 0 uses every seed; the rest are seed resamples)."""
-    seeds = np.sort(runs.seed.unique())
-    mats = _loss_matrices(runs, seeds)
-    picks = _picks(seeds, n_boot, seed)
-    best = {k: _best_loss(m, picks) for k, m in mats.items()}
-    rows = {}
-    for (b, label), v in best.items():
-        if label != reference and (b, reference) in best:
-            rows[(b, label)] = v - best[(b, reference)]
-    out = pd.DataFrame.from_dict(rows, orient="index")
-    out.index = pd.MultiIndex.from_tuples(out.index, names=["batch_size", "label"])
-    return out.sort_index()
-
-
-def _interval(draws: np.ndarray) -> tuple[float, float]:
-    finite = draws[np.isfinite(draws)]
-    if len(finite) < 0.95 * len(draws):
-        return math.nan, math.nan
-    return float(np.percentile(finite, 2.5)), float(np.percentile(finite, 97.5))
-
-
-def _verdict(lo: float, hi: float, worse: str = "worse", better: str = "better") -> str:
-    """ "better" / "worse" only when the whole interval is on one side of zero."""
-    if math.isnan(lo):
-        return "unbounded"
-    return worse if lo > 0 else (better if hi < 0 else "same")
+    return best_loss_gaps(
+        runs, ["batch_size", "label"], {"label": reference}, n_boot=n_boot, seed=seed
+    )
 
 
 def gap_table(
@@ -172,7 +129,7 @@ def gap_table(
     rows = []
     for (b, label), draws in boots.iterrows():
         d = draws.to_numpy(float)
-        lo, hi = _interval(d[1:])
+        lo, hi = draws_interval(d[1:])
         ref_loss = float(best.loc[(b, reference), "best_loss"])
         rows.append(
             {
@@ -185,7 +142,7 @@ def gap_table(
                 "lo": lo,
                 "hi": hi,
                 "relative_gap": float(d[0]) / ref_loss,
-                "verdict": _verdict(lo, hi),
+                "verdict": sign_verdict(lo, hi),
             }
         )
     out = pd.DataFrame(rows)
@@ -223,7 +180,7 @@ def gap_trend(
     rows = []
     for label in sort_labels(slopes):
         s = slopes[label]
-        lo, hi = _interval(s[1:])
+        lo, hi = draws_interval(s[1:])
         sub = boots.xs(label, level="label")
         row = {
             "label": label,
@@ -232,13 +189,13 @@ def gap_trend(
             "slope_per_doubling": float(s[0]),
             "lo": lo,
             "hi": hi,
-            "trend": _verdict(lo, hi, "grows with batch", "shrinks with batch").replace(
+            "trend": sign_verdict(lo, hi, "grows with batch", "shrinks with batch").replace(
                 "same", "no trend"
             ),
         }
         if against is not None and against in slopes:
             diff = s - slopes[against]
-            dlo, dhi = _interval(diff[1:])
+            dlo, dhi = draws_interval(diff[1:])
             row.update(
                 {
                     f"slope_minus_{against}": float(diff[0]),
@@ -259,7 +216,7 @@ def lr_scaling(runs: pd.DataFrame, n_boot: int = N_BOOT, seed: int = 0) -> pd.Da
     optimum falls on an edge of what was measured is a bound and counts against the
     interval, which is NaN when more than 5 % of resamples are bounds)."""
     seeds = np.sort(runs.seed.unique())
-    picks = _picks(seeds, n_boot, seed)
+    picks = seed_resamples(seeds, n_boot, seed)
     opt = optimal_lr(runs, ["batch_size", "label"])
     rows = []
     for label in sort_labels(runs.label.unique()):
@@ -279,7 +236,7 @@ def lr_scaling(runs: pd.DataFrame, n_boot: int = N_BOOT, seed: int = 0) -> pd.Da
                 for j in range(logs.shape[1])
             ]
         )
-        lo, hi = _interval(draws[1:])
+        lo, hi = draws_interval(draws[1:])
         o = opt[opt.label == label]
         rows.append(
             {
@@ -322,11 +279,12 @@ def gap_curves(best: pd.DataFrame, reference: str = REFERENCE) -> pd.DataFrame:
 
 def equal_steps_gaps(best: pd.DataFrame, step: int | None = None) -> pd.DataFrame:
     """The same records read at equal *steps*: the gap to FullFT per batch at ``step``
-    (default: the largest step every batch size evaluated), where a larger batch has seen
-    more examples, next to the gap at the end (equal examples)."""
+    (default: the largest step at which every batch size was evaluated), where a larger
+    batch has seen more examples, next to the gap at the end (equal examples)."""
     gaps = gap_curves(best)
     if step is None:
-        step = int(gaps.groupby("batch_size").step.max().min())
+        common = set.intersection(*(set(g.step) for _, g in gaps.groupby("batch_size")))
+        step = int(max(common - {0}))
     at = gaps[gaps.step == step][["batch_size", "label", "examples", "gap"]]
     end = gaps.loc[gaps.groupby(["batch_size", "label"]).step.idxmax()]
     end = end[["batch_size", "label", "step", "gap"]].rename(
@@ -574,8 +532,6 @@ def summary(results: Any = None, n_boot: int = N_BOOT) -> str:
 def _styled_axes(ax: Any, figsize: tuple[float, float]) -> tuple[Any, Any]:
     import matplotlib.pyplot as plt
 
-    from lora_lab.plots import set_style
-
     set_style()
     return (ax.figure, ax) if ax is not None else plt.subplots(figsize=figsize)
 
@@ -583,8 +539,6 @@ def _styled_axes(ax: Any, figsize: tuple[float, float]) -> tuple[Any, Any]:
 def plot_gaps(gaps: pd.DataFrame, ax: Any = None, title: str | None = None) -> Any:
     """Gap to the reference against batch size, one line per method, 95 % seed-bootstrap
     intervals as bars; zero (no gap) dashed."""
-    from lora_lab.plots import line_styles
-
     fig, ax = _styled_axes(ax, (7.5, 4.6))
     styles = line_styles(gaps.label.unique())
     labels = sort_labels(gaps.label.unique())
@@ -615,8 +569,6 @@ def plot_curves_at(best: pd.DataFrame, batch_sizes: list[int], x: str = "example
     against ``x`` ("examples" or "step"), log scale."""
     import matplotlib.pyplot as plt
 
-    from lora_lab.plots import line_styles, set_style
-
     set_style()
     fig, axes = plt.subplots(
         1, len(batch_sizes), figsize=(5.0 * len(batch_sizes), 4.2), sharey=True, squeeze=False
@@ -642,8 +594,6 @@ def plot_gap_vs_progress(gaps: pd.DataFrame, label: str) -> Any:
     """``label``'s gap to FullFT as training goes on, one line per batch size, against
     steps (left) and against examples seen (right): which clock does the gap follow?"""
     import matplotlib.pyplot as plt
-
-    from lora_lab.plots import set_style
 
     set_style()
     d = gaps[(gaps.label == label) & (gaps.step > 0)]
@@ -671,8 +621,6 @@ def plot_best_lr_vs_batch(opt: pd.DataFrame, scaling: pd.DataFrame, ax: Any = No
     """Optimal LR against batch size per method (log-log) with the fitted exponent in the
     legend; a grey line of slope 1/2 through FullFT's first optimum is the square-root rule.
     Hollow markers: not an interior optimum (a bound)."""
-    from lora_lab.plots import line_styles
-
     fig, ax = _styled_axes(ax, (7.5, 4.6))
     styles = line_styles(opt.label.unique())
     exps = scaling.set_index("label")

@@ -11,18 +11,32 @@ also shows. Every condition is at its own searched best LR.
 from __future__ import annotations
 
 import copy
+import math
+from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
+from lora_lab.analysis import (
+    best_loss_draws,
+    best_loss_gaps,
+    best_over_lr,
+    draws_interval,
+    sign_verdict,
+)
 from lora_lab.lora import LoraConfig, inject_lora
 from lora_lab.lora.inject import count_lora_params
 from lora_lab.model import PRESETS
+from lora_lab.plots import set_style
 from lora_lab.sweeps.experiment import Experiment, grid, lr_grid
 from lora_lab.sweeps.lr_search import LRSearch
 from lora_lab.tasks.base import SFTDataset
 from lora_lab.tasks.instruct import INSTRUCT_16K
+from lora_lab.training.methods import sort_labels
+from lora_lab.training.sft import RunResult
+from lora_lab.widgets import WIDE, LivePanel, lr_options, rank_options, run_from_controls
 
 PLACEMENTS = ("attn", "mlp", "all")
 # Ranks at two parameter budgets on `tiny` (d=64, d_ff=176: one rank costs 2,048 parameters
@@ -275,3 +289,215 @@ def _with_lora(base: torch.nn.Module, rank: int, seed: int) -> torch.nn.Module:
         p.requires_grad_(False)
     inject_lora(model, LoraConfig(r=rank, target_modules="all"))
     return model
+
+
+# ----------------------------------------------------------------------------- analysis
+def condition(label: str) -> dict[str, Any]:
+    """What a method label of these sweeps means: placement, rank, and which comparison it
+    belongs to ("small" / "large" matched budget, "same rank", or FullFT)."""
+    if label == "FullFT":
+        return {"placement": "FullFT", "r": math.nan, "budget": "FullFT"}
+    rank_text, *rest = label.split()
+    r = int(rank_text.removeprefix("r="))
+    placement = rest[0] if rest else "all"
+    budget = next((b for b, ranks in MATCHED_RANKS.items() if ranks.get(placement) == r), None)
+    return {"placement": placement, "r": r, "budget": budget or "same rank"}
+
+
+def placement_table(runs: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """One row per method: placement, rank, budget, trainable parameters, best-over-LR loss
+    and its gap to FullFT with a 95 % seed-bootstrap interval (the LR re-picked in every
+    resample); with ``bits_stored`` in the runs (``facts``), the bits at the best LR."""
+    gaps = best_loss_gaps(runs, ["label"], {"label": "FullFT"}, n_boot=n_boot, seed=seed)
+    best = best_over_lr(runs, ["label"]).set_index("label")
+    rows = []
+    for label in sort_labels(runs.label.unique()):
+        at = runs[(runs.label == label) & (runs.lr == best.lr[label])]
+        row = {**condition(label), "label": label,
+               "trainable_params": int(at.trainable_params.iloc[0]),
+               "lr": float(best.lr[label]), "loss": float(best.best_loss[label])}  # fmt: skip
+        if "bits_stored" in runs and at.bits_stored.notna().any():
+            row["bits_stored"] = float(at.bits_stored.mean())
+        if label != "FullFT":
+            d = gaps.loc[(label,)].to_numpy(float)
+            lo, hi = draws_interval(d[1:])
+            row.update(gap_to_fullft=float(d[0]), lo=lo, hi=hi, verdict=sign_verdict(lo, hi))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def placement_contrasts(runs: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Within each budget (and at the same rank), the pairwise loss differences the post's
+    claim is about: attention-only minus MLP-only, all minus MLP-only, attention-only minus
+    all; each with a 95 % seed-bootstrap interval and a verdict on the first-named side."""
+    draws = best_loss_draws(runs, ["label"], n_boot=n_boot, seed=seed)
+    by_budget: dict[str, dict[str, str]] = {}
+    for label in draws.index.get_level_values("label"):
+        c = condition(label)
+        if c["budget"] != "FullFT":
+            by_budget.setdefault(c["budget"], {})[c["placement"]] = label
+    rows = []
+    for budget, labels in by_budget.items():
+        for a, b in (("attn", "mlp"), ("all", "mlp"), ("attn", "all")):
+            if a in labels and b in labels:
+                d = draws.loc[(labels[a],)].to_numpy(float) - draws.loc[(labels[b],)].to_numpy(
+                    float
+                )
+                lo, hi = draws_interval(d[1:])
+                verdict = sign_verdict(lo, hi, f"{a} worse", f"{a} better")
+                rows.append({"budget": budget, "contrast": f"{a} - {b}",
+                             "labels": f"{labels[a]} vs {labels[b]}", "difference": float(d[0]),
+                             "lo": lo, "hi": hi, "verdict": verdict})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- panel
+MODULE_TYPES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def trainable_lora_params(base: Any, modules: list[str], rank: int) -> int:
+    """LoRA parameters for ``rank`` on the chosen module types (0 when none is chosen)."""
+    if not modules:
+        return 0
+    return count_lora_params(base.config, LoraConfig(r=rank, target_modules=list(modules)))
+
+
+class TargetingPanel(LivePanel):
+    """Tick the module types to adapt and pick a rank: the trainable-parameter count updates
+    as you click, before anything trains. Run trains on ``data`` and draws the curve over
+    ``overlay(ax)`` (e.g. the sweep's curves)."""
+
+    def __init__(
+        self,
+        base: Any,
+        data: Any,
+        eval_data: Any = None,
+        *,
+        rank: int = 4,
+        lr: float = 2.15e-3,
+        steps: int = 300,
+        modules: tuple[str, ...] = MODULE_TYPES,
+        overlay: Callable[[Any], None] | None = None,
+    ) -> None:
+        import ipywidgets as w
+
+        self.base, self.data, self.eval_data, self.overlay = base, data, eval_data, overlay
+        self.boxes = {
+            m: w.Checkbox(value=m in modules, description=m, indent=False,
+                          layout=w.Layout(width="110px"))
+            for m in MODULE_TYPES
+        }  # fmt: skip
+        self.rank = w.SelectionSlider(
+            options=rank_options((1, 2, 3, 4, 5, 7, 8, 15, 16, 26, 32, 36, 64)), value=rank,
+            description="rank", style=WIDE,
+        )  # fmt: skip
+        self.lr = w.SelectionSlider(
+            options=lr_options(lr, 1e-4, 3.16e-2), value=float(lr), description="learning rate",
+            style=WIDE,
+        )  # fmt: skip
+        self.steps = w.IntSlider(value=steps, min=10, max=1000, step=10, description="steps")
+        self.count = w.HTML()
+        for control in (*self.boxes.values(), self.rank):
+            control.observe(lambda _: self._describe(), names="value")
+        self._describe()
+        attn = [self.boxes[m] for m in MODULE_TYPES[:4]]
+        mlp = [self.boxes[m] for m in MODULE_TYPES[4:]]
+        self._build([attn, mlp, [self.rank, self.lr, self.steps], [self.count]], steps)
+
+    def modules(self) -> list[str]:
+        return [m for m, box in self.boxes.items() if box.value]
+
+    def _describe(self) -> None:
+        n = trainable_lora_params(self.base, self.modules(), self.rank.value)
+        total = sum(p.numel() for p in self.base.parameters())
+        self.count.value = (
+            f"trainable parameters: <b>{n:,}</b> ({n / total:.1%} of the model's {total:,})"
+            if n else "<b>tick at least one module type</b>"
+        )  # fmt: skip
+
+    def values(self) -> dict[str, Any]:
+        return {"rank": self.rank.value, "lr": self.lr.value, "steps": self.steps.value,
+                "targets": self.modules()}  # fmt: skip
+
+    def run(self) -> RunResult:
+        vals = self.values()
+        if not vals["targets"]:
+            raise ValueError("tick at least one module type to adapt")
+        name = f"r={vals['rank']} on {', '.join(m.removesuffix('_proj') for m in vals['targets'])}"
+
+        def draw(ax: Any, rows: list[dict]) -> None:
+            if self.overlay is not None:
+                self.overlay(ax)
+            ax.plot([r["step"] for r in rows], [r["eval_loss"] for r in rows], "o-",
+                    color="crimson", lw=2.5, label=f"live: {name}")  # fmt: skip
+            ax.set_ylabel("eval loss")
+
+        callback = self._live(vals["steps"], draw)
+        return self._finish(
+            run_from_controls(
+                self.base,
+                self.data,
+                eval_data=self.eval_data,
+                batch_size=32,
+                callback=callback,
+                **vals,
+            )  # fmt: skip
+        )
+
+
+# ----------------------------------------------------------------------------- plots
+PLACEMENT_COLOURS = {"attn": "0.75", "mlp": "0.45", "all": "0.15"}
+
+
+def plot_placements(table: pd.DataFrame, metric: str = "gap_to_fullft", ax: Any = None) -> Any:
+    """Each placement's gap to FullFT (best LR each; bars: 95 % seed intervals), grouped by
+    budget: small and large matched budgets, and the same-rank view."""
+    import matplotlib.pyplot as plt
+
+    set_style()
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(8, 4.2))
+    groups = [b for b in ("small", "large", "same rank") if b in set(table.budget)]
+    width = 0.26
+    for j, placement in enumerate(("attn", "mlp", "all")):
+        d = table[table.placement == placement].set_index("budget").reindex(groups)
+        x = np.arange(len(groups)) + (j - 1) * width
+        yerr = None
+        if metric == "gap_to_fullft":
+            yerr = [d[metric] - d.lo, d.hi - d[metric]]
+        ax.bar(x, d[metric], width, yerr=yerr, capsize=3, color=PLACEMENT_COLOURS[placement],
+               edgecolor="black", label=placement)  # fmt: skip
+        for xi, (r, n) in zip(x, zip(d.r, d.trainable_params)):
+            if not pd.isna(r):
+                note = f"r={int(r)}\n{int(n) / 1e3:.0f}k"
+                ax.annotate(note, (xi, 0), ha="center", va="bottom", fontsize=7,
+                            xytext=(0, 2), textcoords="offset points",
+                            color="white" if placement == "all" else "black")  # fmt: skip
+    names = [f"{g} budget" if g != "same rank" else f"same rank (r={SAME_RANK})" for g in groups]
+    ax.set_xticks(np.arange(len(groups)), names)
+    ax.set_xlabel("comparison")
+    ax.set_ylabel("loss minus FullFT's (nats)" if metric == "gap_to_fullft" else metric)
+    ax.legend(title="LoRA on", frameon=True, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    return fig
+
+
+def plot_ntk_shares(ntk: pd.DataFrame, ax: Any = None) -> Any:
+    """Each parameter group's share of the NTK trace next to its share of the parameters."""
+    import matplotlib.pyplot as plt
+
+    set_style()
+    models = list(dict.fromkeys(ntk.model))
+    fig, axes = plt.subplots(1, len(models), figsize=(5.2 * len(models), 3.8), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        d = ntk[ntk.model == model].set_index("group")
+        x = np.arange(len(d))
+        ax.bar(x - 0.2, d.share, 0.4, color="0.2", label="share of NTK trace")
+        ax.bar(x + 0.2, d.param_share, 0.4, color="0.7", edgecolor="black",
+               label="share of parameters")  # fmt: skip
+        ax.set_xticks(x, d.index)
+        ax.set_xlabel("parameter group")
+        ax.set_ylabel("share")
+        ax.set_title(model)
+    axes[0][0].legend(frameon=True, fontsize=8)
+    fig.tight_layout()
+    return fig

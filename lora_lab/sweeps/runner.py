@@ -12,8 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
+from lora_lab.progress import progress_bar
 from lora_lab.sweeps.executors import (
     ProcessExecutor,
     RayExecutor,
@@ -85,7 +84,7 @@ def run_sweep(
     failed: dict[str, str] = {}
     ran = 0
     t0 = time.perf_counter()
-    bar = tqdm(total=len(specs), initial=skipped, desc=f"sweep {experiment.name}",
+    bar = progress_bar(total=len(specs), initial=skipped, desc=f"sweep {experiment.name}",
                disable=not progress)  # fmt: skip
     try:
         while True:

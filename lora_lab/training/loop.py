@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
 
+from lora_lab.progress import progress_bar
 from lora_lab.training.optim import ADAM_BETAS, SCHEDULES, lr_factor, make_adamw
 
 
@@ -156,7 +156,7 @@ def run_loop(
         diverged, tokens, step = False, 0, 0
         model.train()
         t0 = time.perf_counter()
-        bar = tqdm(total=steps, disable=not progress, desc=desc, leave=False)
+        bar = progress_bar(total=steps, disable=not progress, desc=desc, leave=False)
 
         def log(step: int, train_loss: float, evaluate: bool = True) -> None:
             row = {"step": step, "examples": step * examples_per_step, "train_loss": train_loss}

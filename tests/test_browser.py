@@ -1,0 +1,273 @@
+"""The notebooks as a student meets them: JupyterLab in headless Chromium, offline.
+
+Every notebook runs in its ``ci`` preset through JupyterLab's own "Run All"; then no output
+may be an error or stderr, every figure must be drawn as an image, every widget as controls;
+each panel's Run button is clicked and its live plot must appear. Every request that leaves
+127.0.0.1 is blocked and fails the test, so a CDN dependency cannot hide. Screenshots land
+in ``reports/browser/``.
+
+Needs Debian's ``chromium`` (``.ci/run`` installs it; Playwright drives that binary and
+downloads nothing). Without it the test is skipped, unless ``LORA_LAB_REQUIRE_BROWSER=1``
+(set by ``.ci/run``), where a missing browser is a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.harness import ROOT
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+REQUIRED = os.environ.get("LORA_LAB_REQUIRE_BROWSER") == "1"
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+SHOTS = ROOT / "reports" / "browser"
+RUN_TIMEOUT_S = 900  # one notebook's "Run All" (a busy 2-core machine)
+PANEL_TIMEOUT_S = 300  # one panel's live training run
+
+try:
+    from playwright.sync_api import sync_playwright
+except ImportError:  # pragma: no cover - dev extra not installed
+    sync_playwright = None
+
+if REQUIRED:
+    assert CHROMIUM, "LORA_LAB_REQUIRE_BROWSER=1 but no chromium on PATH (apt-get install chromium)"
+    assert sync_playwright, "LORA_LAB_REQUIRE_BROWSER=1 but playwright is not installed"
+pytestmark = pytest.mark.skipif(
+    not (CHROMIUM and sync_playwright), reason="needs Debian's chromium and playwright"
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ci_copy(src: Path, dest: Path) -> None:
+    """The notebook with its parameters cell set to the ``ci`` preset (what papermill does)."""
+    nb = json.loads(src.read_text())
+    for cell in nb["cells"]:
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            cell["source"] = ['preset = "ci"\n']
+    dest.write_text(json.dumps(nb, indent=1))
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    """A JupyterLab server on 127.0.0.1 with a token, serving ci copies of the notebooks."""
+    root = tmp_path_factory.mktemp("lab")
+    for nb in NOTEBOOKS:
+        _ci_copy(nb, root / nb.name)
+    settings = root / ".settings"
+    tracker = settings / "@jupyterlab" / "notebook-extension"
+    tracker.mkdir(parents=True)
+    # every cell in the DOM (no virtual scrolling), so the page can be checked as a whole
+    (tracker / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
+    port, token = _free_port(), secrets.token_hex(16)
+    env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}  # inline figures
+    env["JUPYTERLAB_SETTINGS_DIR"] = str(settings)
+    env["JUPYTERLAB_WORKSPACES_DIR"] = str(root / ".workspaces")
+    log = open(root / "server.log", "w")  # noqa: SIM115 - the server writes it while it runs
+    server = subprocess.Popen(
+        [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ServerApp.ip=127.0.0.1",
+         f"--ServerApp.port={port}", f"--IdentityProvider.token={token}",
+         f"--ServerApp.root_dir={root}", "--LabApp.expose_app_in_browser=True",
+         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+         "--LabApp.news_url=None", "--ServerApp.allow_root=True"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=root,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2)
+            break
+        except OSError as e:
+            if time.time() > deadline or server.poll() is not None:
+                server.kill()
+                why = (root / "server.log").read_text()
+                raise RuntimeError(f"JupyterLab did not start: {why}") from e
+            time.sleep(0.5)
+    yield url, token
+    server.terminate()
+    server.wait(timeout=30)
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"]
+        )
+        yield b
+        b.close()
+
+
+KERNEL_IDLE = """() => {
+  const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+  const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
+  return !!k && k.status === 'idle' && !w.sessionContext.isRestarting;
+}"""
+
+FINISHED = """() => {
+  const w = window.jupyterapp.shell.currentWidget;
+  const k = w.sessionContext.session.kernel;
+  const prompts = [...w.node.querySelectorAll('.jp-CodeCell .jp-InputPrompt')]
+    .map(p => p.textContent.trim());
+  const busy = prompts.some(p => p.includes('*'));
+  const done = prompts.every(p => /\\[\\d+\\]/.test(p));
+  const failed = w.node.querySelectorAll(
+    '.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]').length > 0;
+  return k.status === 'idle' && !busy && (done || failed);
+}"""
+
+# What the notebook model holds, so the DOM can be checked against it.
+MODEL_OUTPUTS = """() => {
+  const nb = window.jupyterapp.shell.currentWidget.content;
+  let images = 0, widgets = 0;
+  for (const cell of nb.widgets) {
+    if (cell.model.type !== 'code') continue;
+    const outs = cell.model.outputs;
+    for (let i = 0; i < outs.length; i++) {
+      const data = outs.get(i).data || {};
+      if ('application/vnd.jupyter.widget-view+json' in data) widgets++;
+      else if ('image/png' in data) images++;
+    }
+  }
+  return {images, widgets};
+}"""
+
+DOM_OUTPUTS = """() => {
+  const w = window.jupyterapp.shell.currentWidget;
+  const q = s => [...w.node.querySelectorAll(s)];
+  return {
+    images: q('.jp-Cell .jp-RenderedImage img')
+      .filter(i => i.complete && i.naturalWidth > 0).length,
+    widgets: q('.jp-OutputArea-output .jupyter-widgets').filter(
+      w => !w.parentElement.closest('.jupyter-widgets')).length,
+    errors: q('.jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]')
+      .map(e => e.textContent.slice(0, 2000)),
+    text: w.node.innerText,
+  };
+}"""
+
+
+@pytest.mark.parametrize("notebook", [p.name for p in NOTEBOOKS])
+def test_notebook_runs_in_jupyterlab_in_a_real_browser(lab, browser, notebook):
+    url, token = lab
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    blocked: list[str] = []
+
+    def only_localhost(route):
+        host = route.request.url.split("/")[2].split(":")[0] if "://" in route.request.url else ""
+        if host in ("127.0.0.1", "localhost") or route.request.url.startswith(("data:", "blob:")):
+            route.continue_()
+        else:
+            blocked.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", only_localhost)
+    page = context.new_page()
+    console_errors: list[str] = []
+    page.on("pageerror", lambda e: console_errors.append(str(e)))
+    try:
+        # ?reset: a fresh workspace, so the notebooks opened before do not reopen here
+        page.goto(f"{url}/lab/tree/{notebook}?reset&token={token}")
+        page.wait_for_function(KERNEL_IDLE, timeout=120_000)
+        page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+        page.wait_for_timeout(2000)
+        page.wait_for_function(FINISHED, timeout=RUN_TIMEOUT_S * 1000, polling=1000)
+        model, dom = page.evaluate(MODEL_OUTPUTS), page.evaluate(DOM_OUTPUTS)
+        assert not dom["errors"], f"{notebook}: error / stderr output:\n" + "\n---\n".join(
+            dom["errors"]
+        )
+        assert "Error displaying widget" not in dom["text"]
+        assert "No renderer could be found" not in dom["text"]
+        assert dom["images"] >= model["images"] > 0, (notebook, model, dom["images"])
+        assert dom["widgets"] >= model["widgets"], (notebook, model, dom["widgets"])
+        _click_every_run_button(page, notebook)
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SHOTS / f"{Path(notebook).stem}.png"), full_page=True)
+    finally:
+        context.close()
+    assert not blocked, f"{notebook} asked for resources outside 127.0.0.1: {blocked[:5]}"
+
+
+def _click_every_run_button(page, notebook: str) -> None:
+    """Each panel's Run trains live: the button disables while running, and a plot appears
+    in that panel's output area."""
+    buttons = page.locator(".jupyter-widgets button.jupyter-button", has_text="Run")
+    for i in range(buttons.count()):
+        button = buttons.nth(i)
+        panel = button.locator("xpath=ancestor::div[contains(@class,'widget-vbox')][1]")
+        before = panel.locator(".widget-output img").count()
+        button.scroll_into_view_if_needed()
+        button.click()
+        page.wait_for_function(
+            """([el, n]) => el.querySelectorAll('.widget-output img').length > n
+                 && !el.querySelector('button.jupyter-button:disabled')""",
+            arg=[panel.element_handle(), before],
+            timeout=PANEL_TIMEOUT_S * 1000,
+            polling=1000,
+        )
+        errors = panel.locator(".jp-OutputArea-output[data-mime-type*='stderr']").count()
+        assert errors == 0, f"{notebook}: panel {i} printed an error"
+
+
+def test_html_report_renders_maths_offline_and_shows_panels_statically(browser, tmp_path):
+    """reports/*.html as a workshop opens them with no network: MathJax from a local copy,
+    a widget panel as a static note, and no request to anywhere."""
+    import nbformat
+
+    from lora_lab.reproduce import to_html
+
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_markdown_cell(r"$$W' = W + \frac{\alpha}{r} B A$$"),
+        nbformat.v4.new_code_cell("panel", outputs=[nbformat.v4.new_output(
+            "display_data", data={"application/vnd.jupyter.widget-view+json": {
+                "model_id": "x", "version_major": 2, "version_minor": 0},
+                "text/plain": "VBox()"})]),
+    ]  # fmt: skip
+    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {"state": {}}}
+    path = tmp_path / "report.ipynb"
+    nbformat.write(nb, str(path))
+    page_path = to_html(path)
+    context = browser.new_context()
+    requested: list[str] = []
+
+    def only_files(route):
+        if not route.request.url.startswith(("file://", "data:", "blob:")):
+            requested.append(route.request.url)
+            route.abort()
+        else:
+            route.continue_()
+
+    context.route("**/*", only_files)
+    page = context.new_page()
+    try:
+        page.goto(page_path.as_uri())
+        page.wait_for_function(
+            "() => window.MathJax && MathJax.Hub && MathJax.Hub.queue.pending === 0"
+            " && document.querySelectorAll('.MathJax_Display').length > 0",
+            timeout=60_000,
+        )
+        text = page.inner_text("body")
+        assert "Interactive panel" in text
+        assert "\\frac" not in text  # typeset, not raw TeX
+        assert "Math Processing Error" not in text
+    finally:
+        context.close()
+    assert not requested, requested

@@ -1,0 +1,265 @@
+"""Finding 3 (notebook 03): the batch-size analysis on synthetic records with known answers,
+the panel, and what the notebook states, checked on the shipped ``batch_size`` records."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lora_lab.analysis import load_curves, load_runs, optimal_lr
+from lora_lab.findings import get_experiment
+from lora_lab.findings.batch_size import (
+    BATCH_SIZES,
+    BatchPanel,
+    batch_run_from_controls,
+    best_curves,
+    best_lr_lookup,
+    centred_lrs,
+    circulating_claims,
+    equal_steps_gaps,
+    gap_table,
+    gap_trend,
+    lr_scaling,
+)
+from lora_lab.sweeps import ResultStore, results_dir
+from lora_lab.sweeps.runner import search_finished
+
+
+# ----------------------------------------------------------------------------- synthetic
+def _synthetic(gap_per_doubling: dict[str, float], lr_exponent: float = 0.5, noise: float = 0.0):
+    """U-curves in log LR for FullFT and methods whose best loss exceeds FullFT's by
+    ``slope * log2(batch / 2)``; the optimum sits at 1e-3 * (batch / 2) ** lr_exponent."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for b in (2, 8, 32, 128):
+        opt = 1e-3 * (b / 2) ** lr_exponent
+        for label, slope in {"FullFT": 0.0, **gap_per_doubling}.items():
+            for k in range(-3, 4):
+                lr = opt * 10 ** (k / 6)
+                for seed in (0, 1, 2):
+                    loss = 2.0 + slope * math.log2(b / 2) + 0.05 * (k / 6 * math.log(10)) ** 2
+                    rows.append(
+                        {
+                            "batch_size": b,
+                            "label": label,
+                            "lr": lr,
+                            "seed": seed,
+                            "final_loss": loss + noise * rng.standard_normal(),
+                            "diverged": False,
+                            "steps_done": 1024 // b,
+                        }
+                    )
+    return pd.DataFrame(rows)
+
+
+def test_gaps_and_their_trend_are_recovered_with_verdicts_that_follow_the_intervals():
+    runs = _synthetic({"r=1": 0.02, "r=64": 0.0}, noise=0.002)
+    gaps = gap_table(runs, n_boot=200)
+    r1 = gaps[gaps.label == "r=1"].set_index("batch_size")
+    assert r1.gap[128] == pytest.approx(0.02 * 6, abs=0.01)
+    for g in gaps.itertuples():
+        assert g.lo <= g.gap <= g.hi or math.isclose(g.lo, g.hi)
+        assert g.verdict == ("worse" if g.lo > 0 else "better" if g.hi < 0 else "same")
+    trend = gap_trend(runs, n_boot=200, against="r=64").set_index("label")
+    assert trend.slope_per_doubling["r=1"] == pytest.approx(0.02, abs=0.003)
+    assert trend.trend["r=1"] == "grows with batch"
+    assert trend.trend["r=64"] == "no trend"
+    assert not trend["same_trend_as_r=64"]["r=1"]
+
+
+def test_the_bootstrap_picks_the_lr_again_inside_each_resample():
+    """A best LR that only one seed likes must not make the gap look certain."""
+    runs = _synthetic({"r=4": 0.0}, noise=0.0)
+    mine = (runs.label == "r=4") & (runs.batch_size == 2)
+    lucky = mine & (runs.seed == 0) & (runs.lr == runs[mine].lr.max())
+    runs.loc[lucky, "final_loss"] -= 1.0  # one seed, one LR, far better
+    gaps = gap_table(runs, n_boot=300).set_index(["batch_size", "label"])
+    g = gaps.loc[(2, "r=4")]
+    assert g.lo < g.hi  # resamples without seed 0 pick another LR: the interval is wide
+
+
+def test_lr_exponent_is_recovered_and_bounds_are_not_optima():
+    for p in (0.5, 1.0):
+        scaling = lr_scaling(_synthetic({"r=4": 0.0}, lr_exponent=p), n_boot=50)
+        assert scaling.exponent.to_numpy() == pytest.approx(p, abs=0.05)
+        assert scaling.all_interior.all()
+    runs = _synthetic({"r=4": 0.0})
+    edge = runs[~((runs.label == "r=4") & (runs.batch_size == 128) & (runs.lr > 0.0079))]
+    s = lr_scaling(edge, n_boot=50).set_index("label")
+    assert not s.all_interior["r=4"] and math.isnan(s.exponent["r=4"])
+
+
+def test_search_centres_follow_the_square_root_rule_on_the_lattice():
+    for b in (2, 8, 32, 128):
+        centre = centred_lrs(1e-3, b)[1]
+        ratio = centre / (1e-3 * math.sqrt(b / 32))
+        assert 10 ** (-1 / 12) <= ratio <= 10 ** (1 / 12)  # within half a lattice step
+    assert len(get_experiment("batch_size").specs("full")) == 3 * len(BATCH_SIZES) * 5 * 3
+
+
+def test_panel_trains_the_sweep_design_at_the_sweeps_best_lr():
+    from lora_lab.tasks import make_facts
+    from lora_lab.training import load_base
+
+    base = load_base("nano")
+    task = make_facts(n_entities=16)
+    lrs = {(4, "r=4"): 3e-3, (8, "r=4"): 4e-3, (4, "FullFT"): 1e-3}
+    panel = BatchPanel(base, task.train, task.train, best_lrs=lrs, batch_sizes=(4, 8), batch_size=8)
+    assert panel.result is None  # building the panel trains nothing
+    assert panel.lr() == 4e-3 and "4e-03" not in panel.info.value and "0.004" in panel.info.value
+    panel.batch.value = 4
+    assert panel.steps() == math.ceil(2 * len(task.train) / 4)
+    via_button = panel.run()
+    direct = batch_run_from_controls(base, task.train, task.train, batch_size=4, rank=4, lr=3e-3)
+    assert via_button.curves.equals(direct.curves)
+    panel.rank.value = 64  # not in the lookup: the panel says so instead of raising
+    assert "no best LR" in panel.info.value
+    with pytest.raises(ValueError, match="no best LR"):
+        panel.run()
+
+
+# ----------------------------------------------------------------------------- shipped
+@pytest.fixture(scope="module")
+def shipped():
+    folder = results_dir("batch_size")
+    runs = load_runs(folder)
+    return runs, load_curves(folder)
+
+
+def test_shipped_sweep_is_complete_searched_and_has_provenance():
+    records, bad = ResultStore(results_dir("batch_size")).scan()
+    assert not bad
+    exp = get_experiment("batch_size")
+    missing = [s for s in exp.specs("full") if s.key not in records]
+    assert not missing, f"{len(missing)} specs of the full grid have no shipped record"
+    assert search_finished(exp, "full", records), "the LR search is unfinished"
+    for rec in records.values():
+        prov = rec["provenance"]
+        assert prov["git_commit"] and prov["torch_version"] and prov["lora_lab_version"]
+
+
+def test_every_shipped_best_lr_is_interior(shipped):
+    runs, _ = shipped
+    opt = optimal_lr(runs, ["batch_size", "label"])
+    assert opt.interior.all(), opt[~opt.interior]
+    assert (opt.resolution < 1.5).all()
+
+
+def test_every_run_saw_the_same_examples(shipped):
+    runs, _ = shipped
+    examples = runs[~runs.diverged].steps_done * runs[~runs.diverged].batch_size
+    assert examples.nunique() == 1
+
+
+def test_claim_verdicts_follow_their_numbers(shipped):
+    runs, _ = shipped
+    gaps = gap_table(runs, n_boot=200)
+    trend = gap_trend(runs, n_boot=200)
+    claims = circulating_claims(gaps, trend)
+    t = trend.set_index("label")
+    for c in claims.itertuples():
+        if c.claim.startswith("batch > 512"):
+            assert (c.verdict == "consistent") == (t.trend[c.label] == "grows with batch")
+
+
+def test_equal_steps_and_equal_examples_read_the_same_records(shipped):
+    runs, curves = shipped
+    best = best_curves(curves, runs)
+    equal = equal_steps_gaps(best)
+    assert set(equal.batch_size) == set(runs.batch_size)
+    step_col = next(c for c in equal.columns if c.startswith("examples_at_step_"))
+    step = int(step_col.rsplit("_", 1)[1])
+    assert (equal[step_col] == equal.batch_size * step).all()  # equal steps: more data per b
+    lookup = best_lr_lookup(runs)
+    assert set(lookup) == set(zip(runs.batch_size.astype(int), runs.label))
+
+
+# ----------------------------------------------------------------------------- what nb03 says
+@pytest.fixture(scope="module")
+def analysed(shipped):
+    runs, _ = shipped
+    return {
+        "runs": runs,
+        "gaps": gap_table(runs, n_boot=400),
+        "trend": gap_trend(runs, n_boot=400, against="r=64").set_index("label"),
+        "control": gap_trend(runs, reference="full (blocks only)", n_boot=400).set_index("label"),
+        "scaling": lr_scaling(runs, n_boot=400).set_index("label"),
+    }
+
+
+def test_every_method_does_best_at_small_batch(analysed):
+    best = optimal_lr(analysed["runs"], ["batch_size", "label"])
+    for label, d in best.groupby("label"):
+        d = d.sort_values("batch_size")
+        assert d.best_loss.iloc[-1] > d.best_loss.iloc[0], label
+        rank_corr = d.best_loss.rank().corr(d.batch_size.rank())  # Spearman, without scipy
+        assert rank_corr > 0.9, label
+
+
+def test_the_gap_shrinks_with_batch_for_every_rank_the_reversed_effect(analysed):
+    trend = analysed["trend"]
+    for label in ("r=1", "r=4", "r=64"):
+        assert trend.hi[label] < 0, (label, trend.loc[label])  # whole interval below zero
+    g = analysed["gaps"]
+    full_rank = g[g.label == "r=64"]
+    assert (full_rank.verdict != "worse").all(), full_rank  # at or below FullFT everywhere
+
+
+def test_the_full_rank_control_also_gains_with_batch(analysed):
+    c = analysed["control"].loc["r=64"]
+    assert c.trend == "shrinks with batch", c
+
+
+def test_rank_4_follows_full_rank_and_rank_1_falls_faster(analysed):
+    t = analysed["trend"]
+    assert t["same_trend_as_r=64"]["r=4"]
+    assert t.diff_hi["r=1"] < 0  # r=1's slope is below r=64's over the whole interval
+
+
+def test_low_ranks_start_behind_at_the_smallest_batch(analysed):
+    g = analysed["gaps"]
+    smallest = g[g.batch_size == g.batch_size.min()].set_index("label")
+    assert smallest.verdict["r=1"] == "worse" and smallest.verdict["r=4"] == "worse"
+    assert smallest.gap["r=1"] > smallest.gap["r=4"]  # less room at lower rank
+
+
+def test_lora_takes_larger_steps_than_fullft_at_the_largest_batch(analysed):
+    best = optimal_lr(analysed["runs"], ["batch_size", "label"])
+    top = best[best.batch_size == best.batch_size.max()].set_index("label").opt_lr
+    for label in ("r=1", "r=4", "r=64"):
+        assert top[label] > 2 * top["FullFT"], top
+
+
+def test_best_lr_grows_more_slowly_than_the_square_root_rule(analysed):
+    s = analysed["scaling"]
+    for label in ("FullFT", "full (blocks only)", "r=1", "r=4"):
+        assert s.lo[label] > 0 and s.hi[label] < 0.5, s.loc[label]
+
+
+def test_every_plot_labels_its_axes(shipped):
+    import matplotlib.pyplot as plt
+
+    from lora_lab.findings.batch_size import (
+        gap_curves,
+        plot_best_lr_vs_batch,
+        plot_curves_at,
+        plot_gap_vs_progress,
+        plot_gaps,
+    )
+
+    runs, curves = shipped
+    best = best_curves(curves, runs)
+    figs = [
+        plot_gaps(gap_table(runs, n_boot=50)),
+        plot_best_lr_vs_batch(optimal_lr(runs, ["batch_size", "label"]), lr_scaling(runs, 20)),
+        plot_curves_at(best, [2, 256]),
+        plot_gap_vs_progress(gap_curves(best), "r=1"),
+    ]
+    for fig in figs:
+        axes = fig.axes
+        assert all(ax.get_xlabel() for ax in axes)
+        assert axes[0].get_ylabel()  # panels share the y axis of the first
+        plt.close(fig)
