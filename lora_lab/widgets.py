@@ -28,11 +28,13 @@ def run_from_controls(
     steps: int,
     full_ft: bool = False,
     eval_data: Any = None,
+    eval_limit: int | None = 512,
     seed: int = 0,
     callback: Callable[[int, dict], None] | None = None,
     progress: bool = False,
 ) -> RunResult:
-    """Train one run from panel values (``rank=0`` or ``full_ft`` means FullFT)."""
+    """Train one run from panel values (``rank=0`` or ``full_ft`` means FullFT). Give the
+    ``eval_limit`` of the sweep a panel draws over, so both curves use the same examples."""
     method: Any = (
         FullFT()
         if full_ft or rank == 0
@@ -49,6 +51,7 @@ def run_from_controls(
         steps=int(steps),
         batch_size=int(batch_size),
         eval_data=eval_data,
+        eval_limit=eval_limit,
         seed=seed,
         callback=callback,
         progress=progress,
@@ -165,10 +168,12 @@ class ControlPanel(LivePanel):
         steps: int = 200,
         ranks: tuple[int, ...] = (0, 1, 2, 4, 8, 16, 32, 64),
         overlay: Callable[[Any], None] | None = None,
+        eval_limit: int | None = 512,
     ) -> None:
         import ipywidgets as w
 
         self.base, self.data, self.eval_data, self.overlay = base, data, eval_data, overlay
+        self.eval_limit = eval_limit  # the overlaid sweep's, so both curves share examples
         self.rank = w.SelectionSlider(
             options=rank_options(ranks), value=rank, description="rank", style=WIDE
         )
@@ -209,6 +214,11 @@ class ControlPanel(LivePanel):
         callback = self._live(vals["steps"], draw)
         return self._finish(
             run_from_controls(
-                self.base, self.data, eval_data=self.eval_data, callback=callback, **vals
-            )
+                self.base,
+                self.data,
+                eval_data=self.eval_data,
+                eval_limit=self.eval_limit,
+                callback=callback,
+                **vals,
+            )  # fmt: skip
         )

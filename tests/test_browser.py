@@ -74,6 +74,9 @@ def lab(tmp_path_factory):
     tracker.mkdir(parents=True)
     # every cell in the DOM (no virtual scrolling), so the page can be checked as a whole
     (tracker / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
+    notices = settings / "@jupyterlab" / "apputils-extension"
+    notices.mkdir(parents=True)
+    (notices / "notification.jupyterlab-settings").write_text('{"fetchNews": "false"}')
     port, token = _free_port(), secrets.token_hex(16)
     env = {k: v for k, v in os.environ.items() if k != "MPLBACKEND"}  # inline figures
     env["JUPYTERLAB_SETTINGS_DIR"] = str(settings)

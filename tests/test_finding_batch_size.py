@@ -115,6 +115,8 @@ def test_panel_trains_the_sweep_design_at_the_sweeps_best_lr():
     via_button = panel.run()
     direct = batch_run_from_controls(base, task.train, task.train, batch_size=4, rank=4, lr=3e-3)
     assert via_button.curves.equals(direct.curves)
+    # evaluated on the sweep's examples, so the live curve is comparable with the overlay
+    assert via_button.config["eval_limit"] == get_experiment("batch_size").defaults["eval_limit"]
     panel.rank.value = 64  # not in the lookup: the panel says so instead of raising
     assert "no best LR" in panel.info.value
     with pytest.raises(ValueError, match="no best LR"):

@@ -116,3 +116,24 @@ def test_task_argument_errors():
         make_instruct(ops=("reverse", "juggle"))
     with pytest.raises(ValueError):
         make_arith(digits=(3, 2))
+
+
+def test_two_hop_tests_composition_of_facts_it_was_trained_on():
+    from lora_lab.tasks import make_task
+
+    task = make_task("two_hop", n_people=40, n_companies=5, train_fraction=0.5, seed=1)
+    train_prompts = {e.prompt for e in task.train.examples}
+    assert len(task.test) == 20 and len(task.extra["recall"]) == 20
+    for composed, hop1 in zip(task.test.examples, task.extra["hop1"].examples):
+        assert composed.prompt not in train_prompts  # the composition is never trained
+        assert hop1.prompt in train_prompts  # ... but both of its parts are
+        company, code = composed.answer.split(", so ")
+        assert hop1.answer == company
+        assert f"The city of {company} is" in train_prompts
+        assert len(code) == 4
+    latent = make_task("two_hop", n_people=40, n_companies=5, explicit=False, seed=1)
+    assert [e.answer for e in latent.test.examples] == [
+        e.answer.split(", so ")[1] for e in task.test.examples
+    ]
+    with pytest.raises(ValueError, match="train_fraction"):
+        make_task("two_hop", train_fraction=1.0)

@@ -358,6 +358,7 @@ def batch_run_from_controls(
     return run_from_controls(
         base, data, eval_data=eval_data, rank=rank, lr=lr, batch_size=batch_size,
         targets="all", steps=steps, seed=seed, callback=callback,
+        eval_limit=BATCH_SIZE.defaults["eval_limit"],  # the sweep's examples, comparable curves
     )  # fmt: skip
 
 

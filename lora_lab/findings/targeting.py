@@ -175,7 +175,30 @@ TARGETING_INSTRUCT = Experiment(
     lr_search=LRSearch(),
 )
 
-EXPERIMENTS = (TARGETING_FACTS, TARGETING_INSTRUCT)
+# Multi-hop (the circulating "attention-only is 3-7 % worse on multi-hop reasoning"): people
+# work for companies, companies sit in cities; the composed question is trained for half of
+# the people and tested on the other half, whose two single-hop facts are in training. The
+# answer names the intermediate hop (" Daikkles, so cofg"). A pilot (seed 0, 400 steps x 64)
+# showed why: with the code alone as the answer neither FullFT nor r=16 composes (held-out
+# loss 1.8 / 1.5 nats per token, above the 0.74 of knowing only the 40 city codes), while
+# with the hop spelled out both do (0.05 / 0.14).
+TWO_HOP = {"n_people": 400, "n_companies": 40, "train_fraction": 0.5, "explicit": True, "seed": 0}
+TARGETING_TWO_HOP = Experiment(
+    name="targeting_two_hop",
+    description="attention / MLP / all-layer LoRA at matched parameters (2 budgets) and at "
+    "r=4 on two-hop questions about stored facts, 400 steps x 64, 3 seeds, LR searched",
+    base="tiny",
+    task="two_hop",
+    task_kwargs=TWO_HOP,
+    defaults={"steps": 400, "batch_size": 64, "evals_per_decade": 4, "eval_limit": 200},
+    grids={
+        "full": _grid(lr_grid(4.64e-4, 2.15e-3, 3), lr_grid(1e-3, 4.64e-3, 3)),
+        "ci": _ci_grid(task_kwargs={**TWO_HOP, "n_people": 40, "n_companies": 8}),
+    },
+    lr_search=LRSearch(),
+)
+
+EXPERIMENTS = (TARGETING_FACTS, TARGETING_INSTRUCT, TARGETING_TWO_HOP)
 
 
 # ----------------------------------------------------------------------------- NTK view
@@ -439,6 +462,7 @@ class TargetingPanel(LivePanel):
                 self.data,
                 eval_data=self.eval_data,
                 batch_size=32,
+                eval_limit=TARGETING_INSTRUCT.defaults["eval_limit"],  # the sweep's examples
                 callback=callback,
                 **vals,
             )  # fmt: skip

@@ -9,8 +9,14 @@ from lora_lab.tasks.base import Example, SFTDataset, Task
 from lora_lab.tasks.corpus import corpus_documents, corpus_tokens
 from lora_lab.tasks.facts import make_facts
 from lora_lab.tasks.instruct import make_instruct
+from lora_lab.tasks.two_hop import make_two_hop
 
-TASKS = {"facts": make_facts, "instruct": make_instruct, "arith": make_arith}
+TASKS = {
+    "facts": make_facts,
+    "instruct": make_instruct,
+    "arith": make_arith,
+    "two_hop": make_two_hop,
+}
 
 
 def make_task(name: str, **kwargs) -> Task:
@@ -31,6 +37,7 @@ __all__ = [
     "make_facts",
     "make_instruct",
     "make_task",
+    "make_two_hop",
     "parse_answer",
     "verify",
 ]
@@ -44,6 +51,7 @@ def write_samples(folder: str | Path | None = None) -> None:
         ("facts", {"n_entities": 50}),
         ("instruct", {"n_train": 50, "n_test": 10}),
         ("arith", {"n_train": 50, "n_test": 10}),
+        ("two_hop", {"n_people": 40, "n_companies": 8}),
     ]:
         task = make_task(name, **kw)
         task.train.write_jsonl(out / f"{name}_train.jsonl", limit=30)
