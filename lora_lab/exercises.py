@@ -265,3 +265,47 @@ def reference_lr_exponent(batch_sizes, best_lrs):
 def reference_paired_gap(lora_by_seed, full_by_seed):
     common = sorted(set(lora_by_seed) & set(full_by_seed))
     return sum(lora_by_seed[s] - full_by_seed[s] for s in common) / len(common)
+
+
+# ----------------------------------------------------------------------------- notebook 04
+def check_lora_param_count(fn: Callable[[int, int, int], int], quiet: bool = False) -> bool:
+    """``fn(d_in, d_out, r)``: trainable parameters of one LoRA adapter on a d_out x d_in
+    matrix (A is r x d_in, B is d_out x r)."""
+
+    def check() -> str | None:
+        for d_in, d_out, r in [(64, 64, 4), (64, 176, 5), (176, 64, 1), (128, 128, 24)]:
+            got, want = _call(fn, d_in, d_out, r), r * (d_in + d_out)
+            if got != want:
+                if got == d_in * d_out:
+                    return "Not yet: that is the frozen matrix; LoRA trains A and B only."
+                if got == r * d_in or got == r * d_out:
+                    return "Not yet: count both A (r x d_in) and B (d_out x r)."
+                return f"Not yet: for d_in={d_in}, d_out={d_out}, r={r} expected {want}, got {got}."
+        return None
+
+    return _verdict(check, quiet)
+
+
+def check_matching_rank(fn: Callable[[int, int], int], quiet: bool = False) -> bool:
+    """``fn(budget, params_per_rank)``: the rank whose parameter count is closest to
+    ``budget`` when one rank costs ``params_per_rank`` parameters (at least 1)."""
+
+    def check() -> str | None:
+        for budget, per_rank in [(14_400, 2_048), (14_400, 2_880), (74_000, 4_928), (100, 4_928)]:
+            want = max(1, round(budget / per_rank))
+            got = _call(fn, budget, per_rank)
+            if got != want:
+                hint = "Round to the nearest whole rank, never below 1."
+                return (f"Not yet: budget {budget:,} at {per_rank:,} per rank: expected "
+                        f"r={want}, got {got!r}. {hint}")  # fmt: skip
+        return None
+
+    return _verdict(check, quiet)
+
+
+def reference_lora_param_count(d_in, d_out, r):
+    return r * (d_in + d_out)
+
+
+def reference_matching_rank(budget, params_per_rank):
+    return max(1, round(budget / params_per_rank))

@@ -108,3 +108,72 @@ def test_router_load_counts_every_routed_slot():
         router_load(load_base("nano"), data)
     labels = {s.label for s in TARGETING_MOE.specs("full")}
     assert {"r=8", "r=8 expert_r=8", "r=24 attn", "r=8 mlp", "FullFT"} == labels
+
+
+# ----------------------------------------------------------------------------- shipped
+@pytest.fixture(scope="module", params=["targeting_instruct", "targeting_facts"])
+def shipped(request):
+    from lora_lab.analysis import load_runs
+    from lora_lab.sweeps import results_dir
+
+    return request.param, load_runs(results_dir(request.param))
+
+
+def test_shipped_targeting_sweeps_are_complete_searched_and_interior(shipped):
+    from lora_lab.analysis import optimal_lr
+    from lora_lab.findings import get_experiment
+    from lora_lab.sweeps import ResultStore, results_dir
+    from lora_lab.sweeps.runner import search_finished
+
+    name, runs = shipped
+    records, bad = ResultStore(results_dir(name)).scan()
+    exp = get_experiment(name)
+    assert not bad and all(s.key in records for s in exp.specs("full"))
+    assert search_finished(exp, "full", records)
+    opt = optimal_lr(runs, ["label"])
+    assert opt.interior.all(), opt[~opt.interior]
+    # parameter matching holds in the records themselves, not only in the declared ranks
+    from lora_lab.findings.targeting import condition
+
+    params = runs.groupby("label").trainable_params.first()
+    for budget in ("small", "large"):
+        counts = [n for lbl, n in params.items() if condition(lbl)["budget"] == budget]
+        assert len(counts) == 3 and max(counts) / min(counts) - 1 <= 2 * MATCH_TOLERANCE
+
+
+def test_the_task_decides_the_ordering(shipped):
+    """Notebook 04's statements, per task: on facts attention-only is clearly worse than
+    MLP-only at matched parameters and all vs MLP-only differs by a small fraction of that;
+    on instruct all layers beat both halves and attention-only is not worse than MLP-only."""
+    from lora_lab.findings.targeting import placement_contrasts
+
+    name, runs = shipped
+    c = placement_contrasts(runs, n_boot=300).set_index(["budget", "contrast"])
+    if name == "targeting_facts":
+        for budget in ("small", "large"):
+            assert c.verdict[(budget, "attn - mlp")] == "attn worse", budget
+            deficit = c.difference[(budget, "attn - mlp")]
+            assert abs(c.difference[(budget, "all - mlp")]) < 0.25 * deficit, budget
+    else:
+        for budget in ("small", "large", "same rank"):
+            assert c.verdict[(budget, "all - mlp")] == "all better", budget
+            assert c.verdict[(budget, "attn - all")] == "attn worse", budget
+        assert c.verdict[("large", "attn - mlp")] == "attn better"
+        assert c.verdict[("small", "attn - mlp")] == "same"
+        assert c.verdict[("same rank", "attn - mlp")] == "attn worse"  # fewer parameters
+
+
+def test_attention_carries_the_larger_ntk_share_on_both_tasks():
+    from lora_lab.findings import get_experiment
+    from lora_lab.tasks import make_task
+
+    base = load_base("tiny")
+    data = {
+        "instruct": make_task("instruct", n_train=16, n_test=64, seed=0).test,
+        "facts": make_task("facts", **get_experiment("targeting_facts").task_kwargs).extra[
+            "recall"
+        ],
+    }
+    for task, d in data.items():
+        t = ntk_table(base, d, limit=16, probes=4).set_index(["model", "group"]).share
+        assert t[("base (FullFT)", "attention")] > t[("base (FullFT)", "mlp")], task

@@ -104,7 +104,9 @@ def test_01_rank_capacity(executed):
     assert set(rec["steps_ratio_at_last_match"]) == {"r=1", "r=4", "r=16", "r=64"}
 
 
-@pytest.mark.parametrize("stem", ["01_rank_capacity", "02_learning_rate", "03_batch_size"])
+@pytest.mark.parametrize(
+    "stem", ["01_rank_capacity", "02_learning_rate", "03_batch_size", "04_layer_targeting"]
+)
 def test_every_notebook_has_checked_exercises(executed, stem):
     rec = executed(stem)
     assert rec["exercise_checkers_ok"] is True
@@ -132,6 +134,25 @@ def test_03_batch_size(executed):
         "smaller than claimed",
         "larger than claimed",
     }
+
+
+def test_04_layer_targeting(executed):
+    rec = executed("04_layer_targeting")
+    assert rec["optima_interior"] is True
+    assert rec["matched_off_by_max"] <= 0.10
+    assert 0.5 < rec["mlp_share_of_block_weights"] < 0.8
+    for name in ("contrasts_instruct", "contrasts_facts"):
+        for key, (diff, lo, hi, verdict) in rec[name].items():
+            assert lo <= diff <= hi, key
+            first = key.split(": ")[1].split(" - ")[0]
+            expected = f"{first} worse" if lo > 0 else f"{first} better" if hi < 0 else "same"
+            assert verdict == expected, key
+    sums: dict[str, float] = {}
+    for key, share in rec["ntk_shares"].items():
+        task, model, _ = key.split(" | ")
+        sums[f"{task} | {model}"] = sums.get(f"{task} | {model}", 0.0) + share
+    assert sums and all(abs(v - 1) < 1e-6 for v in sums.values())
+    assert set(rec["ntk_vs_adapters"]) == {"instruct", "facts"}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)

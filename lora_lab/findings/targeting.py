@@ -24,13 +24,15 @@ from lora_lab.analysis import (
     best_loss_gaps,
     best_over_lr,
     draws_interval,
+    load_runs,
+    optimal_lr,
     sign_verdict,
 )
 from lora_lab.lora import LoraConfig, inject_lora
 from lora_lab.lora.inject import count_lora_params
 from lora_lab.model import PRESETS, MoE
 from lora_lab.plots import set_style
-from lora_lab.sweeps.experiment import Experiment, grid, lr_grid
+from lora_lab.sweeps.experiment import Experiment, grid, lr_grid, results_dir
 from lora_lab.sweeps.lr_search import LRSearch
 from lora_lab.tasks.base import SFTDataset
 from lora_lab.tasks.instruct import INSTRUCT_16K
@@ -446,9 +448,10 @@ def placement_contrasts(runs: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -
     for budget, labels in by_budget.items():
         for a, b in (("attn", "mlp"), ("all", "mlp"), ("attn", "all")):
             if a in labels and b in labels:
-                d = draws.loc[(labels[a],)].to_numpy(float) - draws.loc[(labels[b],)].to_numpy(
-                    float
-                )
+                with np.errstate(invalid="ignore"):  # inf - inf: no usable LR -> NaN
+                    d = draws.loc[(labels[a],)].to_numpy(float) - draws.loc[(labels[b],)].to_numpy(
+                        float
+                    )
                 lo, hi = draws_interval(d[1:])
                 verdict = sign_verdict(lo, hi, f"{a} worse", f"{a} better")
                 rows.append({"budget": budget, "contrast": f"{a} - {b}",
@@ -569,8 +572,10 @@ def plot_placements(table: pd.DataFrame, metric: str = "gap_to_fullft", ax: Any 
         d = table[table.placement == placement].set_index("budget").reindex(groups)
         x = np.arange(len(groups)) + (j - 1) * width
         yerr = None
-        if metric == "gap_to_fullft":
-            yerr = [d[metric] - d.lo, d.hi - d[metric]]
+        if metric == "gap_to_fullft":  # no bar where the interval could not be bounded
+            lo = (d[metric] - d.lo).where(np.isfinite(d.lo), 0.0).clip(lower=0)
+            hi = (d.hi - d[metric]).where(np.isfinite(d.hi), 0.0).clip(lower=0)
+            yerr = [lo.fillna(0.0), hi.fillna(0.0)]
         ax.bar(x, d[metric], width, yerr=yerr, capsize=3, color=PLACEMENT_COLOURS[placement],
                edgecolor="black", label=placement)  # fmt: skip
         for xi, (r, n) in zip(x, zip(d.r, d.trainable_params)):
@@ -608,3 +613,37 @@ def plot_ntk_shares(ntk: pd.DataFrame, ax: Any = None) -> Any:
     axes[0][0].legend(frameon=True, fontsize=8)
     fig.tight_layout()
     return fig
+
+
+# ----------------------------------------------------------------------------- summary
+SHIPPED = ("targeting_instruct", "targeting_facts")
+
+
+def summary(results: Any = None, n_boot: int = 1000) -> str:
+    """Finding 4 in one paragraph, every number computed from the shipped records."""
+    parts = []
+    for name in SHIPPED:
+        runs = load_runs(results_dir(name, root=results))
+        opt = optimal_lr(runs, ["label"])
+        c = placement_contrasts(runs, n_boot=n_boot)
+        words = "; ".join(
+            f"{r.budget} ({r.labels}): {r.contrast} {r.difference:+.3f} [{r.lo:+.3f}, "
+            f"{r.hi:+.3f}] ({r.verdict})"
+            for r in c.itertuples()
+        )
+        task = name.removeprefix("targeting_")
+        metric = "held-out loss" if task == "instruct" else "recall loss"
+        parts.append(
+            f"On `{task}` ({metric}, {runs.seed.nunique()} seeds, {int(opt.interior.sum())} of "
+            f"{len(opt)} best LRs interior at 1.47x): {words}."
+        )
+    budgets = ", ".join(
+        f"{b}: " + " / ".join(f"{t} r={r}" for t, r in ranks.items())
+        for b, ranks in MATCHED_RANKS.items()
+    )
+    return (
+        "What the shipped `targeting_*` sweeps say about finding 4 (tiny base; ranks matched "
+        f"so trainable parameters agree within {MATCH_TOLERANCE:.0%}: {budgets}; differences "
+        "of best-over-LR loss with 95 % seed-bootstrap intervals; notebook 04 recomputes all "
+        "of it). " + " ".join(parts)
+    )
