@@ -177,3 +177,26 @@ def test_attention_carries_the_larger_ntk_share_on_both_tasks():
     for task, d in data.items():
         t = ntk_table(base, d, limit=16, probes=4).set_index(["model", "group"]).share
         assert t[("base (FullFT)", "attention")] > t[("base (FullFT)", "mlp")], task
+
+
+def test_multi_hop_claim_reads_relative_losses_with_intervals():
+    import numpy as np
+    import pandas as pd
+
+    from lora_lab.findings.targeting import MATCHED_RANKS, multi_hop_claim
+
+    rows = []
+    rng = np.random.default_rng(0)
+    for ranks in MATCHED_RANKS.values():
+        for placement, r in ranks.items():
+            label = f"r={r}" if placement == "all" else f"r={r} {placement}"
+            level = 1.05 if placement == "attn" else 1.0  # attention 5 % worse
+            for k, lr in enumerate((1e-3, 2e-3, 4e-3)):
+                for seed in range(3):
+                    rows.append({"label": label, "lr": lr, "seed": seed, "diverged": False,
+                                 "final_loss": level * (1 + 0.1 * (k - 1) ** 2)
+                                 + 0.001 * rng.standard_normal()})  # fmt: skip
+    claim = multi_hop_claim(pd.DataFrame(rows), n_boot=200)
+    assert len(claim) == 4
+    assert (abs(claim.attn_relative - 0.05) < 0.01).all()
+    assert (claim.verdict == "consistent").all()

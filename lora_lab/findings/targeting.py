@@ -647,3 +647,31 @@ def summary(results: Any = None, n_boot: int = 1000) -> str:
         "of best-over-LR loss with 95 % seed-bootstrap intervals; notebook 04 recomputes all "
         "of it). " + " ".join(parts)
     )
+
+
+# ----------------------------------------------------------------------------- multi-hop claim
+CLAIM_MULTI_HOP = "attention-only is 3-7 % worse on multi-hop reasoning"
+
+
+def multi_hop_claim(runs: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """The circulating claim, per matched budget: attention-only's held-out composed-question
+    loss relative to MLP-only's and to all layers' (best LR each; 95 % seed-bootstrap
+    interval). "consistent" when the interval overlaps 3-7 % worse, otherwise whether it is
+    smaller or larger than claimed."""
+    draws = best_loss_draws(runs, ["label"], n_boot=n_boot, seed=seed)
+    rows = []
+    for budget, ranks in MATCHED_RANKS.items():
+        attn = draws.loc[(f"r={ranks['attn']} attn",)].to_numpy(float)
+        for other, label in (("mlp", f"r={ranks['mlp']} mlp"), ("all", f"r={ranks['all']}")):
+            ref = draws.loc[(label,)].to_numpy(float)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                rel = attn / ref - 1
+            lo, hi = draws_interval(rel[1:])
+            inside = not math.isnan(lo) and lo <= 0.07 and hi >= 0.03
+            verdict = "consistent" if inside else (
+                "unbounded" if math.isnan(lo) else
+                "smaller than claimed" if hi < 0.03 else "larger than claimed"
+            )  # fmt: skip
+            rows.append({"budget": budget, "versus": other, "attn_relative": float(rel[0]),
+                         "lo": lo, "hi": hi, "verdict": verdict})  # fmt: skip
+    return pd.DataFrame(rows)
