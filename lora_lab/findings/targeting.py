@@ -121,26 +121,7 @@ TARGETING_FACTS = Experiment(
     },
     grids={
         "full": _grid(lr_grid(4.64e-4, 2.15e-3, 3), lr_grid(1e-3, 4.64e-3, 3)),
-        "ci": grid(
-            task_kwargs={"n_entities": 64, "seed": 0},
-            method="lora",
-            r=7,
-            target_modules="attn",
-            lr=2.15e-3,
-            seed=0,
-            steps=10,
-            evals_per_decade=2,
-        )
-        + grid(
-            task_kwargs={"n_entities": 64, "seed": 0},
-            method="lora",
-            r=5,
-            target_modules="mlp",
-            lr=2.15e-3,
-            seed=0,
-            steps=10,
-            evals_per_decade=2,
-        ),  # fmt: skip
+        "ci": _ci_grid(task_kwargs={"n_entities": 64, "seed": 0}),
     },
     lr_search=LRSearch(),
 )
@@ -155,24 +136,7 @@ TARGETING_INSTRUCT = Experiment(
     defaults={"steps": 300, "batch_size": 32, "evals_per_decade": 4, "eval_limit": 256},
     grids={
         "full": _grid(lr_grid(4.64e-4, 2.15e-3, 3), lr_grid(1e-3, 4.64e-3, 3)),
-        "ci": grid(
-            method="lora",
-            r=7,
-            target_modules="attn",
-            lr=2.15e-3,
-            seed=0,
-            steps=10,
-            evals_per_decade=2,
-        )
-        + grid(
-            method="lora",
-            r=5,
-            target_modules="mlp",
-            lr=2.15e-3,
-            seed=0,
-            steps=10,
-            evals_per_decade=2,
-        ),  # fmt: skip
+        "ci": _ci_grid(),
     },
     lr_search=LRSearch(),
 )
