@@ -164,3 +164,29 @@ def test_missing_base_has_clear_error(tmp_path, monkeypatch):
         load_base("tiny")
     with pytest.raises(ValueError, match="unknown preset"):
         load_base("giant")
+
+
+def test_moe_runs_record_router_balance_dense_runs_do_not(nano, facts):
+    from lora_lab.training.evaluation import load_imbalance, routing_counts
+
+    moe = build_model("small-moe")
+    data = make_instruct(n_train=16, n_test=16, seed=0)
+    r = train(moe, data.train, LoraConfig(r=2), lr=1e-3, steps=2, batch_size=4, eval_data=data.test,
+              eval_limit=8, seed=0)  # fmt: skip
+    worst = moe.config.n_experts / moe.config.top_k
+    assert r.curves.router_imbalance.between(1.0, worst).all()
+    assert r.final["router_imbalance"] == r.curves.router_imbalance.iloc[-1]
+    dense = train(nano, facts.train, LoraConfig(r=2), lr=1e-3, steps=2, batch_size=4,
+                  eval_data=facts.test, eval_limit=8, seed=0)  # fmt: skip
+    assert "router_imbalance" not in dense.curves and "router_imbalance" not in dense.final
+    # every routed slot counted: top_k per position the forward sees
+    x = data.test.tensors()[0][:4, :10]
+    with routing_counts(moe) as counts:
+        moe(x)
+    assert all(int(c.sum()) == 4 * 10 * moe.config.top_k for c in counts.values())
+    balanced = {"a": torch.full((8,), 5.0)}
+    skewed = {"a": torch.tensor([10.0, 10.0] + [0.0] * 6)}
+    assert load_imbalance(balanced) == pytest.approx(1.0)
+    assert load_imbalance(skewed) == pytest.approx(4.0)
+    with pytest.raises(ValueError, match="no mixture-of-experts"):
+        load_imbalance({})

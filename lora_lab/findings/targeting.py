@@ -30,12 +30,14 @@ from lora_lab.analysis import (
 )
 from lora_lab.lora import LoraConfig, inject_lora
 from lora_lab.lora.inject import count_lora_params
-from lora_lab.model import PRESETS, MoE
+from lora_lab.model import PRESETS
 from lora_lab.plots import set_style
 from lora_lab.sweeps.experiment import Experiment, grid, lr_grid, results_dir
 from lora_lab.sweeps.lr_search import LRSearch
 from lora_lab.tasks.base import SFTDataset
 from lora_lab.tasks.instruct import INSTRUCT_16K
+from lora_lab.training.evaluation import evaluate_loss, routing_counts
+from lora_lab.training.evaluation import load_imbalance as imbalance_of_counts
 from lora_lab.training.methods import sort_labels
 from lora_lab.training.sft import RunResult
 from lora_lab.widgets import WIDE, LivePanel, lr_options, rank_options, run_from_controls
@@ -216,38 +218,20 @@ EXPERIMENTS = (TARGETING_FACTS, TARGETING_INSTRUCT, TARGETING_TWO_HOP, TARGETING
 
 def router_load(model: torch.nn.Module, data: SFTDataset, limit: int = 128) -> pd.DataFrame:
     """How each MoE layer's router spreads the tokens of ``data`` over its experts: the
-    share of routed slots per expert (rows: layers), as training would balance it. A
-    perfectly balanced layer gives every expert 1 / n_experts."""
-    layers = [(name, m) for name, m in model.named_modules() if isinstance(m, MoE)]
-    if not layers:
+    share of routed slots per expert (rows: layers). A perfectly balanced layer gives every
+    expert 1 / n_experts; :func:`load_imbalance` condenses it to one number, the one every
+    MoE run records at each evaluation as ``router_imbalance``."""
+    with routing_counts(model) as counts:
+        evaluate_loss(model, data, limit=limit)
+    if not counts:
         raise ValueError("the model has no mixture-of-experts layers")
-    counts = {name: torch.zeros(m.n_experts) for name, m in layers}
-
-    def hook(name: str, module: MoE):
-        def count(_, args):
-            flat = args[0].reshape(-1, args[0].shape[-1])
-            top = module.router(flat).topk(module.top_k, dim=-1).indices
-            counts[name] += torch.bincount(top.flatten(), minlength=module.n_experts).float()
-
-        return count
-
-    handles = [m.register_forward_pre_hook(hook(name, m)) for name, m in layers]
-    inputs, _, mask = data.tensors()
-    try:
-        with torch.no_grad():
-            for i in range(0, min(limit, len(inputs)), 32):
-                length = int(mask[i : i + 32].sum(0).nonzero().max()) + 1
-                model(inputs[i : i + 32, :length])
-    finally:
-        for h in handles:
-            h.remove()
     share = {name: (c / c.sum()).tolist() for name, c in counts.items()}
     return pd.DataFrame(share).T.rename_axis("layer")
 
 
 def load_imbalance(shares: pd.DataFrame) -> float:
     """Busiest expert's share over the balanced share, averaged over layers (1 = balanced)."""
-    return float((shares.max(axis=1) * shares.shape[1]).mean())
+    return imbalance_of_counts({k: torch.tensor(v.to_numpy()) for k, v in shares.iterrows()})
 
 
 # ----------------------------------------------------------------------------- NTK view

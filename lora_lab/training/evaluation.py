@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from lora_lab.model import MoE
 from lora_lab.tasks.base import SFTDataset
 from lora_lab.tokenizer import TOKENIZER
 
@@ -104,3 +105,45 @@ def sampled_accuracy(
             for row, i in zip(out[:, length:].tolist(), idx):
                 correct += data.verify(examples[i], TOKENIZER.decode(row))
     return correct / max(len(examples), 1)
+
+
+@contextmanager
+def routing_counts(model: nn.Module) -> Iterator[dict[str, torch.Tensor]]:
+    """Routed slots per expert of every MoE layer, summed over the forward passes made inside
+    the block (every position the forward sees): ``{layer name: (n_experts,) counts}``.
+
+    A pre-forward hook re-runs the router's top-k on the layer's input, so the count is what
+    the layer itself routes, and nothing in the model changes. Empty for dense models.
+    """
+    layers = [(name, m) for name, m in model.named_modules() if isinstance(m, MoE)]
+    counts = {name: torch.zeros(m.n_experts) for name, m in layers}
+
+    def hook(name: str, module: MoE):
+        def count(_, args):
+            with torch.no_grad():
+                flat = args[0].reshape(-1, args[0].shape[-1])
+                top = module.router(flat).topk(module.top_k, dim=-1).indices
+                counts[name] += torch.bincount(
+                    top.flatten().cpu(), minlength=module.n_experts
+                ).float()
+
+        return count
+
+    handles = [m.register_forward_pre_hook(hook(name, m)) for name, m in layers]
+    try:
+        yield counts
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def load_imbalance(counts: dict[str, torch.Tensor]) -> float:
+    """The busiest expert's share of routed slots over the balanced share 1 / n_experts,
+    averaged over MoE layers: 1 is perfectly balanced, n_experts / top_k is the worst
+    possible (every token on the same top-k experts)."""
+    if not counts:
+        raise ValueError("no routing counts: the model has no mixture-of-experts layers")
+    ratios = [float(c.max() / c.sum() * len(c)) for c in counts.values() if c.sum() > 0]
+    if not ratios:
+        raise ValueError("no tokens were routed inside the block")
+    return sum(ratios) / len(ratios)

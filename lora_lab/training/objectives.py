@@ -9,7 +9,14 @@ import torch
 import torch.nn as nn
 
 from lora_lab.tasks.base import SFTDataset
-from lora_lab.training.evaluation import evaluate_loss, evaluating, masked_nll, token_nll
+from lora_lab.training.evaluation import (
+    evaluate_loss,
+    evaluating,
+    load_imbalance,
+    masked_nll,
+    routing_counts,
+    token_nll,
+)
 from lora_lab.training.loop import MicroBatch, Objective
 from lora_lab.training.optim import MOE_AUX_LOSS_COEF
 
@@ -73,9 +80,11 @@ class SupervisedObjective(Objective):
         )
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
-        row = {
-            "eval_loss": evaluate_loss(model, self.eval_data, self.device, limit=self.eval_limit)
-        }
+        with routing_counts(model) as counts:
+            loss = evaluate_loss(model, self.eval_data, self.device, limit=self.eval_limit)
+        row = {"eval_loss": loss}
+        if counts:  # MoE: how evenly the routers spread the held-out tokens (1 = balanced)
+            row["router_imbalance"] = load_imbalance(counts)
         if self.eval_metrics is not None:
             row.update(self.eval_metrics(model))
         return row

@@ -214,6 +214,9 @@ def train(
         "train_loss": float(curves.train_loss.iloc[-1]),
         "steps_done": float(out.steps_done),
     }
+    if not out.diverged:  # the last evaluation's other metrics (router balance, bits estimate)
+        extra = curves.iloc[-1].drop(["step", "examples", "train_loss", "eval_loss"])
+        final.update({k: float(v) for k, v in extra.items() if pd.notna(v)})
     if accuracy_limit and not out.diverged and eval_data.verifier is not None:
         final["accuracy"] = sampled_accuracy(out.model, eval_data, limit=accuracy_limit, device=dev)
     is_full = isinstance(method, FullFT)
