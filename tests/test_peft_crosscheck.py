@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lora_lab import LoraConfig, build_model, inject_lora, load_adapter, save_adapter
-from lora_lab.lora import TARGET_PRESETS, lora_layers
+from lora_lab.lora import TARGET_PRESETS, FusedLoRALinear, LoRALinear, lora_layers, use_layer_kind
 from lora_lab.lora.peft_io import _EXPERT_PATTERN
 
 CASES = [
@@ -51,11 +51,20 @@ def _randomise_and_copy(ours, theirs):
             assert twin.scaling["default"] == pytest.approx(layer.scaling)
 
 
+# Every LoRA layer kind must be PEFT's LoRA: the readable reference layer to 1e-6, the fused
+# one (one autograd node, another order of float operations) to 1e-5.
+KINDS = {"reference": (LoRALinear, 1e-6), "fused": (FusedLoRALinear, 1e-5)}
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
 @pytest.mark.parametrize("preset, targets, rslora", CASES)
-def test_forward_and_gradients_match_peft(preset, targets, rslora):
+def test_forward_and_gradients_match_peft(preset, targets, rslora, kind):
+    layer_type, tol = KINDS[kind]
     base = build_model(preset, seed=1)
     cfg = LoraConfig(r=4, target_modules=targets, use_rslora=rslora)
-    ours = inject_lora(copy.deepcopy(base), cfg)
+    with use_layer_kind(kind):
+        ours = inject_lora(copy.deepcopy(base), cfg)
+    assert {type(m) for m in lora_layers(ours).values()} == {layer_type}
     theirs = _peft_twin(base, cfg)
     _randomise_and_copy(ours, theirs)
     assert sum(p.numel() for p in ours.parameters() if p.requires_grad) == sum(
@@ -63,7 +72,7 @@ def test_forward_and_gradients_match_peft(preset, targets, rslora):
     )
     x = torch.randint(0, 99, (4, 64))
     out_ours, out_theirs = ours(x), theirs(x)
-    assert torch.allclose(out_ours, out_theirs, atol=1e-6)
+    assert torch.allclose(out_ours, out_theirs, atol=tol)
     (out_ours.float() ** 2).mean().backward()
     (out_theirs.float() ** 2).mean().backward()
     for name, layer in lora_layers(ours).items():
@@ -74,14 +83,16 @@ def test_forward_and_gradients_match_peft(preset, targets, rslora):
             if g1 is None or g2 is None:  # an expert no token was routed to
                 assert g1 is None and g2 is None, (name, ab)
                 continue
-            assert torch.allclose(g1, g2, atol=1e-6), (name, ab)
+            assert torch.allclose(g1, g2, atol=tol), (name, ab)
 
 
+@pytest.mark.parametrize("kind", sorted(KINDS))
 @pytest.mark.parametrize("preset", ["nano", "small-moe"])
-def test_adapter_files_interchange_with_peft(preset, tmp_path):
+def test_adapter_files_interchange_with_peft(preset, kind, tmp_path):
     base = build_model(preset, seed=2)
     cfg = LoraConfig(r=4, target_modules="all")
-    ours = inject_lora(copy.deepcopy(base), cfg)
+    with use_layer_kind(kind):
+        ours = inject_lora(copy.deepcopy(base), cfg)
     theirs = _peft_twin(base, cfg)
     _randomise_and_copy(ours, theirs)
     x = torch.randint(0, 99, (2, 16))

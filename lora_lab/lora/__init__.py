@@ -6,6 +6,7 @@ and gradients against PEFT itself.
 
 - :mod:`~lora_lab.lora.config`: ``LoraConfig`` and the target presets
 - :mod:`~lora_lab.lora.layer`: ``LoRALinear`` and the layer dispatch list
+- :mod:`~lora_lab.lora.fused`: ``FusedLoRALinear``, the faster layer (one autograd node)
 - :mod:`~lora_lab.lora.inject`: matching, ``inject_lora``, merge / unmerge / unload, counts
 - :mod:`~lora_lab.lora.peft_io`: ``save_adapter`` / ``load_adapter`` in PEFT's format
 """
@@ -17,6 +18,7 @@ from lora_lab.lora.config import (
     LoraConfig,
     lora_scaling,
 )
+from lora_lab.lora.fused import FusedLoRALinear
 from lora_lab.lora.inject import (
     count_lora_params,
     inject_lora,
@@ -28,12 +30,23 @@ from lora_lab.lora.inject import (
     unload,
     unmerge,
 )
-from lora_lab.lora.layer import LAYER_DISPATCH, LoRALinear, is_lora_layer, make_lora_layer
+from lora_lab.lora.layer import (
+    LAYER_DISPATCH,
+    LAYER_KINDS,
+    LoRALinear,
+    is_lora_layer,
+    layer_kind,
+    make_lora_layer,
+    set_layer_kind,
+    use_layer_kind,
+)
 from lora_lab.lora.peft_io import base_fingerprint, load_adapter, save_adapter
 
 __all__ = [
     "ATTN_MODULES",
     "LAYER_DISPATCH",
+    "LAYER_KINDS",
+    "FusedLoRALinear",
     "MLP_MODULES",
     "TARGET_PRESETS",
     "LoRALinear",
@@ -42,6 +55,7 @@ __all__ = [
     "count_lora_params",
     "inject_lora",
     "is_lora_layer",
+    "layer_kind",
     "load_adapter",
     "lora_layers",
     "lora_scaling",
@@ -51,6 +65,8 @@ __all__ = [
     "module_group",
     "parameter_report",
     "save_adapter",
+    "set_layer_kind",
     "unload",
     "unmerge",
+    "use_layer_kind",
 ]

@@ -7,7 +7,9 @@ factory to :data:`LAYER_DISPATCH`, never by another ``if`` in the injection code
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn as nn
@@ -111,6 +113,35 @@ def linear_factory(module: nn.Module, config: LoraConfig, r: int) -> nn.Module |
 
 
 LAYER_DISPATCH: list[LayerFactory] = [linear_factory]
+
+# Which implementation the dispatch list prefers when several handle a module: "reference"
+# (the readable LoRALinear above) or a faster kind registered by another module ("fused",
+# lora_lab.lora.fused). Same numbers within float rounding; records say which one ran.
+LAYER_KINDS: list[str] = ["reference"]
+_selected = {"kind": os.environ.get("LORA_LAB_LORA_LAYER", "reference")}
+
+
+def layer_kind() -> str:
+    """The LoRA layer kind new adapters get (``LORA_LAB_LORA_LAYER`` sets the default)."""
+    return _selected["kind"]
+
+
+def set_layer_kind(kind: str) -> None:
+    """Choose the layer kind for adapters injected from now on (see :data:`LAYER_KINDS`)."""
+    if kind not in LAYER_KINDS:
+        raise ValueError(f"unknown LoRA layer kind {kind!r}; known: {LAYER_KINDS}")
+    _selected["kind"] = kind
+
+
+@contextmanager
+def use_layer_kind(kind: str) -> Iterator[None]:
+    """``set_layer_kind`` for the block only."""
+    before = layer_kind()
+    set_layer_kind(kind)
+    try:
+        yield
+    finally:
+        _selected["kind"] = before
 
 
 def is_lora_layer(module: nn.Module) -> bool:

@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
+from lora_lab.lora import lora_layers
 from lora_lab.model import CompactLM
 from lora_lab.tasks.base import SFTDataset, Task
 from lora_lab.training.evaluation import sampled_accuracy
@@ -229,6 +230,10 @@ def train(
         if is_full
         else None,
         "model": getattr(getattr(model, "config", None), "name", None),
+        # which LoRA layer implementation ran (reference or fused: same maths, other kernels)
+        "lora_layer": None
+        if is_full
+        else ", ".join(sorted({type(m).__name__ for m in lora_layers(out.model).values()})),
         "task": data.name,
         "data_fingerprint": data.fingerprint(),
         "eval_data": f"{eval_data.name}/{eval_data.split}",
