@@ -200,3 +200,37 @@ def test_multi_hop_claim_reads_relative_losses_with_intervals():
     assert len(claim) == 4
     assert (abs(claim.attn_relative - 0.05) < 0.01).all()
     assert (claim.verdict == "consistent").all()
+
+
+def test_moe_table_and_contrasts_on_synthetic_records():
+    import numpy as np
+    import pandas as pd
+
+    from lora_lab.findings.targeting import MOE_CONDITIONS, moe_contrasts, moe_table
+
+    level = {"FullFT": 1.00, "r=8": 1.02, "r=8 expert_r=8": 1.02, "r=24 attn": 1.10,
+             "r=8 mlp": 1.03}  # fmt: skip
+    rows, curves = [], []
+    rng = np.random.default_rng(0)
+    for label, base in level.items():
+        for k, lr in enumerate((1e-3, 2e-3, 4e-3)):
+            for seed in range(3):
+                key = f"{label}-{lr}-{seed}"
+                rows.append({"label": label, "lr": lr, "seed": seed, "diverged": False,
+                             "key": key, "trainable_params": 100 + len(label),
+                             "router_imbalance": 1.5 if label == "FullFT" else 1.2,
+                             "final_loss": base * (1 + 0.1 * (k - 1) ** 2)
+                             + 0.001 * rng.standard_normal()})  # fmt: skip
+                curves.append({"key": key, "step": 0, "router_imbalance": 1.1})
+    runs = pd.DataFrame(rows)
+    table = moe_table(runs, pd.DataFrame(curves), n_boot=200).set_index("label")
+    assert list(table.index) == list(MOE_CONDITIONS)
+    assert (table.lr == 2e-3).all()  # every condition's best LR is the middle one
+    assert table.gap_to_fullft["r=24 attn"] == pytest.approx(0.10, abs=0.005)
+    assert table.verdict["r=24 attn"] == "worse"
+    assert (table.imbalance_before == 1.1).all()
+    assert table.imbalance_after["FullFT"] == 1.5 and table.imbalance_after["r=8"] == 1.2
+    c = moe_contrasts(runs, n_boot=200).set_index("contrast")
+    assert c.verdict["r=24 attn - r=8 mlp"] == "r=24 attn worse"
+    assert c.lo["r=8 expert_r=8 - r=8"] < 0 < c.hi["r=8 expert_r=8 - r=8"]  # equal: a tie
+    assert c.verdict["r=8 - FullFT"] == "r=8 worse"

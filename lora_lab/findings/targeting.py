@@ -234,6 +234,62 @@ def load_imbalance(shares: pd.DataFrame) -> float:
     return imbalance_of_counts({k: torch.tensor(v.to_numpy()) for k, v in shares.iterrows()})
 
 
+MOE_CONDITIONS = {
+    "FullFT": "every weight (router included)",
+    "r=8": "all layers; experts at r=4 (the post's rule: r / top_k)",
+    "r=8 expert_r=8": "all layers; experts at r=8 (same rank on every expert)",
+    "r=24 attn": "attention only (matched to the next row)",
+    "r=8 mlp": "experts only, r=4 each (rule; matched to the previous row)",
+}
+MOE_CONTRASTS = (("r=8 expert_r=8", "r=8"), ("r=24 attn", "r=8 mlp"), ("r=8", "FullFT"))
+
+
+def moe_table(
+    runs: pd.DataFrame, curves: pd.DataFrame, n_boot: int = 1000, seed: int = 0
+) -> pd.DataFrame:
+    """One row per MoE condition at its best LR: trainable parameters, loss, gap to FullFT
+    (95 % seed bootstrap, LR re-picked), and the routers' load imbalance (busiest expert over
+    the balanced share, 1 = balanced) before fine-tuning (step 0: the base) and after (seed
+    mean at the best LR, with the seeds' range)."""
+    gaps = best_loss_gaps(runs, ["label"], {"label": "FullFT"}, n_boot=n_boot, seed=seed)
+    best = best_over_lr(runs, ["label"]).set_index("label")
+    before = curves[curves.step == 0].router_imbalance
+    rows = []
+    for label in [lab for lab in MOE_CONDITIONS if lab in set(runs.label)]:
+        at = runs[(runs.label == label) & (runs.lr == best.lr[label])]
+        row = {"label": label, "adapts": MOE_CONDITIONS[label],
+               "trainable_params": int(at.trainable_params.iloc[0]), "lr": float(best.lr[label]),
+               "loss": float(best.best_loss[label]), "gap_to_fullft": 0.0, "lo": math.nan,
+               "hi": math.nan, "verdict": "",
+               "imbalance_before": float(before.mean()),
+               "imbalance_after": float(at.router_imbalance.mean()),
+               "after_min": float(at.router_imbalance.min()),
+               "after_max": float(at.router_imbalance.max())}  # fmt: skip
+        if label != "FullFT":
+            d = gaps.loc[(label,)].to_numpy(float)
+            lo, hi = draws_interval(d[1:])
+            row.update(gap_to_fullft=float(d[0]), lo=lo, hi=hi, verdict=sign_verdict(lo, hi))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def moe_contrasts(runs: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """The MoE questions as loss differences at each side's best LR (95 % seed bootstrap):
+    the same rank on every expert vs the post's rule, attention-only vs experts-only at
+    matched parameters, and the rule vs FullFT."""
+    draws = best_loss_draws(runs, ["label"], n_boot=n_boot, seed=seed)
+    present, rows = set(draws.index.get_level_values("label")), []
+    for a, b in MOE_CONTRASTS:
+        if a not in present or b not in present:
+            continue
+        with np.errstate(invalid="ignore"):
+            d = draws.loc[(a,)].to_numpy(float) - draws.loc[(b,)].to_numpy(float)
+        lo, hi = draws_interval(d[1:])
+        rows.append({"contrast": f"{a} - {b}", "difference": float(d[0]), "lo": lo, "hi": hi,
+                     "verdict": sign_verdict(lo, hi, f"{a} worse", f"{a} better")})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
 # ----------------------------------------------------------------------------- NTK view
 # The post's explanation of finding 4: the empirical neural tangent kernel K = J J^T (J: the
 # Jacobian of the outputs with respect to the parameters) is a sum over parameter groups,
