@@ -1,0 +1,359 @@
+"""Finding 6 (notebook 06): what a LoRA step costs, counted and measured.
+
+The post's count, per N x N weight matrix and token, in multiply-adds: FullFT 3N^2 (forward,
+input gradient, weight gradient), LoRA 2N^2 + 6NR (no weight gradient for the frozen W, and
+the small A, B paths forward and backward) -- a little over 2/3 -- plus no optimizer state
+for frozen weights. Here the same counts come from ``FlopCounterMode`` on whole models (what
+the formula leaves out included: attention scores, the LM head), the wall time of a step is
+measured for FullFT, the reference LoRA layer, the fused layer and PEFT, the profiler says
+where the time goes, and memory is counted byte by byte.
+
+No sweep: everything is measured live, in seconds, on random-init 4-layer models of a given
+width (no pretraining needed: cost does not depend on the weights' values).
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.flop_counter import (
+    FlopCounterMode,
+    addmm_flop,
+    sdpa_backward_flop_count,
+    sdpa_flop_count,
+)
+
+from lora_lab.lora import LoraConfig, inject_lora, lora_layers, save_adapter, use_layer_kind
+from lora_lab.model import ModelConfig, build_model, save_model
+from lora_lab.threads import configure_threads
+
+EXPERIMENTS: tuple = ()  # measured live: nothing to sweep
+
+WIDTHS = (64, 128, 256, 512, 1024)
+RANKS = (1, 8, 64)
+METHODS = ("FullFT", "LoRA (reference)", "LoRA (fused)", "PEFT")
+
+
+def width_config(d_model: int, n_layer: int = 4, seq_len: int = 128) -> ModelConfig:
+    """A Llama-style model of width ``d_model``: SwiGLU hidden ~8/3 d (multiple of 8), heads
+    of 32-64 dimensions, the package's 99-token vocabulary."""
+    if d_model < 32 or d_model % 16:
+        raise ValueError(f"d_model must be a multiple of 16 and >= 32, got {d_model}")
+    n_head = max(2, d_model // 64)
+    d_ff = int(round(8 * d_model / 3 / 8)) * 8
+    return ModelConfig(n_layer=n_layer, n_head=n_head, d_model=d_model, d_ff=d_ff,
+                       max_seq_len=seq_len, name=f"d{d_model}")  # fmt: skip
+
+
+def make_variant(base: nn.Module, method: str, r: int | None = None) -> nn.Module:
+    """A fresh copy of ``base`` prepared for ``method`` (one of :data:`METHODS`); LoRA on all
+    block projections at rank ``r``, alpha 32."""
+    model = copy.deepcopy(base)
+    if method == "FullFT":
+        return model
+    if r is None:
+        raise ValueError(f"{method} needs a rank r")
+    if method == "PEFT":
+        import peft
+
+        from lora_lab.lora import TARGET_PRESETS
+
+        cfg = peft.LoraConfig(r=r, lora_alpha=32, target_modules=list(TARGET_PRESETS["all"]))
+        return peft.get_peft_model(model, cfg)
+    kinds = {"LoRA (reference)": "reference", "LoRA (fused)": "fused"}
+    if method not in kinds:
+        raise ValueError(f"unknown method {method!r}; known: {METHODS}")
+    with use_layer_kind(kinds[method]):
+        return inject_lora(model, LoraConfig(r=r))
+
+
+def random_batch(config: ModelConfig, batch: int, seq: int, seed: int = 0) -> torch.Tensor:
+    """(batch, seq + 1) random token ids: inputs and next-token targets."""
+    if seq > config.max_seq_len:
+        raise ValueError(f"seq {seq} > the model's max_seq_len {config.max_seq_len}")
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(0, config.vocab_size, (batch, seq + 1), generator=gen)
+
+
+def _loss(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
+    logits = model(batch[:, :-1])
+    return F.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten())
+
+
+def trainable(model: nn.Module) -> list[nn.Parameter]:
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+# ----------------------------------------------------------------------------- FLOPs
+def _sdpa_forward(query, key, value, *args, out_shape=None, **kwargs) -> int:  # noqa: ANN001
+    return sdpa_flop_count(query, key, value)
+
+
+def _sdpa_backward(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:  # noqa: ANN001
+    return sdpa_backward_flop_count(grad_out, query, key, value)
+
+
+def _addmm_inplace(self_, a, b, *args, out_shape=None, **kwargs) -> int:  # noqa: ANN001
+    return addmm_flop(self_, a, b)
+
+
+# Ops FlopCounterMode does not count by default: the CPU flash-attention kernel that
+# scaled_dot_product_attention runs here (it knows the CUDA ones), and the in-place addmm_
+# the fused LoRA layer uses; counted with torch's own formulas for their siblings.
+_EXTRA_FLOP_FORMULAS = {
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_forward,
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: _sdpa_backward,
+    torch.ops.aten.addmm_: _addmm_inplace,
+}
+
+
+def step_flops(model: nn.Module, batch: torch.Tensor) -> dict[str, int]:
+    """FLOPs of one forward + backward pass, counted by ``FlopCounterMode`` (2 per
+    multiply-add; matmuls and attention): the total, and the part in the LM head and in
+    attention scores (``scaled_dot_product_attention`` / ``bmm``), which the post's
+    per-matrix formula leaves out. The optimizer step is element-wise and not counted."""
+    counter = FlopCounterMode(display=False, custom_mapping=_EXTRA_FLOP_FORMULAS)
+    with counter:
+        _loss(model, batch).backward()
+    model.zero_grad(set_to_none=True)
+    counts = counter.get_flop_counts()
+    total = counter.get_total_flops()
+    head = sum(sum(ops.values()) for name, ops in counts.items() if name.endswith("lm_head"))
+    scores = sum(
+        n
+        for op, n in counts.get("Global", {}).items()
+        if "attention" in str(op) or "bmm" in str(op)
+    )
+    return {"total": int(total), "lm_head": int(head), "attention_scores": int(scores)}
+
+
+def formula_flops(config: ModelConfig, r: int | None, tokens: int) -> int:
+    """The post's count over the block projections only, in FLOPs (2 per multiply-add):
+    FullFT 3 * d_out * d_in per token and matrix; LoRA 2 * d_out * d_in + 3 r (d_in + d_out)
+    (which is 2N^2 + 6NR for a square matrix)."""
+    d, f = config.d_model, config.d_ff
+    shapes = [(d, d)] * 4 + [(f, d), (f, d), (d, f)]  # q k v o, gate up down
+    per_token = (
+        sum(3 * o * i if r is None else 2 * o * i + 3 * r * (i + o) for o, i in shapes)
+        * config.n_layer
+    )
+    return 2 * per_token * tokens
+
+
+def flop_table(
+    widths: tuple[int, ...] = WIDTHS, ranks: tuple[int, ...] = RANKS, batch: int = 8,
+    seq: int = 128,
+) -> pd.DataFrame:  # fmt: skip
+    """Counted and formula FLOPs per step for FullFT and LoRA at each width and rank, with
+    the ratio LoRA / FullFT both ways and the share of FullFT's FLOPs outside the formula."""
+    rows = []
+    tokens = batch * seq
+    for d in widths:
+        cfg = width_config(d, seq_len=seq)
+        base = build_model(cfg)
+        x = random_batch(cfg, batch, seq)
+        full = step_flops(make_variant(base, "FullFT"), x)
+        full_formula = formula_flops(cfg, None, tokens)
+        for r in ranks:
+            lora = step_flops(make_variant(base, "LoRA (reference)", r), x)
+            rows.append({
+                "width": d, "r": r, "fullft_flops": full["total"], "lora_flops": lora["total"],
+                "counted_ratio": lora["total"] / full["total"],
+                "formula_ratio": formula_flops(cfg, r, tokens) / full_formula,
+                "outside_formula": 1 - full_formula / full["total"],
+                "lm_head_share": full["lm_head"] / full["total"],
+                "attention_scores_share": full["attention_scores"] / full["total"],
+            })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- memory
+def memory_row(model: nn.Module, batch: torch.Tensor) -> dict[str, float]:
+    """Bytes of one training step with AdamW: every parameter, the gradients and the two
+    Adam moments of the trainable ones, and the activations saved for backward."""
+    n_all = sum(p.numel() * p.element_size() for p in model.parameters())
+    n_train = sum(p.numel() * p.element_size() for p in trainable(model))
+    param_ptrs = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    seen: set[int] = set()
+    saved = {"activations": 0}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in seen and ptr not in param_ptrs:
+            seen.add(ptr)
+            saved["activations"] += t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = _loss(model, batch)
+    loss.backward()
+    model.zero_grad(set_to_none=True)
+    return {
+        "param_bytes": n_all,
+        "grad_bytes": n_train,
+        "optimizer_bytes": 2 * n_train,  # AdamW: exp_avg and exp_avg_sq
+        "activation_bytes": saved["activations"],
+        "step_total_bytes": n_all + 3 * n_train + saved["activations"],
+    }
+
+
+def checkpoint_bytes(model: nn.Module) -> int:
+    """On-disk size of what fine-tuning produces: the adapter (PEFT format) for a LoRA
+    model, the whole model (safetensors + config) for FullFT."""
+    with tempfile.TemporaryDirectory() as tmp:
+        if lora_layers(model):
+            save_adapter(model, Path(tmp) / "adapter")
+        else:
+            save_model(model, Path(tmp) / "model")
+        return sum(f.stat().st_size for f in Path(tmp).rglob("*") if f.is_file())
+
+
+def memory_table(width: int = 256, ranks: tuple[int, ...] = RANKS, batch: int = 8,
+                 seq: int = 128) -> pd.DataFrame:  # fmt: skip
+    """FullFT vs LoRA (reference and fused layers) at each rank: the bytes of a step and of
+    the checkpoint, at one width."""
+    cfg = width_config(width, seq_len=seq)
+    base = build_model(cfg)
+    x = random_batch(cfg, batch, seq)
+    rows = []
+    variants = [("FullFT", None)] + [
+        (m, r) for r in ranks for m in ("LoRA (reference)", "LoRA (fused)")
+    ]
+    for method, r in variants:
+        model = make_variant(base, method, r)
+        rows.append({"method": method, "r": r, "trainable_params": sum(p.numel() for p in
+                     trainable(model)), **memory_row(model, x),
+                     "checkpoint_bytes": checkpoint_bytes(model)})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- time
+def matmul_peak_gflops(n: int = 1024, repeats: int = 10) -> float:
+    """Best observed fp32 GFLOP/s of an n x n matmul: the machine's practical peak, the
+    denominator of model-FLOPs utilisation (MFU = counted FLOPs / step time / peak)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e9
+
+
+def step_seconds(model: nn.Module, batch: torch.Tensor, repeats: int = 10, warmup: int = 2
+                 ) -> float:  # fmt: skip
+    """Median wall time of one optimizer step (forward, backward, AdamW) after ``warmup``."""
+    opt = torch.optim.AdamW(trainable(model), lr=1e-5)
+    times = []
+    for i in range(repeats + warmup):
+        t = time.perf_counter()
+        loss = _loss(model, batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if i >= warmup:
+            times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def time_table(
+    widths: tuple[int, ...] = WIDTHS, ranks: tuple[int, ...] = (1, 8), batch: int = 8,
+    seq: int = 128, threads: int | None = None, repeats: int = 10,
+    methods: tuple[str, ...] = METHODS, progress: bool = False,
+) -> pd.DataFrame:  # fmt: skip
+    """Seconds per step for every method at each width and rank, with each method's ratio
+    to FullFT's step (measured in the same run, one after the other) and the counted FLOP
+    ratio beside it: a LoRA step can only approach the FLOP ratio if nothing but FLOPs
+    costs time."""
+    from lora_lab.progress import progress_bar
+
+    if threads is not None:
+        configure_threads(threads)
+    if "PEFT" in methods:
+        try:
+            import peft  # noqa: F401
+        except ImportError:
+            methods = tuple(m for m in methods if m != "PEFT")
+    rows = []
+    bar = progress_bar(total=len(widths) * (1 + len(ranks) * (len(methods) - 1)),
+                       disable=not progress, desc="timing steps")  # fmt: skip
+    for d in widths:
+        cfg = width_config(d, seq_len=seq)
+        base = build_model(cfg)
+        x = random_batch(cfg, batch, seq)
+        full_model = make_variant(base, "FullFT")
+        full_t = step_seconds(full_model, x, repeats)
+        full_flops = step_flops(full_model, x)["total"]
+        bar.update(1)
+        rows.append({"width": d, "r": None, "method": "FullFT", "seconds": full_t,
+                     "time_ratio": 1.0, "flop_ratio": 1.0,
+                     "gflop_per_s": full_flops / full_t / 1e9})  # fmt: skip
+        for r in ranks:
+            flops = None
+            for method in methods[1:]:
+                model = make_variant(base, method, r)
+                if flops is None:
+                    flops = step_flops(model, x)["total"]
+                t = step_seconds(model, x, repeats)
+                bar.update(1)
+                rows.append({"width": d, "r": r, "method": method, "seconds": t,
+                             "time_ratio": t / full_t, "flop_ratio": flops / full_flops,
+                             "gflop_per_s": flops / t / 1e9})  # fmt: skip
+    bar.close()
+    out = pd.DataFrame(rows)
+    out["threads"] = torch.get_num_threads()
+    return out
+
+
+# ----------------------------------------------------------------------------- profile
+OP_KINDS = (
+    ("matmul", ("aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear")),
+    ("attention", ("scaled_dot_product", "attention")),
+    ("optimizer", ("adam", "_foreach", "optimizer")),
+    ("element-wise", ("aten::mul", "aten::add", "aten::sub", "aten::div", "aten::silu",
+                      "aten::neg", "aten::cat", "aten::pow", "aten::rsqrt", "aten::mean",
+                      "aten::sum", "aten::copy_", "aten::fill_", "aten::zero_")),
+    ("softmax / loss", ("softmax", "cross_entropy", "nll_loss")),
+)  # fmt: skip
+
+
+def op_kind(name: str) -> str:
+    """The category a profiler op name falls in (first match of :data:`OP_KINDS`)."""
+    low = name.lower()
+    for kind, needles in OP_KINDS:
+        if any(n.lower() in low for n in needles):
+            return kind
+    return "other"
+
+
+def profile_step(model: nn.Module, batch: torch.Tensor, repeats: int = 3) -> pd.Series:
+    """Where a step's time goes: self CPU time (ms per step) by op category, from
+    ``torch.profiler`` over ``repeats`` steps after one warm-up step."""
+    from torch.profiler import ProfilerActivity, profile
+
+    opt = torch.optim.AdamW(trainable(model), lr=1e-5)
+
+    def step() -> None:
+        loss = _loss(model, batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(repeats):
+            step()
+    totals: dict[str, float] = {}
+    for ev in prof.key_averages():
+        kind = op_kind(ev.key)
+        totals[kind] = totals.get(kind, 0.0) + ev.self_cpu_time_total / 1000 / repeats
+    return pd.Series(totals, name="ms_per_step").sort_values(ascending=False)

@@ -1,0 +1,94 @@
+"""Finding 6 (notebook 06): FLOP counts against a closed form written here, memory
+accounting, and the measuring functions on small shapes (no timing asserts: timings belong
+to benchmarks/step_time.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from lora_lab.findings.compute import (
+    METHODS,
+    flop_table,
+    formula_flops,
+    make_variant,
+    memory_table,
+    op_kind,
+    random_batch,
+    step_flops,
+    time_table,
+    width_config,
+)
+from lora_lab.model import build_model
+
+
+def _closed_form(cfg, r, batch, seq):
+    """Every matmul of one forward + backward pass, in FLOPs (2 per multiply-add), written
+    independently of the code under test. With LoRA the embeddings are frozen, so layer 0's
+    q, k, v projections need no input gradient (neither the base path nor the A path)."""
+    d, f, v, n = cfg.d_model, cfg.d_ff, cfg.vocab_size, cfg.n_layer
+    tokens = batch * seq
+    mats = {"q": (d, d), "k": (d, d), "v": (d, d), "o": (d, d),
+            "gate": (f, d), "up": (f, d), "down": (d, f)}  # fmt: skip
+    # QK^T and AV forward (2 matmuls); backward: the scores recomputed (flash attention) and
+    # the gradients of the probabilities, V, Q and K (5 matmuls); each 2 * B * T^2 * d FLOPs
+    attention = n * (2 + 5) * 2 * batch * seq * seq * d
+    if r is None:
+        macs = n * sum(3 * o * i for o, i in mats.values()) + 3 * v * d
+        return 2 * tokens * macs + attention
+    macs = 2 * v * d  # frozen head: forward and input gradient
+    for layer in range(n):
+        for name, (o, i) in mats.items():
+            macs += 2 * o * i + 3 * r * (i + o)
+            if layer == 0 and name in "qkv":
+                macs -= o * i + r * i  # no input gradient at layer 0
+    return 2 * tokens * macs + attention
+
+
+@pytest.mark.parametrize("method, r", [("FullFT", None), ("LoRA (reference)", 2),
+                                       ("LoRA (fused)", 2), ("LoRA (reference)", 16)])  # fmt: skip
+def test_counted_flops_equal_the_closed_form(method, r):
+    cfg = width_config(32, n_layer=2, seq_len=16)
+    model = make_variant(build_model(cfg), method, r)
+    counted = step_flops(model, random_batch(cfg, 2, 16))
+    assert counted["total"] == _closed_form(cfg, r, 2, 16)
+    assert counted["lm_head"] > 0 and counted["attention_scores"] > 0
+
+
+def test_formula_is_the_posts_count_for_square_matrices():
+    cfg = width_config(64, n_layer=1)
+    full, lora = formula_flops(cfg, None, 1), formula_flops(cfg, 4, 1)
+    d, f = 64, cfg.d_ff
+    assert full == 2 * 3 * (4 * d * d + 3 * d * f)
+    # a square N x N matrix: 2N^2 + 6NR
+    assert 2 * (2 * d * d + 6 * d * 4) * 4 + 2 * 3 * (2 * f * d + 3 * 4 * (f + d)) == lora
+    table = flop_table(widths=(64, 128), ranks=(1, 64), batch=1, seq=16)
+    assert table.counted_ratio.between(0.5, 2.5).all()
+    wide = table[table.width == 128].set_index("r")
+    assert wide.counted_ratio[1] < wide.counted_ratio[64]  # more rank, more FLOPs
+    # at d = 64, r = 64 the formula itself gives LoRA more FLOPs than FullFT
+    assert table.set_index(["width", "r"]).formula_ratio[(64, 64)] > 1
+
+
+def test_memory_table_counts_bytes_and_the_adapter_is_small():
+    t = memory_table(width=64, ranks=(1, 8), batch=2, seq=16).set_index(["method", "r"],
+                                                                         drop=False)  # fmt: skip
+    full = t.iloc[0]
+    assert full.method == "FullFT"
+    assert full.grad_bytes == full.param_bytes and full.optimizer_bytes == 2 * full.param_bytes
+    lora = t[t.method == "LoRA (reference)"]
+    assert (lora.grad_bytes == 4 * lora.trainable_params).all()
+    assert (lora.optimizer_bytes < full.optimizer_bytes / 5).all()
+    assert (lora.checkpoint_bytes < full.checkpoint_bytes / 5).all()
+    assert (t.activation_bytes > 0).all()
+
+
+def test_time_table_and_profile_run_on_small_shapes():
+    t = time_table(widths=(32,), ranks=(2,), batch=1, seq=8, repeats=1)
+    assert set(t.method) == set(METHODS)
+    assert (t.seconds > 0).all() and (t[t.method == "FullFT"].time_ratio == 1).all()
+    assert op_kind("aten::addmm") == "matmul" and op_kind("aten::mul") == "element-wise"
+    assert op_kind("Optimizer.step#AdamW.step") == "optimizer"
+    with pytest.raises(ValueError, match="multiple of 16"):
+        width_config(40)
+    with pytest.raises(ValueError, match="unknown method"):
+        make_variant(build_model(width_config(32)), "QLoRA", 2)
