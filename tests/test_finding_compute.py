@@ -21,10 +21,13 @@ from lora_lab.findings.compute import (
 from lora_lab.model import build_model
 
 
-def _closed_form(cfg, r, batch, seq):
+def _closed_form(cfg, r, batch, seq, fused=False):
     """Every matmul of one forward + backward pass, in FLOPs (2 per multiply-add), written
     independently of the code under test. With LoRA the embeddings are frozen, so layer 0's
-    q, k, v projections need no input gradient (neither the base path nor the A path)."""
+    q, k, v projections need no input gradient (neither the base path nor the A path). The
+    fused layer multiplies by W' = W + s B A (formed once per pass that needs it, d_out d_in r)
+    instead of running the rank-r path at full width: per token 2 d_out d_in + 2 r (d_in +
+    d_out)."""
     d, f, v, n = cfg.d_model, cfg.d_ff, cfg.vocab_size, cfg.n_layer
     tokens = batch * seq
     mats = {"q": (d, d), "k": (d, d), "v": (d, d), "o": (d, d),
@@ -35,13 +38,16 @@ def _closed_form(cfg, r, batch, seq):
     if r is None:
         macs = n * sum(3 * o * i for o, i in mats.values()) + 3 * v * d
         return 2 * tokens * macs + attention
-    macs = 2 * v * d  # frozen head: forward and input gradient
+    macs, merges = 2 * v * d, 0  # frozen head: forward and input gradient
     for layer in range(n):
         for name, (o, i) in mats.items():
-            macs += 2 * o * i + 3 * r * (i + o)
-            if layer == 0 and name in "qkv":
-                macs -= o * i + r * i  # no input gradient at layer 0
-    return 2 * tokens * macs + attention
+            first = layer == 0 and name in "qkv"  # no input gradient at layer 0
+            if fused:
+                macs += (1 if first else 2) * o * i + 2 * r * (i + o)
+                merges += (1 if first else 2) * o * i * r
+            else:
+                macs += 2 * o * i + 3 * r * (i + o) - (o * i + r * i if first else 0)
+    return 2 * tokens * macs + 2 * merges + attention
 
 
 @pytest.mark.parametrize("method, r", [("FullFT", None), ("LoRA (reference)", 2),
@@ -50,7 +56,7 @@ def test_counted_flops_equal_the_closed_form(method, r):
     cfg = width_config(32, n_layer=2, seq_len=16)
     model = make_variant(build_model(cfg), method, r)
     counted = step_flops(model, random_batch(cfg, 2, 16))
-    assert counted["total"] == _closed_form(cfg, r, 2, 16)
+    assert counted["total"] == _closed_form(cfg, r, 2, 16, fused="fused" in method)
     assert counted["lm_head"] > 0 and counted["attention_scores"] > 0
 
 
@@ -83,7 +89,7 @@ def test_memory_table_counts_bytes_and_the_adapter_is_small():
 
 
 def test_time_table_and_profile_run_on_small_shapes():
-    t = time_table(widths=(32,), ranks=(2,), batch=1, seq=8, repeats=1)
+    t = time_table({"d=32": width_config(32, seq_len=8)}, ranks=(2,), batch=1, seq=8, repeats=1)
     assert set(t.method) == set(METHODS)
     assert (t.seconds > 0).all() and (t[t.method == "FullFT"].time_ratio == 1).all()
     assert op_kind("aten::addmm") == "matmul" and op_kind("aten::mul") == "element-wise"

@@ -265,17 +265,23 @@ def step_seconds(model: nn.Module, batch: torch.Tensor, repeats: int = 10, warmu
     return statistics.median(times)
 
 
+def width_configs(widths: tuple[int, ...] = WIDTHS, seq_len: int = 128) -> dict[str, ModelConfig]:
+    """``{"d=64": config, ...}``: the 4-layer random-init models of the width scan."""
+    return {f"d={d}": width_config(d, seq_len=seq_len) for d in widths}
+
+
 def time_table(
-    widths: tuple[int, ...] = WIDTHS, ranks: tuple[int, ...] = (1, 8), batch: int = 8,
-    seq: int = 128, threads: int | None = None, repeats: int = 10,
+    configs: dict[str, ModelConfig] | None = None, ranks: tuple[int, ...] = (1, 8),
+    batch: int = 8, seq: int = 128, threads: int | None = None, repeats: int = 10,
     methods: tuple[str, ...] = METHODS, progress: bool = False,
 ) -> pd.DataFrame:  # fmt: skip
-    """Seconds per step for every method at each width and rank, with each method's ratio
-    to FullFT's step (measured in the same run, one after the other) and the counted FLOP
-    ratio beside it: a LoRA step can only approach the FLOP ratio if nothing but FLOPs
-    costs time."""
+    """Seconds per step for every method on each model (default: the width scan) and rank,
+    with each method's ratio to FullFT's step (measured in the same run, one after the
+    other), the counted FLOP ratio beside it (a LoRA step can only approach the FLOP ratio
+    if nothing but FLOPs costs time), and the achieved GFLOP/s."""
     from lora_lab.progress import progress_bar
 
+    configs = configs or width_configs(seq_len=seq)
     if threads is not None:
         configure_threads(threads)
     if "PEFT" in methods:
@@ -283,29 +289,29 @@ def time_table(
             import peft  # noqa: F401
         except ImportError:
             methods = tuple(m for m in methods if m != "PEFT")
+    lora_methods = [m for m in methods if m != "FullFT"]
     rows = []
-    bar = progress_bar(total=len(widths) * (1 + len(ranks) * (len(methods) - 1)),
+    bar = progress_bar(total=len(configs) * (1 + len(ranks) * len(lora_methods)),
                        disable=not progress, desc="timing steps")  # fmt: skip
-    for d in widths:
-        cfg = width_config(d, seq_len=seq)
+    for name, cfg in configs.items():
         base = build_model(cfg)
         x = random_batch(cfg, batch, seq)
         full_model = make_variant(base, "FullFT")
         full_t = step_seconds(full_model, x, repeats)
         full_flops = step_flops(full_model, x)["total"]
+        del full_model
         bar.update(1)
-        rows.append({"width": d, "r": None, "method": "FullFT", "seconds": full_t,
+        common = {"model": name, "width": cfg.d_model, "tokens": batch * seq}
+        rows.append({**common, "r": None, "method": "FullFT", "seconds": full_t,
                      "time_ratio": 1.0, "flop_ratio": 1.0,
                      "gflop_per_s": full_flops / full_t / 1e9})  # fmt: skip
         for r in ranks:
-            flops = None
-            for method in methods[1:]:
+            for method in lora_methods:
                 model = make_variant(base, method, r)
-                if flops is None:
-                    flops = step_flops(model, x)["total"]
+                flops = step_flops(model, x)["total"]  # what this layer's step computes
                 t = step_seconds(model, x, repeats)
                 bar.update(1)
-                rows.append({"width": d, "r": r, "method": method, "seconds": t,
+                rows.append({**common, "r": r, "method": method, "seconds": t,
                              "time_ratio": t / full_t, "flop_ratio": flops / full_flops,
                              "gflop_per_s": flops / t / 1e9})  # fmt: skip
     bar.close()
@@ -357,3 +363,36 @@ def profile_step(model: nn.Module, batch: torch.Tensor, repeats: int = 3) -> pd.
         kind = op_kind(ev.key)
         totals[kind] = totals.get(kind, 0.0) + ev.self_cpu_time_total / 1000 / repeats
     return pd.Series(totals, name="ms_per_step").sort_values(ascending=False)
+
+
+# ----------------------------------------------------------------------------- targets
+FLOP_MARGIN = 0.10  # issue 15: fast LoRA's time ratio within 0.10 of its FLOP ratio ...
+TARGET_MIN_WIDTH = 128  # ... at every width >= 128, r in {1, 8}, at 1 and 2 threads
+PEFT_SPEEDUP = 1.2  # ... and >= 1.2x faster than PEFT's LoRA
+
+
+def targets(times: pd.DataFrame) -> pd.DataFrame:
+    """Per model, rank and thread count: the fused layer's time ratio to FullFT against the
+    counted FLOP ratio (met when within :data:`FLOP_MARGIN`, judged from width
+    :data:`TARGET_MIN_WIDTH` and r in {1, 8}), and its speed-up over PEFT's LoRA (met at
+    :data:`PEFT_SPEEDUP`)."""
+    rows = []
+    keys = ["model", "width", "tokens", "r", "threads"]
+    lora = times[times.method != "FullFT"]
+    for key, g in lora.groupby(keys):
+        by = g.set_index("method")
+        if "LoRA (fused)" not in by.index:
+            continue
+        fused = by.loc["LoRA (fused)"]
+        row = dict(zip(keys, key, strict=True))
+        row.update(time_ratio=float(fused.time_ratio), flop_ratio=float(fused.flop_ratio),
+                   excess=float(fused.time_ratio - fused.flop_ratio))  # fmt: skip
+        judged = row["width"] >= TARGET_MIN_WIDTH and row["r"] in (1, 8)
+        row["flop_target"] = (row["excess"] <= FLOP_MARGIN) if judged else None
+        if "LoRA (reference)" in by.index:
+            row["vs_reference"] = float(by.loc["LoRA (reference)"].seconds / fused.seconds)
+        if "PEFT" in by.index:
+            row["vs_peft"] = float(by.loc["PEFT"].seconds / fused.seconds)
+            row["peft_target"] = row["vs_peft"] >= PEFT_SPEEDUP
+        rows.append(row)
+    return pd.DataFrame(rows)

@@ -1,14 +1,17 @@
 """A faster LoRA layer: the frozen matmul and the low-rank path in one autograd node.
 
 The reference :class:`~lora_lab.lora.layer.LoRALinear` builds five autograd nodes per call
-(base linear, ``lora_A``, ``lora_B``, the scaling, the add), each with its own kernels and
-saved tensors. Here one ``torch.autograd.Function`` computes
+(base linear, ``lora_A``, ``lora_B``, the scaling, the add), each with its own kernels, and
+two of its matmuls (``h B^T`` forward, ``g_h A`` backward) write a full (tokens x width)
+output for a rank-r product. Here one ``torch.autograd.Function`` computes
 
-    forward:  h = x A^T (N x r);  y = x W^T + b + s * h B^T      (the last as one addmm)
-    backward: g_h = s * g B;  g_A = g_h^T x;  g_B = s * g^T h;  g_x = g W + g_h A  (addmm)
+    W' = W + s B A                       (d_out x d_in: O(d^2 r), independent of tokens)
+    forward:  y = x W'^T + bias;  h = x A^T (N x r)
+    backward: g_x = g W';  g_A = s (g B)^T x;  g_B = s g^T h
 
-and saves only ``x`` and the small ``h``: nothing for the frozen weight's gradient is formed.
-Same FLOPs, fewer kernels and temporaries; numerically equal to the reference up to float
+so each full-width product is one GEMM, as in the frozen model, and only the skinny products
+that the adapter's own gradients need remain. It saves ``x`` and the small ``h``; nothing for
+the frozen weight's gradient is formed. Numerically equal to the reference up to float
 rounding (tests check 1e-5). Plugged in through the dispatch list, selected with
 ``set_layer_kind("fused")`` or ``LORA_LAB_LORA_LAYER=fused``; with dropout > 0, or a
 trainable base weight, it falls back to the reference path.
@@ -20,6 +23,7 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from lora_lab.lora.config import LoraConfig
 from lora_lab.lora.layer import LAYER_DISPATCH, LAYER_KINDS, LoRALinear, layer_kind
@@ -29,28 +33,27 @@ class _FusedLoRA(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x, weight, bias, a, b, scaling: float):  # noqa: ANN001
         shape = x.shape
-        x2 = x.reshape(-1, shape[-1])  # (N, d_in)
-        h = x2 @ a.t()  # (N, r)  a = lora_A (r, d_in), b = lora_B (d_out, r)
-        y = torch.addmm(bias, x2, weight.t()) if bias is not None else x2 @ weight.t()
-        y.addmm_(h, b.t(), alpha=scaling)  # (N, d_out)
+        x2 = x.reshape(-1, shape[-1])  # (N, d_in); a = lora_A (r, d_in), b = lora_B (d_out, r)
+        merged = torch.addmm(weight, b, a, alpha=scaling)  # W + s B A: (d_out, d_in), O(d^2 r)
+        y = F.linear(x2, merged, bias)  # one GEMM instead of x W^T + (x A^T) B^T
+        h = x2 @ a.t()  # (N, r): all B's gradient needs
         ctx.save_for_backward(x2, h, weight, a, b)
         ctx.scaling, ctx.shape = scaling, shape
         return y.view(*shape[:-1], y.shape[-1])
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor):  # noqa: ANN205
-        x2, h, weight, lora_A, lora_B = ctx.saved_tensors
+        x2, h, weight, a, b = ctx.saved_tensors
         s = ctx.scaling
         g = grad.reshape(-1, grad.shape[-1])  # (N, d_out)
-        g_h = (g @ lora_B).mul_(s)  # (N, r)
-        g_x = g_A = g_B = None
-        if ctx.needs_input_grad[0]:
-            g_x = (g @ weight).addmm_(g_h, lora_A).view(ctx.shape)
+        g_x = g_a = g_b = None
+        if ctx.needs_input_grad[0]:  # g (W + s B A): the merged weight again, one GEMM
+            g_x = (g @ torch.addmm(weight, b, a, alpha=s)).view(ctx.shape)
         if ctx.needs_input_grad[3]:
-            g_A = g_h.t() @ x2  # (r, d_in)
+            g_a = (g @ b).mul_(s).t() @ x2  # (r, d_in)
         if ctx.needs_input_grad[4]:
-            g_B = (g.t() @ h).mul_(s)  # (d_out, r)
-        return g_x, None, None, g_A, g_B, None
+            g_b = (g.t() @ h).mul_(s)  # (d_out, r)
+        return g_x, None, None, g_a, g_b, None
 
 
 class FusedLoRALinear(LoRALinear):
