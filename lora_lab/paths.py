@@ -47,6 +47,11 @@ def base_path(preset: str) -> Path:
     return data_dir() / "base" / f"{preset}.safetensors"
 
 
+def benchmark_record(name: str = "step_time") -> Path:
+    """A shipped benchmark record (``benchmarks/step_time.py`` writes ``step_time``)."""
+    return data_dir() / "benchmarks" / f"{name}.json"
+
+
 def results_root() -> Path:
     """Shipped sweep records: ``<data>/results/<experiment>/<key>.json``."""
     return data_dir() / "results"

@@ -4,6 +4,7 @@ to benchmarks/step_time.py)."""
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 
 from lora_lab.findings.compute import (
@@ -98,3 +99,43 @@ def test_time_table_and_profile_run_on_small_shapes():
         width_config(40)
     with pytest.raises(ValueError, match="unknown method"):
         make_variant(build_model(width_config(32)), "QLoRA", 2)
+
+
+def test_panel_counts_before_training_and_run_draws_relative_costs():
+    from lora_lab.findings.compute import ComputePanel, base_params
+
+    panel = ComputePanel(width=64, rank=2, batch=1, seq=16, repeats=1)
+    assert f"{base_params(width_config(64, seq_len=16)):,} trainable" in panel.counts.value
+    before = panel.counts.value
+    panel.rank.value = 8
+    assert panel.counts.value != before and "LoRA r=8" in panel.counts.value
+    table = panel.click()
+    assert list(table.method) == list(METHODS)
+    assert table.time_ratio.iloc[0] == 1.0 and (table.flop_ratio[1:] < 1.5).all()
+    assert not panel.button.disabled
+
+
+def test_summary_and_targets_read_a_record(tmp_path):
+    import json
+
+    from lora_lab.findings.compute import benchmark_markdown, lora_cheaper_from, summary, targets
+
+    times = time_table({"d=32": width_config(32, seq_len=8), "d=64": width_config(64, seq_len=8)},
+                       ranks=(1, 8), batch=1, seq=8, repeats=1)  # fmt: skip
+    times["mfu"] = 0.1
+    prov = {"torch_version": "x", "lora_lab_version": "y", "cpu": "z", "git_commit": "abc",
+            "wall_time_s": 60.0}  # fmt: skip
+    record = {"provenance": prov, "repeats": 1, "peak_gflops": {"1": 10.0},
+              "rows": times.to_dict("records")}  # fmt: skip
+    json.loads(json.dumps(record))  # a record is plain JSON
+    t = targets(times)
+    assert len(t) == 4 and t.flop_target.isna().all()  # widths < 128 are not judged
+    assert (t.vs_peft > 0).all() and (t.vs_reference > 0).all()
+    text = benchmark_markdown(record)
+    assert text.count("| d=64 |") == 7 and "Targets:" in text
+    assert "d=64" in summary(record)
+    # synthetic: cheaper from width 128 on
+    fake = times[times.method == "LoRA (fused)"].copy()
+    fake = pd.concat([fake.assign(width=w, model=f"d={w}", time_ratio=tr)
+                      for w, tr in ((64, 1.2), (128, 0.9), (256, 0.8))])  # fmt: skip
+    assert lora_cheaper_from(fake, r=1) == {int(times.threads.iloc[0]): 128}

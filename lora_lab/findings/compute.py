@@ -15,6 +15,7 @@ width (no pretraining needed: cost does not depend on the weights' values).
 from __future__ import annotations
 
 import copy
+import json
 import statistics
 import tempfile
 import time
@@ -32,8 +33,13 @@ from torch.utils.flop_counter import (
 )
 
 from lora_lab.lora import LoraConfig, inject_lora, lora_layers, save_adapter, use_layer_kind
+from lora_lab.lora.inject import count_lora_params
 from lora_lab.model import ModelConfig, build_model, save_model
+from lora_lab.paths import benchmark_record
+from lora_lab.plots import set_style
 from lora_lab.threads import configure_threads
+from lora_lab.training.loop import resolve_device
+from lora_lab.widgets import WIDE, LivePanel
 
 EXPERIMENTS: tuple = ()  # measured live: nothing to sweep
 
@@ -253,13 +259,16 @@ def step_seconds(model: nn.Module, batch: torch.Tensor, repeats: int = 10, warmu
                  ) -> float:  # fmt: skip
     """Median wall time of one optimizer step (forward, backward, AdamW) after ``warmup``."""
     opt = torch.optim.AdamW(trainable(model), lr=1e-5)
+    sync = torch.cuda.synchronize if batch.is_cuda else (lambda: None)
     times = []
     for i in range(repeats + warmup):
+        sync()
         t = time.perf_counter()
         loss = _loss(model, batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        sync()  # a GPU runs asynchronously: wait for the step before reading the clock
         if i >= warmup:
             times.append(time.perf_counter() - t)
     return statistics.median(times)
@@ -273,15 +282,17 @@ def width_configs(widths: tuple[int, ...] = WIDTHS, seq_len: int = 128) -> dict[
 def time_table(
     configs: dict[str, ModelConfig] | None = None, ranks: tuple[int, ...] = (1, 8),
     batch: int = 8, seq: int = 128, threads: int | None = None, repeats: int = 10,
-    methods: tuple[str, ...] = METHODS, progress: bool = False,
+    methods: tuple[str, ...] = METHODS, progress: bool = False, device: str = "cpu",
 ) -> pd.DataFrame:  # fmt: skip
-    """Seconds per step for every method on each model (default: the width scan) and rank,
+    """Seconds per step (on ``device``; "auto" takes a GPU when there is one) for every
+    method on each model (default: the width scan) and rank,
     with each method's ratio to FullFT's step (measured in the same run, one after the
     other), the counted FLOP ratio beside it (a LoRA step can only approach the FLOP ratio
     if nothing but FLOPs costs time), and the achieved GFLOP/s."""
     from lora_lab.progress import progress_bar
 
     configs = configs or width_configs(seq_len=seq)
+    dev = resolve_device(device)
     if threads is not None:
         configure_threads(threads)
     if "PEFT" in methods:
@@ -294,8 +305,8 @@ def time_table(
     bar = progress_bar(total=len(configs) * (1 + len(ranks) * len(lora_methods)),
                        disable=not progress, desc="timing steps")  # fmt: skip
     for name, cfg in configs.items():
-        base = build_model(cfg)
-        x = random_batch(cfg, batch, seq)
+        base = build_model(cfg).to(dev)
+        x = random_batch(cfg, batch, seq).to(dev)
         full_model = make_variant(base, "FullFT")
         full_t = step_seconds(full_model, x, repeats)
         full_flops = step_flops(full_model, x)["total"]
@@ -317,6 +328,7 @@ def time_table(
     bar.close()
     out = pd.DataFrame(rows)
     out["threads"] = torch.get_num_threads()
+    out["device"] = str(dev)
     return out
 
 
@@ -396,3 +408,196 @@ def targets(times: pd.DataFrame) -> pd.DataFrame:
             row["peft_target"] = row["vs_peft"] >= PEFT_SPEEDUP
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- shipped record
+def load_benchmark(path: str | Path | None = None) -> dict:
+    """The shipped ``benchmarks/step_time.py`` record (rows, peaks, provenance)."""
+    path = Path(path) if path else benchmark_record("step_time")
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run `python benchmarks/step_time.py`")
+    return json.loads(path.read_text())
+
+
+def benchmark_times(record: dict) -> pd.DataFrame:
+    """The record's rows as a table (one row per model, rank, method and thread count)."""
+    return pd.DataFrame(record["rows"])
+
+
+def _targets_sentence(t: pd.DataFrame) -> str:
+    judged = t[t.flop_target.notna()]
+    met = judged[judged.flop_target.astype(bool)]
+    return (
+        f"fused layer within {FLOP_MARGIN} of the FLOP ratio (width >= {TARGET_MIN_WIDTH}, "
+        f"r in {{1, 8}}): {len(met)} of {len(judged)} cases (time ratio minus FLOP ratio: "
+        f"median {judged.excess.median():+.2f}, worst {judged.excess.max():+.2f}; met at "
+        + (", ".join(sorted({f"{m}" for m in met.model}, key=len)) or "none")
+        + f"); >= {PEFT_SPEEDUP}x faster than PEFT: {int(t.peft_target.sum())} of {len(t)} "
+        f"(median {t.vs_peft.median():.2f}x, range {t.vs_peft.min():.2f}-"
+        f"{t.vs_peft.max():.2f}x); fused vs reference layer median {t.vs_reference.median():.2f}x"
+    )
+
+
+def benchmark_markdown(record: dict) -> str:
+    """README's step-time block: provenance line, the table, the targets sentence."""
+    times = benchmark_times(record)
+    prov = record["provenance"]
+    peaks = ", ".join(f"{k} thread(s) {v:.0f}" for k, v in record["peak_gflops"].items())
+    lines = [
+        f"torch {prov['torch_version']}, lora_lab {prov['lora_lab_version']}, {prov['cpu']} "
+        f"(commit {str(prov.get('git_commit'))[:7]}); fp32 matmul peak GFLOP/s: {peaks}; "
+        f"median of {record['repeats']} steps; {prov['wall_time_s'] / 60:.0f} min in all.",
+        "",
+        "| threads | model | tokens | method | r | ms/step | x FullFT time | x FullFT FLOPs "
+        "| MFU |",
+        "|---:|---|---:|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in times.itertuples():
+        r = "" if pd.isna(row.r) else int(row.r)
+        lines.append(
+            f"| {row.threads} | {row.model} | {row.tokens} | {row.method} | {r} | "
+            f"{1000 * row.seconds:.1f} | {row.time_ratio:.2f} | {row.flop_ratio:.2f} | "
+            f"{row.mfu:.0%} |"
+        )
+    lines += ["", "Targets: " + _targets_sentence(targets(times)) + "."]
+    return "\n".join(lines)
+
+
+def lora_cheaper_from(times: pd.DataFrame, method: str = "LoRA (fused)", r: int = 1) -> dict:
+    """Per thread count, the narrowest model of the width scan from which ``method`` at rank
+    ``r`` takes less time per step than FullFT at every wider width (None if never)."""
+    scan = times[times.model.str.startswith("d=") & (times.method == method) & (times.r == r)]
+    out = {}
+    for threads, g in scan.groupby("threads"):
+        g = g.sort_values("width")
+        cheaper = (g.time_ratio < 1).to_numpy()
+        first = None
+        for i in range(len(g)):
+            if cheaper[i:].all():
+                first = int(g.width.iloc[i])
+                break
+        out[int(threads)] = first
+    return out
+
+
+def summary(record: dict | None = None) -> str:
+    """Finding 6 in one paragraph, every number from the shipped benchmark record."""
+    record = record or load_benchmark()
+    times = benchmark_times(record)
+    scan = times[times.model.str.startswith("d=")]
+    widest = int(scan.width.max())
+    parts = []
+    for threads, g in scan.groupby("threads"):
+        at = g[(g.width == widest) & (g.r == 1)].set_index("method")
+        small = g[(g.width == int(scan.width.min())) & (g.r == 1)].set_index("method")
+        parts.append(
+            f"at {threads} thread(s), d={widest}, r=1: FLOP ratio "
+            f"{at.flop_ratio['LoRA (fused)']:.2f}, time ratio fused "
+            f"{at.time_ratio['LoRA (fused)']:.2f} / reference "
+            f"{at.time_ratio['LoRA (reference)']:.2f}"
+            + (f" / PEFT {at.time_ratio['PEFT']:.2f}" if "PEFT" in at.index else "")
+            + f" (d={int(scan.width.min())}: fused {small.time_ratio['LoRA (fused)']:.2f})"
+        )
+    cheaper = lora_cheaper_from(times)
+    where = "; ".join(
+        f"{k} thread(s): from d={v}" if v else f"{k} thread(s): at no width measured"
+        for k, v in cheaper.items()
+    )
+    return (
+        "What `benchmarks/step_time.py` measured about finding 6 (the shipped record; "
+        "notebook 06 shows it and measures live): a LoRA step's counted FLOPs approach the "
+        "post's ~2/3 of FullFT's only at large width (the formula leaves out attention scores "
+        "and the LM head); the time follows the FLOPs only where matmuls dominate the step. "
+        + "; ".join(parts)
+        + f". A fused-layer LoRA r=1 step is cheaper than FullFT's {where}. Targets: "
+        + _targets_sentence(targets(times))
+        + "."
+    )
+
+
+# ----------------------------------------------------------------------------- panel
+def base_params(config: ModelConfig) -> int:
+    """Parameters of a model with ``config``, counted on the meta device (nothing allocated,
+    instant at any width)."""
+    with torch.device("meta"):
+        model = build_model(config)
+    return sum(p.numel() for p in model.parameters())
+
+
+class ComputePanel(LivePanel):
+    """Pick a width, a rank and a batch: parameters, gradient and AdamW bytes update as you
+    click (counted without building the model). Run builds the 4-layer model, counts each
+    method's FLOPs and times a few steps of each, and draws time and FLOPs relative to
+    FullFT."""
+
+    def __init__(self, width: int = 128, rank: int = 8, batch: int = 8, seq: int = 128,
+                 repeats: int = 3, methods: tuple[str, ...] = METHODS) -> None:  # fmt: skip
+        import ipywidgets as w
+
+        self.seq, self.repeats, self.methods = seq, repeats, methods
+        self.width = w.SelectionSlider(options=[64, 128, 256, 512, 1024], value=width,
+                                       description="width d", style=WIDE)  # fmt: skip
+        self.rank = w.SelectionSlider(options=[1, 2, 4, 8, 16, 32, 64], value=rank,
+                                      description="LoRA rank", style=WIDE)  # fmt: skip
+        self.batch = w.Dropdown(options=[1, 2, 4, 8, 16, 32], value=batch,
+                                description=f"batch (x {seq} tokens)", style=WIDE)  # fmt: skip
+        self.counts = w.HTML()
+        for control in (self.width, self.rank, self.batch):
+            control.observe(lambda _: self._describe(), names="value")
+        self._build([[self.width, self.rank, self.batch], [self.counts]], steps=len(methods))
+        self._describe()
+
+    def values(self) -> dict[str, int]:
+        return {"width": self.width.value, "rank": self.rank.value, "batch": self.batch.value}
+
+    def _describe(self) -> None:
+        v = self.values()
+        cfg = width_config(v["width"], seq_len=self.seq)
+        full = base_params(cfg)
+        lora = count_lora_params(cfg, LoraConfig(r=v["rank"]))
+        mb = 4 / 2**20  # fp32 bytes -> MiB
+        self.counts.value = (
+            f"<b>FullFT</b>: {full:,} trainable; gradients + AdamW state "
+            f"{3 * full * mb:,.1f} MiB &nbsp;|&nbsp; <b>LoRA r={v['rank']}</b>: {lora:,} "
+            f"trainable ({lora / full:.2%}); {3 * lora * mb:,.2f} MiB "
+            f"&nbsp;|&nbsp; frozen weights {full * mb:,.1f} MiB either way"
+        )
+
+    def run(self) -> pd.DataFrame:
+        import matplotlib.pyplot as plt
+
+        v = self.values()
+        cfg = width_config(v["width"], seq_len=self.seq)
+        base = build_model(cfg)
+        x = random_batch(cfg, v["batch"], self.seq)
+        self.bar.max, self.bar.value = len(self.methods), 0
+        rows = []
+        for method in self.methods:
+            model = make_variant(base, method, None if method == "FullFT" else v["rank"])
+            rows.append({"method": method, "flops": step_flops(model, x)["total"],
+                         "seconds": step_seconds(model, x, self.repeats, warmup=1)})  # fmt: skip
+            self.bar.value += 1
+        table = pd.DataFrame(rows)
+        table["time_ratio"] = table.seconds / table.seconds.iloc[0]
+        table["flop_ratio"] = table.flops / table.flops.iloc[0]
+        with self.out:
+            self.out.clear_output(wait=True)
+            set_style()
+            fig, ax = plt.subplots(figsize=(7, 3.6))
+            pos = range(len(table))
+            ax.bar([p - 0.2 for p in pos], table.time_ratio, 0.4, color="0.35",
+                   label="time per step")  # fmt: skip
+            ax.bar([p + 0.2 for p in pos], table.flop_ratio, 0.4, color="0.75",
+                   label="FLOPs per step")  # fmt: skip
+            ax.axhline(1, color="black", lw=0.8)
+            ax.set_xticks(list(pos), table.method, fontsize=8)
+            ax.set_xlabel(f"d={v['width']}, r={v['rank']}, {v['batch']} x {self.seq} tokens, "
+                          f"{torch.get_num_threads()} thread(s)")  # fmt: skip
+            ax.set_ylabel("relative to FullFT")
+            ax.legend(fontsize=8)
+            plt.show()
+            plt.close(fig)
+            print("ms per step: " + ", ".join(
+                f"{r.method} {1000 * r.seconds:.1f}" for r in table.itertuples()))  # fmt: skip
+        self.result = table
+        return table
