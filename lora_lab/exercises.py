@@ -309,3 +309,50 @@ def reference_lora_param_count(d_in, d_out, r):
 
 def reference_matching_rank(budget, params_per_rank):
     return max(1, round(budget / params_per_rank))
+
+
+def check_flop_ratio(fn: Callable[[int, int], float], quiet: bool = False) -> bool:
+    """``fn(n, r)``: the post's LoRA / FullFT FLOP ratio for one n x n matrix per token:
+    (2 n^2 + 6 n r) / (3 n^2)."""
+
+    def check() -> str | None:
+        for n, r in [(4096, 1), (4096, 64), (64, 64), (128, 8)]:
+            got, want = _call(fn, n, r), (2 * n * n + 6 * n * r) / (3 * n * n)
+            if not isinstance(got, (int, float)) or not math.isclose(got, want, rel_tol=1e-9):
+                if isinstance(got, (int, float)) and math.isclose(got, 2 / 3, rel_tol=1e-9):
+                    return "Not yet: 2/3 is the limit; the A and B paths add 6 n r."
+                if isinstance(got, (int, float)) and math.isclose(got, 2 / 3 + 4 * r / (3 * n)):
+                    return (
+                        "Not yet: the A and B paths cost forward, input gradient and "
+                        "their own weight gradients: 6 n r, not 4 n r."
+                    )
+                return f"Not yet: for n={n}, r={r} expected {want:.4f}, got {got!r}."
+        return None
+
+    return _verdict(check, quiet)
+
+
+def check_adam_bytes(fn: Callable[[int], int], quiet: bool = False) -> bool:
+    """``fn(trainable)``: bytes a step keeps for ``trainable`` fp32 parameters beyond the
+    weights themselves: the gradient and AdamW's two moments (4 bytes each)."""
+
+    def check() -> str | None:
+        for n in (1, 1_000, 39_424, 213_952):
+            got, want = _call(fn, n), 12 * n
+            if got != want:
+                if got in (8 * n, 4 * n):
+                    return "Not yet: a gradient plus two Adam moments, 4 bytes each."
+                if got in (3 * n, 2 * n):
+                    return "Not yet: those are floats; count bytes (fp32 = 4 bytes)."
+                return f"Not yet: for {n:,} trainable parameters expected {want:,}, got {got!r}."
+        return None
+
+    return _verdict(check, quiet)
+
+
+def reference_flop_ratio(n, r):
+    return (2 * n * n + 6 * n * r) / (3 * n * n)
+
+
+def reference_adam_bytes(trainable):
+    return 12 * trainable

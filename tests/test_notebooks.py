@@ -155,6 +155,16 @@ def test_04_layer_targeting(executed):
     assert set(rec["ntk_vs_adapters"]) == {"instruct", "facts"}
 
 
+def test_06_compute_memory(executed):
+    rec = executed("06_compute_memory")
+    assert abs(rec["flop_ratio_r1_widest"] - 2 / 3) < 0.05  # "about 2/3 once d >= 256"
+    assert rec["flop_ratio_r64_d64"] > 1  # "at d=64, r=64 LoRA needs more FLOPs"
+    assert rec["optimizer_bytes_ratio_r1"] < 0.05 and rec["checkpoint_bytes_ratio_r1"] < 0.05
+    t = rec["targets"]
+    assert 0 <= t["flop_met"] <= t["flop_judged"] and 0 <= t["peft_met"] <= t["peft_judged"]
+    assert rec["exercise_checkers_ok"] is True
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_cells_hold_no_control_characters(path):
     """Python escapes once ate LaTeX here (a BEL for \\a in \\alpha, a TAB for \\t in \\text)."""

@@ -16,9 +16,13 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import statistics
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -353,6 +357,21 @@ def op_kind(name: str) -> str:
     return "other"
 
 
+@contextmanager
+def _silenced_stderr() -> Iterator[None]:
+    """Kineto (the profiler's C++ side) writes "profiler_start/stop" lines straight to file
+    descriptor 2, which a notebook shows as stderr; send them to /dev/null for the block."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(os.devnull, "w") as null:
+        os.dup2(null.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def profile_step(model: nn.Module, batch: torch.Tensor, repeats: int = 3) -> pd.Series:
     """Where a step's time goes: self CPU time (ms per step) by op category, from
     ``torch.profiler`` over ``repeats`` steps after one warm-up step."""
@@ -367,7 +386,7 @@ def profile_step(model: nn.Module, batch: torch.Tensor, repeats: int = 3) -> pd.
         opt.step()
 
     step()
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
+    with _silenced_stderr(), profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(repeats):
             step()
     totals: dict[str, float] = {}
