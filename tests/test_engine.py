@@ -80,6 +80,7 @@ EVERY_FIELD = {
     "eval_limit": 16,
     "accuracy_limit": 3,
     "measure_bits": True,
+    "lora_layer": "fused",
     "seed": 3,
 }
 
@@ -101,6 +102,8 @@ def test_a_spec_with_every_field_set_reaches_the_trainer():
             assert config["lora"][name] == value, name
         elif name == "base":
             assert config["base"] == config["model"] == "nano"
+        elif name == "lora_layer":  # asked for; with dropout > 0 the fused layer falls back
+            assert config["lora_layer_kind"] == "fused" and config["lora_layer"] == "LoRALinear"
         elif name == "steps":  # derived from epochs: 24 facts x 2 phrasings? -> ceil
             n_train = len(make_facts(n_entities=24, seed=1).train)
             assert config["steps"] == math.ceil(0.75 * n_train / (4 * 2))
@@ -143,11 +146,15 @@ def test_spec_fields_change_the_run(nano):
         ({"measure_bits": "yes"}, "measure_bits"),
         ({"betas": [0.9]}, "betas"),
         ({"schedule": "wavy"}, "schedule"),
+        ({"lora_layer": "turbo"}, "lora_layer must be"),
+        ({"method": "full", "lora_layer": "fused"}, "applies to LoRA"),
     ],
 )
 def test_bad_specs_are_refused_with_the_reason(change, match):
     d = {"base": "nano", "task": "facts", "method": "lora", "r": 2, "lr": 1e-3, "steps": 5}
     d.update(change)
+    if d["method"] == "full" and "r" not in change:
+        d.pop("r")
     with pytest.raises(ValueError, match=match):
         RunSpec.from_dict(d)
 

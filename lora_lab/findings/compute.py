@@ -29,6 +29,7 @@ import pandas as pd
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import (
     FlopCounterMode,
     addmm_flop,
@@ -36,11 +37,19 @@ from torch.utils.flop_counter import (
     sdpa_flop_count,
 )
 
-from lora_lab.lora import LoraConfig, inject_lora, lora_layers, save_adapter, use_layer_kind
+from lora_lab.lora import (
+    TARGET_PRESETS,
+    LoraConfig,
+    inject_lora,
+    lora_layers,
+    save_adapter,
+    use_layer_kind,
+)
 from lora_lab.lora.inject import count_lora_params
 from lora_lab.model import ModelConfig, build_model, save_model
 from lora_lab.paths import benchmark_record
 from lora_lab.plots import set_style
+from lora_lab.progress import progress_bar
 from lora_lab.threads import configure_threads
 from lora_lab.training.loop import resolve_device
 from lora_lab.widgets import WIDE, LivePanel
@@ -73,8 +82,6 @@ def make_variant(base: nn.Module, method: str, r: int | None = None) -> nn.Modul
         raise ValueError(f"{method} needs a rank r")
     if method == "PEFT":
         import peft
-
-        from lora_lab.lora import TARGET_PRESETS
 
         cfg = peft.LoraConfig(r=r, lora_alpha=32, target_modules=list(TARGET_PRESETS["all"]))
         return peft.get_peft_model(model, cfg)
@@ -293,8 +300,6 @@ def time_table(
     with each method's ratio to FullFT's step (measured in the same run, one after the
     other), the counted FLOP ratio beside it (a LoRA step can only approach the FLOP ratio
     if nothing but FLOPs costs time), and the achieved GFLOP/s."""
-    from lora_lab.progress import progress_bar
-
     configs = configs or width_configs(seq_len=seq)
     dev = resolve_device(device)
     if threads is not None:
@@ -375,8 +380,6 @@ def _silenced_stderr() -> Iterator[None]:
 def profile_step(model: nn.Module, batch: torch.Tensor, repeats: int = 3) -> pd.Series:
     """Where a step's time goes: self CPU time (ms per step) by op category, from
     ``torch.profiler`` over ``repeats`` steps after one warm-up step."""
-    from torch.profiler import ProfilerActivity, profile
-
     opt = torch.optim.AdamW(trainable(model), lr=1e-5)
 
     def step() -> None:

@@ -17,6 +17,7 @@ import json
 from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any
 
+from lora_lab.lora import LAYER_KINDS
 from lora_lab.lora.config import LoraConfig
 from lora_lab.tasks import TASKS
 from lora_lab.training.methods import FullFT, as_method, label_sort_key, method_label
@@ -68,6 +69,9 @@ class RunSpec:
     eval_limit: int | None = 512
     accuracy_limit: int = 0
     measure_bits: bool = False
+    # implementation: which LoRA layer runs the maths (same numbers up to float rounding;
+    # "reference" is what every shipped record ran, so their keys and numbers stay put)
+    lora_layer: str = "reference"
     # randomness and bookkeeping
     seed: int = 0
     experiment: str | None = None
@@ -86,6 +90,10 @@ class RunSpec:
             raise ValueError(f"eval_split must be a split name, got {self.eval_split!r}")
         if not isinstance(self.measure_bits, bool):
             raise ValueError(f"measure_bits must be True or False, got {self.measure_bits!r}")
+        if self.lora_layer not in LAYER_KINDS:
+            raise ValueError(f"lora_layer must be one of {LAYER_KINDS}, got {self.lora_layer!r}")
+        if self.lora_layer != "reference" and not self.is_lora:
+            raise ValueError(f"lora_layer={self.lora_layer!r} applies to LoRA runs, not FullFT")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
         if self.experiment is not None and not isinstance(self.experiment, str):

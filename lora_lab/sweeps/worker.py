@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from lora_lab.lora import use_layer_kind
 from lora_lab.sweeps.spec import RunSpec, as_spec
 from lora_lab.sweeps.store import provenance
 from lora_lab.tasks import Task, make_task
@@ -42,17 +43,9 @@ def eval_split(task: Task, split: str):
     )
 
 
-def run_spec(spec: RunSpec | dict[str, Any], progress: bool = False, device: str = "auto") -> dict:
-    """Train one spec and return its record (key, spec, result, provenance). Every field of
-    the spec reaches :func:`~lora_lab.training.train`; ``result.config`` says what ran."""
-    spec = as_spec(spec)
-    task = _task(spec.task, _freeze(spec.task_kwargs))
-    eval_data = eval_split(task, spec.eval_split)
-    metrics = (
-        sample_bits_metric(eval_data, limit=spec.eval_limit or 512) if spec.measure_bits else None
-    )
-    t0 = time.perf_counter()
-    result = train(
+def _train(spec: RunSpec, task: Task, eval_data: Any, metrics: Any, progress: bool,
+           device: str) -> Any:  # fmt: skip
+    return train(
         _base(spec.base),
         task.train,
         spec.method,
@@ -76,6 +69,20 @@ def run_spec(spec: RunSpec | dict[str, Any], progress: bool = False, device: str
         keep_model=spec.measure_bits,
         eval_metrics=metrics,
     )
+
+
+def run_spec(spec: RunSpec | dict[str, Any], progress: bool = False, device: str = "auto") -> dict:
+    """Train one spec and return its record (key, spec, result, provenance). Every field of
+    the spec reaches :func:`~lora_lab.training.train`; ``result.config`` says what ran."""
+    spec = as_spec(spec)
+    task = _task(spec.task, _freeze(spec.task_kwargs))
+    eval_data = eval_split(task, spec.eval_split)
+    metrics = (
+        sample_bits_metric(eval_data, limit=spec.eval_limit or 512) if spec.measure_bits else None
+    )
+    t0 = time.perf_counter()
+    with use_layer_kind(spec.lora_layer):
+        result = _train(spec, task, eval_data, metrics, progress, device)
     if spec.measure_bits and not result.diverged:
         # exact, on every fact (the curve's points are estimated on a sample)
         result.final.update(bits_stored(result.model, eval_data))

@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
-from lora_lab.lora import lora_layers
+from lora_lab.lora import layer_kind, lora_layers
 from lora_lab.model import CompactLM
 from lora_lab.tasks.base import SFTDataset, Task
 from lora_lab.training.evaluation import sampled_accuracy
@@ -234,6 +234,7 @@ def train(
         "lora_layer": None
         if is_full
         else ", ".join(sorted({type(m).__name__ for m in lora_layers(out.model).values()})),
+        "lora_layer_kind": None if is_full else layer_kind(),
         "task": data.name,
         "data_fingerprint": data.fingerprint(),
         "eval_data": f"{eval_data.name}/{eval_data.split}",
