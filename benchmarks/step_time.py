@@ -4,8 +4,10 @@
     python benchmarks/step_time.py --write README.md     # README's table from the record
 
 Measures, in one run and one after the other (so ratios compare like with like):
-the dense presets (pretrained shapes, random weights) at 32 x 128 tokens, r = 1, 8, 64; and
-the width scan (random-init 4-layer models, d = 64 ... 1024) at 8 x 128 tokens, r = 1, 8.
+`tiny` at the sweeps' shape (32 sequences x 48 tokens, as `instruct`); the dense presets
+(pretrained shapes, random weights) at 32 x 128 tokens, r = 1, 8, 64; and the width scan
+(random-init 4-layer models, d = 64 ... 1024) at 8 x 128 tokens, r = 1, 8 (half the repeats:
+a d = 1024 step takes seconds).
 Each row: ms per optimizer step (forward + backward + AdamW, median), the ratio to FullFT's
 step, the counted FLOP ratio (FlopCounterMode), GFLOP/s and MFU against the machine's fp32
 matmul peak. Then the targets of issue 15 (``lora_lab.findings.compute.targets``): the fused
@@ -47,12 +49,13 @@ def measure(threads: list[int], repeats: int, quick: bool) -> dict:
     for n in threads:
         torch.set_num_threads(n)
         peaks[n] = matmul_peak_gflops()
-        for configs, ranks, batch in (
-            (presets, (1, 8, 64), 32),
-            (width_configs(widths), (1, 8), 8),
+        for configs, ranks, batch, seq, reps in (
+            ({"tiny (sweep shape)": PRESETS["tiny"]}, (1, 8, 64), 32, 48, repeats),
+            (presets, (1, 8, 64), 32, 128, repeats),
+            (width_configs(widths), (1, 8), 8, 128, max(3, repeats // 2)),
         ):
-            t = time_table(configs, ranks=ranks, batch=batch, seq=128, threads=n,
-                           repeats=repeats, progress=True)  # fmt: skip
+            t = time_table(configs, ranks=ranks, batch=batch, seq=seq, threads=n,
+                           repeats=reps, progress=True)  # fmt: skip
             t["mfu"] = t.gflop_per_s / peaks[n]
             tables.append(t)
     return {

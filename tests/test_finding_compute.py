@@ -87,6 +87,11 @@ def test_memory_table_counts_bytes_and_the_adapter_is_small():
     assert (lora.optimizer_bytes < full.optimizer_bytes / 5).all()
     assert (lora.checkpoint_bytes < full.checkpoint_bytes / 5).all()
     assert (t.activation_bytes > 0).all()
+    # measured peak: at least the weights; with tiny activations FullFT's gradients and
+    # AdamW state make its step the largest
+    assert (t.peak_step_bytes > t.param_bytes).all()
+    assert full.peak_step_bytes > lora.peak_step_bytes.max()
+    assert full.peak_step_bytes >= full.param_bytes + full.grad_bytes + full.optimizer_bytes
 
 
 def test_time_table_and_profile_run_on_small_shapes():

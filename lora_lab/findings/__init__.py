@@ -10,10 +10,17 @@ import textwrap
 from pathlib import Path
 from types import ModuleType
 
-from lora_lab.findings import batch_size, capacity, demo, learning_rate, targeting
+from lora_lab.findings import batch_size, capacity, compute, demo, learning_rate, targeting
 from lora_lab.sweeps.experiment import Experiment
 
-FINDINGS: tuple[ModuleType, ...] = (demo, capacity, learning_rate, batch_size, targeting)
+FINDINGS: tuple[ModuleType, ...] = (
+    demo,
+    capacity,
+    learning_rate,
+    batch_size,
+    targeting,
+    compute,
+)
 
 
 def _collect() -> dict[str, Experiment]:

@@ -219,7 +219,43 @@ def memory_row(model: nn.Module, batch: torch.Tensor) -> dict[str, float]:
         "optimizer_bytes": 2 * n_train,  # AdamW: exp_avg and exp_avg_sq
         "activation_bytes": saved["activations"],
         "step_total_bytes": n_all + 3 * n_train + saved["activations"],
+        "peak_step_bytes": n_all + peak_step_bytes(copy.deepcopy(model), batch),
     }
+
+
+def peak_step_bytes(model: nn.Module, batch: torch.Tensor) -> int:
+    """Peak of the memory allocated during one AdamW step (forward, backward, optimizer; the
+    optimizer state created on the first step included), above what was allocated before it:
+    on a CPU the profiler's per-op net allocations summed in time order (so a peak inside
+    one op is seen at that op's net), on a GPU CUDA's own counter."""
+    opt = torch.optim.AdamW(trainable(model), lr=1e-5)
+
+    def step() -> None:
+        loss = _loss(model, batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    if batch.is_cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        step()
+        torch.cuda.synchronize()
+        peak = torch.cuda.max_memory_allocated() - before
+    else:
+        with _silenced_stderr(), profile(activities=[ProfilerActivity.CPU],
+                                         profile_memory=True) as prof:  # fmt: skip
+            step()
+        # each op's own net allocation (children excluded) and the frees outside ops, in
+        # time order: the live total after every op, whose maximum is the peak
+        events = sorted(prof.events(), key=lambda e: e.time_range.start)
+        live, peak = 0, 0
+        for e in events:
+            live += e.cpu_memory_usage if e.name == "[memory]" else e.self_cpu_memory_usage
+            peak = max(peak, live)
+    model.zero_grad(set_to_none=True)
+    return int(peak)
 
 
 def checkpoint_bytes(model: nn.Module) -> int:
@@ -468,7 +504,8 @@ def benchmark_markdown(record: dict) -> str:
     lines = [
         f"torch {prov['torch_version']}, lora_lab {prov['lora_lab_version']}, {prov['cpu']} "
         f"(commit {str(prov.get('git_commit'))[:7]}); fp32 matmul peak GFLOP/s: {peaks}; "
-        f"median of {record['repeats']} steps; {prov['wall_time_s'] / 60:.0f} min in all.",
+        f"median of {record['repeats']} steps (width scan: {max(3, record['repeats'] // 2)}); "
+        f"{prov['wall_time_s'] / 60:.0f} min in all.",
         "",
         "| threads | model | tokens | method | r | ms/step | x FullFT time | x FullFT FLOPs "
         "| MFU |",
@@ -507,31 +544,41 @@ def summary(record: dict | None = None) -> str:
     record = record or load_benchmark()
     times = benchmark_times(record)
     scan = times[times.model.str.startswith("d=")]
-    widest = int(scan.width.max())
-    parts = []
-    for threads, g in scan.groupby("threads"):
-        at = g[(g.width == widest) & (g.r == 1)].set_index("method")
-        small = g[(g.width == int(scan.width.min())) & (g.r == 1)].set_index("method")
-        parts.append(
-            f"at {threads} thread(s), d={widest}, r=1: FLOP ratio "
-            f"{at.flop_ratio['LoRA (fused)']:.2f}, time ratio fused "
-            f"{at.time_ratio['LoRA (fused)']:.2f} / reference "
-            f"{at.time_ratio['LoRA (reference)']:.2f}"
-            + (f" / PEFT {at.time_ratio['PEFT']:.2f}" if "PEFT" in at.index else "")
-            + f" (d={int(scan.width.min())}: fused {small.time_ratio['LoRA (fused)']:.2f})"
-        )
+    lo_w, hi_w = int(scan.width.min()), int(scan.width.max())
+    thread_counts = sorted(times.threads.unique())
+
+    def ratio(model: str, method: str, column: str = "time_ratio") -> str:
+        rows = times[(times.model == model) & (times.method == method) & (times.r == 1)]
+        by = rows.set_index("threads")[column]
+        return " / ".join(f"{by[t]:.2f}" for t in thread_counts if t in by.index)
+
+    threads = " / ".join(f"{t}" for t in thread_counts)
+    sweep = [m for m in times.model.unique() if "sweep" in m]
     cheaper = lora_cheaper_from(times)
     where = "; ".join(
-        f"{k} thread(s): from d={v}" if v else f"{k} thread(s): at no width measured"
+        f"at {k} thread(s) from d={v}" if v else f"at {k} thread(s) at no width measured"
         for k, v in cheaper.items()
     )
+    text = (
+        "What `benchmarks/step_time.py` measured about finding 6 (the shipped record, "
+        f"{threads} torch threads; notebook 06 shows it and measures live). A LoRA step's "
+        "counted FLOPs approach the post's ~2/3 of FullFT's only at large width; the time "
+        f"follows the FLOPs only where matmuls dominate the step. LoRA r=1 at d={hi_w}: FLOP "
+        f"ratio {ratio(f'd={hi_w}', 'LoRA (fused)', 'flop_ratio')}, time ratio fused layer "
+        f"{ratio(f'd={hi_w}', 'LoRA (fused)')}, reference layer "
+        f"{ratio(f'd={hi_w}', 'LoRA (reference)')}, PEFT {ratio(f'd={hi_w}', 'PEFT')}; at "
+        f"d={lo_w}: FLOP ratio {ratio(f'd={lo_w}', 'LoRA (fused)', 'flop_ratio')}, time "
+        f"fused {ratio(f'd={lo_w}', 'LoRA (fused)')}, reference "
+        f"{ratio(f'd={lo_w}', 'LoRA (reference)')}, PEFT {ratio(f'd={lo_w}', 'PEFT')}."
+    )
+    if sweep:
+        text += (
+            f" At the sweeps' shape (`{sweep[0]}`): time fused "
+            f"{ratio(sweep[0], 'LoRA (fused)')}, reference {ratio(sweep[0], 'LoRA (reference)')}."
+        )
     return (
-        "What `benchmarks/step_time.py` measured about finding 6 (the shipped record; "
-        "notebook 06 shows it and measures live): a LoRA step's counted FLOPs approach the "
-        "post's ~2/3 of FullFT's only at large width (the formula leaves out attention scores "
-        "and the LM head); the time follows the FLOPs only where matmuls dominate the step. "
-        + "; ".join(parts)
-        + f". A fused-layer LoRA r=1 step is cheaper than FullFT's {where}. Targets: "
+        text
+        + f" A fused-layer r=1 step is cheaper than FullFT's {where}. Targets: "
         + _targets_sentence(targets(times))
         + "."
     )

@@ -24,6 +24,7 @@ from lora_lab.analysis import (
     best_loss_gaps,
     best_over_lr,
     draws_interval,
+    load_curves,
     load_runs,
     optimal_lr,
     sign_verdict,
@@ -597,6 +598,37 @@ def plot_placements(table: pd.DataFrame, metric: str = "gap_to_fullft", ax: Any 
     return fig
 
 
+def plot_moe(table: pd.DataFrame) -> Any:
+    """The MoE conditions side by side: loss minus FullFT's (best LR each; bars: 95 % seed
+    intervals) and the routers' load imbalance before and after fine-tuning (range: seeds)."""
+    import matplotlib.pyplot as plt
+
+    set_style()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(14, 4.2))
+    lora = table[table.label != "FullFT"]
+    y = np.arange(len(lora))
+    lo = (lora.gap_to_fullft - lora.lo).where(np.isfinite(lora.lo), 0.0).clip(lower=0)
+    hi = (lora.hi - lora.gap_to_fullft).where(np.isfinite(lora.hi), 0.0).clip(lower=0)
+    left.barh(y, lora.gap_to_fullft, xerr=[lo, hi], capsize=3, color="0.6", edgecolor="black")
+    left.set_yticks(y, [f"{r.label} ({r.trainable_params / 1e3:.0f}k)" for r in lora.itertuples()])
+    left.axvline(0, color="black", lw=0.8)
+    left.set_xlabel("held-out loss minus FullFT's (nats)")
+    left.set_ylabel("adapter (trainable parameters)")
+    y = np.arange(len(table))
+    right.scatter(table.imbalance_before, y, marker="|", s=200, color="black",
+                  label="before (the base)")  # fmt: skip
+    right.errorbar(table.imbalance_after, y, xerr=[table.imbalance_after - table.after_min,
+                   table.after_max - table.imbalance_after], fmt="o", color="crimson",
+                   capsize=3, label="after fine-tuning")  # fmt: skip
+    right.set_yticks(y, table.label)
+    right.axvline(1, color="0.6", lw=0.8, ls=":")
+    right.set_xlabel("router load imbalance (busiest expert / balanced share; 1 = balanced)")
+    right.set_ylabel("method")
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def plot_ntk_shares(ntk: pd.DataFrame, ax: Any = None) -> Any:
     """Each parameter group's share of the NTK trace next to its share of the parameters."""
     import matplotlib.pyplot as plt
@@ -620,27 +652,68 @@ def plot_ntk_shares(ntk: pd.DataFrame, ax: Any = None) -> Any:
 
 
 # ----------------------------------------------------------------------------- summary
-SHIPPED = ("targeting_instruct", "targeting_facts")
+SHIPPED = ("targeting_instruct", "targeting_facts", "targeting_two_hop")
+METRICS = {"instruct": "held-out loss", "facts": "recall loss",
+           "two_hop": "held-out composed-answer loss"}  # fmt: skip
+
+
+def _interval(d: float, lo: float, hi: float) -> str:
+    return f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]"
+
+
+def _shipped(name: str, results: Any) -> bool:
+    folder = results_dir(name, root=results)
+    return folder.is_dir() and any(folder.glob("*.json"))
+
+
+def _moe_sentence(results: Any, n_boot: int) -> str:
+    folder = results_dir("targeting_moe", root=results)
+    runs = load_runs(folder)
+    opt = optimal_lr(runs, ["label"])
+    table = moe_table(runs, load_curves(folder), n_boot=n_boot).set_index("label")
+    c = moe_contrasts(runs, n_boot=n_boot).set_index("contrast")
+    words = "; ".join(
+        f"{name} {_interval(r.difference, r.lo, r.hi)} ({r.verdict})" for name, r in c.iterrows()
+    )
+    after = ", ".join(f"{lab} {r.imbalance_after:.2f}" for lab, r in table.iterrows())
+    return (
+        f"On the `small-moe` base (`instruct`, {runs.seed.nunique()} seeds, "
+        f"{int(opt.interior.sum())} of {len(opt)} best LRs interior): {words}. Router load "
+        f"imbalance (busiest expert / balanced share) {table.imbalance_before.iloc[0]:.2f} "
+        f"before fine-tuning; after: {after}."
+    )
 
 
 def summary(results: Any = None, n_boot: int = 1000) -> str:
     """Finding 4 in one paragraph, every number computed from the shipped records."""
     parts = []
-    for name in SHIPPED:
+    for name in [n for n in SHIPPED if _shipped(n, results)]:
         runs = load_runs(results_dir(name, root=results))
         opt = optimal_lr(runs, ["label"])
         c = placement_contrasts(runs, n_boot=n_boot)
         words = "; ".join(
-            f"{r.budget} ({r.labels}): {r.contrast} {r.difference:+.3f} [{r.lo:+.3f}, "
-            f"{r.hi:+.3f}] ({r.verdict})"
+            f"{r.budget} ({r.labels}): {r.contrast} {_interval(r.difference, r.lo, r.hi)} "
+            f"({r.verdict})"
             for r in c.itertuples()
         )
         task = name.removeprefix("targeting_")
-        metric = "held-out loss" if task == "instruct" else "recall loss"
         parts.append(
-            f"On `{task}` ({metric}, {runs.seed.nunique()} seeds, {int(opt.interior.sum())} of "
-            f"{len(opt)} best LRs interior at 1.47x): {words}."
+            f"On `{task}` ({METRICS[task]}, {runs.seed.nunique()} seeds, "
+            f"{int(opt.interior.sum())} of {len(opt)} best LRs interior at 1.47x): {words}."
         )
+        if task == "two_hop":
+            claim = multi_hop_claim(runs, n_boot=n_boot)
+            parts.append(
+                f'The circulating "{CLAIM_MULTI_HOP}": attention-only relative to '
+                + "; ".join(
+                    f"{r.versus} at the {r.budget} budget {r.attn_relative:+.0%} "
+                    f"[{r.lo:+.0%}, {r.hi:+.0%}] ({r.verdict})"
+                    for r in claim.itertuples()
+                )
+                + "."
+            )
+    if _shipped("targeting_moe", results):
+        parts.append(_moe_sentence(results, n_boot))
     budgets = ", ".join(
         f"{b}: " + " / ".join(f"{t} r={r}" for t, r in ranks.items())
         for b, ranks in MATCHED_RANKS.items()
