@@ -137,3 +137,12 @@ def test_two_hop_tests_composition_of_facts_it_was_trained_on():
     ]
     with pytest.raises(ValueError, match="train_fraction"):
         make_task("two_hop", train_fraction=1.0)
+
+
+def test_arith_says_when_its_problem_space_runs_out():
+    import pytest
+
+    from lora_lab.tasks import make_task
+
+    with pytest.raises(ValueError, match="could not draw"):
+        make_task("arith", n_train=64, n_test=16, digits=(1, 1), seed=0)

@@ -122,7 +122,15 @@ def make_arith(
     capacity = 2 * len(ops) * (10 ** digits[1]) ** 2
     if n_train + n_test > capacity // 4:
         raise ValueError(f"{n_train + n_test} problems requested from too small a space")
+    attempts = 0
     while len(train) < n_train or len(test) < n_test:
+        attempts += 1
+        if attempts > 100 * (n_train + n_test) + 10_000:  # the space ran out (small digits)
+            raise ValueError(
+                f"could not draw {n_train} train and {n_test} test problems with digits "
+                f"{digits} and ops {ops} (found {len(train)} and {len(test)}): ask for fewer "
+                "problems or more digits"
+            )
         op = rng.choice(ops)
         a, b = _operand(rng, digits), _operand(rng, digits)
         if op == "-" and b > a:

@@ -1,0 +1,139 @@
+"""The policy-gradient objective (issue 14, part 1): advantages, the direction of one step,
+the gradient against finite differences, seeded sampling, and a few steps in the loop."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from lora_lab import LoraConfig
+from lora_lab.tasks import make_task
+from lora_lab.tokenizer import TOKENIZER
+from lora_lab.training.loop import run_loop
+from lora_lab.training.methods import apply_method, as_method
+from lora_lab.training.policy_gradient import (
+    Episodes,
+    PolicyGradientObjective,
+    group_advantages,
+    policy_gradient_loss,
+    sample_episodes,
+    token_logprobs,
+)
+from lora_lab.training.pretrain import load_base
+
+
+@pytest.fixture(scope="module")
+def nano():
+    return load_base("nano")
+
+
+@pytest.fixture(scope="module")
+def arith():
+    return make_task("arith", n_train=64, n_test=16, digits=(1, 2), seed=0)
+
+
+def _episodes(model, texts, rewards, prompt="Problem: 2+3?\nSolution:"):
+    """Hand-made episodes of one prompt: completions ``texts`` with ``rewards``."""
+    p = TOKENIZER.encode(prompt, bos=True)
+    rows = [p + TOKENIZER.encode(t, eos=True) for t in texts]
+    length = max(map(len, rows))
+    seq = torch.full((len(rows), length), TOKENIZER.pad_id)
+    mask = torch.zeros(len(rows), length - 1)
+    for i, r in enumerate(rows):
+        seq[i, : len(r)] = torch.tensor(r)
+        mask[i, len(p) - 1 : len(r) - 1] = 1
+    r = torch.tensor([rewards], dtype=torch.float32)
+    with torch.no_grad():
+        sampler = token_logprobs(model, seq)
+    return Episodes(seq, mask, r.flatten(), group_advantages(r).flatten(), sampler, texts)
+
+
+def test_advantages_are_zero_mean_per_group():
+    rewards = torch.tensor([[1.0, 0, 0, 1], [1, 1, 1, 1], [0, 0, 0, 1]])
+    adv = group_advantages(rewards)
+    assert torch.allclose(adv.mean(1), torch.zeros(3))
+    assert torch.equal(adv[1], torch.zeros(4))  # all right: nothing to learn
+    assert adv[2, 3] == 0.75 and adv[2, 0] == -0.25
+    with pytest.raises(ValueError, match="prompts, group_size"):
+        group_advantages(torch.ones(4))
+
+
+@pytest.mark.parametrize("method", ["full", LoraConfig(r=2)])
+def test_one_step_raises_the_rewarded_completion(nano, method):
+    model = apply_method(nano, as_method(method))
+    if isinstance(method, LoraConfig):  # B = 0 makes the first step move B only; give it one
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if "lora_B" in n:
+                    p.normal_(0, 0.01)
+    ep = _episodes(model, [" 5. #### 5", " 6. #### 6"], [1.0, 0.0])
+    before = (token_logprobs(model, ep.sequences) * ep.mask).sum(1).detach()
+    policy_gradient_loss(model, ep).backward()
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.grad is not None:
+                p -= 1e-3 * p.grad
+    after = (token_logprobs(model, ep.sequences) * ep.mask).sum(1).detach()
+    assert after[0] > before[0]  # the rewarded completion became more likely
+    assert after[1] < before[1]  # the other one less
+
+
+def test_gradient_matches_finite_differences(nano):
+    model = copy.deepcopy(nano).double()
+    ep = _episodes(model, [" 5. #### 5", " 7. #### 7", " 5. #### 5"], [1.0, 0.0, 1.0])
+    ep.sampler_logprobs = ep.sampler_logprobs.double()
+    ep.advantages = ep.advantages.double()
+    loss = policy_gradient_loss(model, ep)
+    loss.backward()
+    gen = torch.Generator().manual_seed(0)
+    params = [p for p in model.parameters()]
+    direction = [torch.randn(p.shape, generator=gen, dtype=p.dtype) for p in params]
+    analytic = sum(float((p.grad * d).sum()) for p, d in zip(params, direction, strict=True))
+    eps = 1e-6
+
+    def shifted(sign):
+        with torch.no_grad():
+            for p, d in zip(params, direction, strict=True):
+                p += sign * eps * d
+            value = float(policy_gradient_loss(model, ep))
+            for p, d in zip(params, direction, strict=True):
+                p -= sign * eps * d
+        return value
+
+    numeric = (shifted(1) - shifted(-1)) / (2 * eps)
+    assert numeric == pytest.approx(analytic, rel=1e-5, abs=1e-9)
+
+
+def test_sampling_is_seeded_and_deterministic(nano, arith):
+    examples = arith.train.examples[:2]
+
+    def draw(seed):
+        gen = torch.Generator().manual_seed(seed)
+        return sample_episodes(nano, examples, arith.train.verifier, group_size=4,
+                               max_new_tokens=24, generator=gen)  # fmt: skip
+
+    a, b, c = draw(0), draw(0), draw(1)
+    assert torch.equal(a.sequences, b.sequences) and a.texts == b.texts
+    assert not torch.equal(a.sequences, c.sequences)
+    assert a.sequences.shape[0] == 8 and a.mask.shape == (8, a.sequences.shape[1] - 1)
+    assert torch.allclose(a.advantages.view(2, 4).mean(1), torch.zeros(2))
+    # the mask covers the sampled completion through its first EOS, never the prompt
+    p_len = len(TOKENIZER.encode(examples[0].prompt, bos=True))
+    assert a.mask[:4, : p_len - 2].sum() == 0 and (a.mask[:4].sum(1) > 0).all()
+
+
+def test_the_objective_runs_in_the_one_training_loop(nano, arith):
+    obj = PolicyGradientObjective(arith.train, arith.test, prompts_per_step=2, group_size=2,
+                                  max_new_tokens=16, eval_limit=4, seed=0)  # fmt: skip
+    out = run_loop(nano, obj, lr=1e-3, steps=2, eval_steps=[0, 2], progress=False,
+                   prepare=lambda m: apply_method(m, LoraConfig(r=1)))  # fmt: skip
+    assert not out.diverged and out.steps_done == 2
+    last = out.rows[-1]
+    assert 0 <= last["accuracy"] <= 1 and last["eval_loss"] == 1 - last["accuracy"]
+    assert last["episodes"] == 8 and last["sampled_tokens_per_s"] > 0
+    with pytest.raises(ValueError, match="no verifier"):
+        PolicyGradientObjective(make_task("facts", n_entities=8).train, arith.test)
+    with pytest.raises(ValueError, match="group_size must be >= 2"):
+        PolicyGradientObjective(arith.train, arith.test, group_size=1)
