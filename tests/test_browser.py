@@ -104,7 +104,11 @@ def lab(tmp_path_factory):
             time.sleep(0.5)
     yield url, token
     server.terminate()
-    server.wait(timeout=30)
+    try:  # shutting kernels down can outlast 30 s on a loaded machine: not what is tested
+        server.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait(timeout=30)
     log.close()
 
 
