@@ -255,3 +255,29 @@ def test_multi_hop_claim_verdict_on_the_shipped_records():
     assert len(claim) == 4
     assert (claim.verdict == "larger than claimed").all(), claim
     assert (claim.lo > 0.07).all()
+
+
+def test_moe_statements_on_the_shipped_records():
+    """Notebook 04's MoE statements: every best LR interior; the matched pairs really match;
+    the post's rule is as good as the full rank on every expert; attention-only beats
+    experts-only at matched parameters; every adapter is behind FullFT; fine-tuning leaves
+    the routers more balanced than the base."""
+    from lora_lab.analysis import load_curves, load_runs, optimal_lr
+    from lora_lab.findings import get_experiment
+    from lora_lab.findings.targeting import moe_contrasts, moe_table
+    from lora_lab.sweeps import ResultStore, results_dir
+    from lora_lab.sweeps.runner import search_finished
+
+    folder = results_dir("targeting_moe")
+    records, bad = ResultStore(folder).scan()
+    assert not bad and search_finished(get_experiment("targeting_moe"), "full", records)
+    runs = load_runs(folder)
+    assert optimal_lr(runs, ["label"]).interior.all()
+    table = moe_table(runs, load_curves(folder), n_boot=300).set_index("label")
+    assert table.trainable_params["r=24 attn"] == table.trainable_params["r=8 mlp"] == 98_304
+    assert table.trainable_params["r=8 expert_r=8"] > table.trainable_params["r=8"]
+    c = moe_contrasts(runs, n_boot=300).set_index("contrast")
+    assert c.verdict["r=8 expert_r=8 - r=8"] == "same"
+    assert c.verdict["r=24 attn - r=8 mlp"] == "r=24 attn better"
+    assert (table.drop("FullFT").verdict == "worse").all()
+    assert (table.imbalance_after < table.imbalance_before).all()

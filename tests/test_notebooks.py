@@ -141,7 +141,15 @@ def test_04_layer_targeting(executed):
     assert rec["optima_interior"] is True
     assert rec["matched_off_by_max"] <= 0.10
     assert 0.5 < rec["mlp_share_of_block_weights"] < 0.8
-    for name in ("contrasts_instruct", "contrasts_facts"):
+    assert rec["optima_interior_two_hop_moe"] is True
+    for key, (rel, lo, hi, verdict) in rec["multi_hop_claim"].items():
+        assert lo <= rel <= hi and verdict == "larger than claimed", key
+    for key, (diff, lo, hi, verdict) in rec["moe_contrasts"].items():
+        first = key.split(" - ")[0]
+        expected = f"{first} worse" if lo > 0 else f"{first} better" if hi < 0 else "same"
+        assert lo <= diff <= hi and verdict == expected, key
+    assert all(after < before for before, after in rec["moe_imbalance"].values())
+    for name in ("contrasts_instruct", "contrasts_facts", "contrasts_two_hop"):
         for key, (diff, lo, hi, verdict) in rec[name].items():
             assert lo <= diff <= hi, key
             first = key.split(": ")[1].split(" - ")[0]
