@@ -11,11 +11,13 @@ from lora_lab.findings.compute import (
     METHODS,
     flop_table,
     formula_flops,
+    lora_cheaper_from,
     make_variant,
     memory_table,
     op_kind,
     random_batch,
     step_flops,
+    targets,
     time_table,
     width_config,
 )
@@ -144,3 +146,23 @@ def test_summary_and_targets_read_a_record(tmp_path):
     fake = pd.concat([fake.assign(width=w, model=f"d={w}", time_ratio=tr)
                       for w, tr in ((64, 1.2), (128, 0.9), (256, 0.8))])  # fmt: skip
     assert lora_cheaper_from(fake, r=1) == {int(times.threads.iloc[0]): 128}
+
+
+def test_notebook_06_statements_hold_on_the_shipped_benchmark():
+    """What notebook 06 says about the shipped record: time sits above the FLOP ratio and
+    the gap shrinks with width; the fused layer is faster than the reference layer; LoRA
+    becomes cheaper than FullFT only from some width on."""
+    from lora_lab.findings.compute import benchmark_times, load_benchmark
+
+    times = benchmark_times(load_benchmark())
+    assert set(times.threads) == {1, 2}
+    scan = times[times.model.str.startswith("d=") & (times.method == "LoRA (fused)")]
+    for (threads, r), g in scan.groupby(["threads", "r"]):
+        g = g.sort_values("width")
+        excess = (g.time_ratio - g.flop_ratio).to_numpy()
+        assert (excess[:-1] > 0).all(), (threads, r)  # above the FLOP ratio below d=1024
+        assert excess[-1] < excess[0], (threads, r)  # ... and closer at the widest
+    t = targets(times)
+    assert t.vs_reference.median() > 1.0
+    cheaper = lora_cheaper_from(times)
+    assert all(w is not None and w > 64 for w in cheaper.values())
