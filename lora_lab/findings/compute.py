@@ -21,7 +21,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -107,6 +107,20 @@ def _loss(model: nn.Module, batch: torch.Tensor) -> torch.Tensor:
 
 def trainable(model: nn.Module) -> list[nn.Parameter]:
     return [p for p in model.parameters() if p.requires_grad]
+
+
+def training_step(model: nn.Module, batch: torch.Tensor) -> Callable[[], None]:
+    """One optimizer step (forward, backward, AdamW on the trainable parameters) as a
+    function: what every timing, profile and memory measurement here runs."""
+    opt = torch.optim.AdamW(trainable(model), lr=1e-5)
+
+    def step() -> None:
+        loss = _loss(model, batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
 
 
 # ----------------------------------------------------------------------------- FLOPs
@@ -228,14 +242,7 @@ def peak_step_bytes(model: nn.Module, batch: torch.Tensor) -> int:
     optimizer state created on the first step included), above what was allocated before it:
     on a CPU the profiler's per-op net allocations summed in time order (so a peak inside
     one op is seen at that op's net), on a GPU CUDA's own counter."""
-    opt = torch.optim.AdamW(trainable(model), lr=1e-5)
-
-    def step() -> None:
-        loss = _loss(model, batch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
+    step = training_step(model, batch)
     if batch.is_cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
@@ -305,16 +312,13 @@ def matmul_peak_gflops(n: int = 1024, repeats: int = 10) -> float:
 def step_seconds(model: nn.Module, batch: torch.Tensor, repeats: int = 10, warmup: int = 2
                  ) -> float:  # fmt: skip
     """Median wall time of one optimizer step (forward, backward, AdamW) after ``warmup``."""
-    opt = torch.optim.AdamW(trainable(model), lr=1e-5)
+    step = training_step(model, batch)
     sync = torch.cuda.synchronize if batch.is_cuda else (lambda: None)
     times = []
     for i in range(repeats + warmup):
         sync()
         t = time.perf_counter()
-        loss = _loss(model, batch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        step()
         sync()  # a GPU runs asynchronously: wait for the step before reading the clock
         if i >= warmup:
             times.append(time.perf_counter() - t)
@@ -416,14 +420,7 @@ def _silenced_stderr() -> Iterator[None]:
 def profile_step(model: nn.Module, batch: torch.Tensor, repeats: int = 3) -> pd.Series:
     """Where a step's time goes: self CPU time (ms per step) by op category, from
     ``torch.profiler`` over ``repeats`` steps after one warm-up step."""
-    opt = torch.optim.AdamW(trainable(model), lr=1e-5)
-
-    def step() -> None:
-        loss = _loss(model, batch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
+    step = training_step(model, batch)
     step()
     with _silenced_stderr(), profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(repeats):

@@ -267,9 +267,7 @@ def moe_table(
                "after_min": float(at.router_imbalance.min()),
                "after_max": float(at.router_imbalance.max())}  # fmt: skip
         if label != "FullFT":
-            d = gaps.loc[(label,)].to_numpy(float)
-            lo, hi = draws_interval(d[1:])
-            row.update(gap_to_fullft=float(d[0]), lo=lo, hi=hi, verdict=sign_verdict(lo, hi))
+            row.update(_gap_columns(gaps, label))
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -417,6 +415,14 @@ def condition(label: str) -> dict[str, Any]:
     return {"placement": placement, "r": r, "budget": budget or "same rank"}
 
 
+def _gap_columns(gaps: pd.DataFrame, label: str) -> dict[str, Any]:
+    """A condition's gap to FullFT from ``best_loss_gaps`` draws: the point estimate (first
+    draw), its 95 % interval and the sign verdict."""
+    d = gaps.loc[(label,)].to_numpy(float)
+    lo, hi = draws_interval(d[1:])
+    return {"gap_to_fullft": float(d[0]), "lo": lo, "hi": hi, "verdict": sign_verdict(lo, hi)}
+
+
 def placement_table(runs: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     """One row per method: placement, rank, budget, trainable parameters, best-over-LR loss
     and its gap to FullFT with a 95 % seed-bootstrap interval (the LR re-picked in every
@@ -432,9 +438,7 @@ def placement_table(runs: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd
         if "bits_stored" in runs and at.bits_stored.notna().any():
             row["bits_stored"] = float(at.bits_stored.mean())
         if label != "FullFT":
-            d = gaps.loc[(label,)].to_numpy(float)
-            lo, hi = draws_interval(d[1:])
-            row.update(gap_to_fullft=float(d[0]), lo=lo, hi=hi, verdict=sign_verdict(lo, hi))
+            row.update(_gap_columns(gaps, label))
         rows.append(row)
     return pd.DataFrame(rows)
 

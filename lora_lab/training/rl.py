@@ -90,13 +90,4 @@ def train_rl(
         "evals_per_decade": evals_per_decade, "eval_limit": eval_limit, "seed": seed,
         "device": str(dev), "torch_threads": torch.get_num_threads(),
     }  # fmt: skip
-    return RunResult(
-        config=config,
-        curves=curves,
-        final=final,
-        trainable_params=out.trainable_params,
-        wall_time_s=out.wall_time_s,
-        tokens_per_s=out.tokens / max(out.wall_time_s, 1e-9),
-        diverged=out.diverged,
-        model=out.model.cpu() if keep_model else None,
-    )
+    return RunResult.from_loop(out, config, curves, final, keep_model)

@@ -16,7 +16,13 @@ from lora_lab.lora import layer_kind, lora_layers
 from lora_lab.model import CompactLM
 from lora_lab.tasks.base import SFTDataset, Task
 from lora_lab.training.evaluation import sampled_accuracy
-from lora_lab.training.loop import check_lr, check_positive_int, resolve_device, run_loop
+from lora_lab.training.loop import (
+    LoopResult,
+    check_lr,
+    check_positive_int,
+    resolve_device,
+    run_loop,
+)
 from lora_lab.training.methods import FullFT, apply_method, as_method, method_label
 from lora_lab.training.objectives import SupervisedObjective
 from lora_lab.training.optim import ADAM_BETAS, MOE_AUX_LOSS_COEF, SCHEDULES
@@ -66,6 +72,21 @@ class RunResult:
             wall_time_s=self.wall_time_s,
             tokens_per_s=self.tokens_per_s,
             diverged=self.diverged,
+        )
+
+    @classmethod
+    def from_loop(cls, out: LoopResult, config: dict[str, Any], curves: pd.DataFrame,
+                  final: dict[str, float], keep_model: bool) -> RunResult:  # fmt: skip
+        """What every trainer (SFT, RL) returns from one run of the loop."""
+        return cls(
+            config=config,
+            curves=curves,
+            final=final,
+            trainable_params=out.trainable_params,
+            wall_time_s=out.wall_time_s,
+            tokens_per_s=out.tokens / max(out.wall_time_s, 1e-9),
+            diverged=out.diverged,
+            model=out.model.cpu() if keep_model else None,
         )
 
     @classmethod
@@ -255,13 +276,4 @@ def train(
         "device": str(dev),
         "torch_threads": torch.get_num_threads(),
     }
-    return RunResult(
-        config=run_config,
-        curves=curves,
-        final=final,
-        trainable_params=out.trainable_params,
-        wall_time_s=out.wall_time_s,
-        tokens_per_s=out.tokens / max(out.wall_time_s, 1e-9),
-        diverged=out.diverged,
-        model=out.model.cpu() if keep_model else None,
-    )
+    return RunResult.from_loop(out, run_config, curves, final, keep_model)
