@@ -30,6 +30,7 @@ from lora_lab.sweeps import (
     spec_hash,
 )
 from lora_lab.sweeps.migrate import migrate_store
+from lora_lab.sweeps.spec import RL_FIELDS
 from lora_lab.tasks import make_facts
 from lora_lab.training import (
     FullFT,
@@ -85,8 +86,93 @@ EVERY_FIELD = {
 }
 
 
-def test_every_spec_field_is_covered_by_this_test():
-    assert set(EVERY_FIELD) == set(RunSpec.field_names())
+# the RL objective's fields (and the shared ones at values other than the SFT spec's)
+EVERY_RL_FIELD = {
+    "experiment": "spec-test-rl",
+    "base": "nano",
+    "task": "arith",
+    "task_kwargs": {"n_train": 40, "n_test": 8, "digits": [1, 2], "max_len": 128},
+    "eval_split": "test",
+    "method": "lora",
+    "r": 2,
+    "lora_alpha": 8.0,
+    "target_modules": "attn",
+    "use_rslora": True,
+    "lr": 1e-3,
+    "steps": 3,
+    "batch_size": 2,
+    "grad_accum": 2,
+    "schedule": "cosine",
+    "warmup_steps": 1,
+    "betas": [0.8, 0.9],
+    "weight_decay": 0.01,
+    "aux_loss_coef": 0.02,
+    "evals_per_decade": 2,
+    "eval_limit": 4,
+    "objective": "rl",
+    "group_size": 3,
+    "max_new_tokens": 6,
+    "temperature": 0.7,
+    "kl_coef": 0.05,
+    "lora_layer": "fused",
+    "seed": 2,
+}
+
+
+def test_every_spec_field_is_covered_by_these_tests():
+    assert set(EVERY_FIELD) | set(EVERY_RL_FIELD) == set(RunSpec.field_names())
+    assert set(RunSpec.field_names()) - set(EVERY_FIELD) == set(RL_FIELDS) | {"objective"}
+
+
+def test_an_rl_spec_with_every_field_set_reaches_the_trainer():
+    spec = RunSpec.from_dict(EVERY_RL_FIELD)
+    rec = run_spec(spec)
+    config = rec["result"]["config"]
+    for name, value in EVERY_RL_FIELD.items():
+        if name == "method":
+            assert config["method"] == "lora"
+        elif name in LoraConfig.field_names():
+            assert config["lora"][name] == value, name
+        elif name == "base":
+            assert config["base"] == config["model"] == "nano"
+        elif name == "lora_layer":
+            assert (
+                config["lora_layer_kind"] == "fused" and config["lora_layer"] == "FusedLoRALinear"
+            )
+        else:
+            assert config[name] == value, name
+    assert config["prompts_per_step"] == 2
+    # 3 steps x 2 accumulated micro-batches x 2 prompts x 3 samples
+    assert rec["result"]["final"]["episodes"] == 3 * 2 * 2 * 3
+    assert rec["spec"] == spec.to_dict() and rec["key"] == spec.key
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        ({"objective": "ppo"}, "objective must be"),
+        ({"objective": "sft"}, "apply to objective='rl' only"),
+        ({"steps": None, "epochs": 1.0}, "steps, not epochs"),
+        ({"accuracy_limit": 5}, "apply to objective='sft' only"),
+        ({"measure_bits": True}, "apply to objective='sft' only"),
+        ({"group_size": 1}, "group_size"),
+        ({"max_new_tokens": 0}, "max_new_tokens"),
+        ({"temperature": 0.0}, "temperature must be a positive"),
+        ({"kl_coef": -1.0}, "kl_coef must be a non-negative"),
+    ],
+)
+def test_rl_spec_fields_are_checked(change, match):
+    with pytest.raises(ValueError, match=match):
+        RunSpec.from_dict({**EVERY_RL_FIELD, **change})
+
+
+def test_an_sft_spec_keeps_its_key_and_stored_form():
+    """Objective fields at their defaults leave SFT keys (shipped records) untouched, and
+    SFT records do not list RL-only fields."""
+    spec = RunSpec.from_dict({"base": "nano", "task": "facts", "lr": 1e-3, "steps": 5})
+    assert spec.objective == "sft" and "objective" not in spec.canonical()
+    assert not set(RL_FIELDS) & set(spec.to_dict())
+    assert RunSpec.from_dict(spec.to_dict()).key == spec.key
 
 
 def test_a_spec_with_every_field_set_reaches_the_trainer():

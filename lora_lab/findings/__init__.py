@@ -10,7 +10,7 @@ import textwrap
 from pathlib import Path
 from types import ModuleType
 
-from lora_lab.findings import batch_size, capacity, compute, demo, learning_rate, targeting
+from lora_lab.findings import batch_size, capacity, compute, demo, learning_rate, rl, targeting
 from lora_lab.sweeps.experiment import Experiment
 
 FINDINGS: tuple[ModuleType, ...] = (
@@ -19,6 +19,7 @@ FINDINGS: tuple[ModuleType, ...] = (
     learning_rate,
     batch_size,
     targeting,
+    rl,
     compute,
 )
 

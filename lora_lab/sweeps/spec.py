@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any
 
@@ -24,6 +25,10 @@ from lora_lab.training.methods import FullFT, as_method, label_sort_key, method_
 from lora_lab.training.optim import ADAM_BETAS, MOE_AUX_LOSS_COEF
 from lora_lab.training.sft import check_train_args
 
+OBJECTIVES = ("sft", "rl")
+# fields that only policy-gradient RL reads, and the SFT-only ones it refuses
+RL_FIELDS = ("group_size", "max_new_tokens", "temperature", "kl_coef")
+SFT_ONLY_FIELDS = ("accuracy_limit", "measure_bits")  # and epochs: RL counts steps
 LORA_FIELDS = LoraConfig.field_names()  # r, lora_alpha, target_modules, lora_dropout, ...
 LORA_ONLY_FIELDS = tuple(f for f in LORA_FIELDS if f != "target_modules")
 _LORA_DEFAULTS = LoraConfig().to_dict()
@@ -69,6 +74,13 @@ class RunSpec:
     eval_limit: int | None = 512
     accuracy_limit: int = 0
     measure_bits: bool = False
+    # objective: "sft" learns the task's reference completions; "rl" learns from its verifier
+    # by policy gradient, ``batch_size`` prompts per step, each sampled ``group_size`` times
+    objective: str = "sft"
+    group_size: int = 8
+    max_new_tokens: int = 48
+    temperature: float = 1.0
+    kl_coef: float = 0.0
     # implementation: which LoRA layer runs the maths (same numbers up to float rounding;
     # "reference" is what every shipped record ran, so their keys and numbers stay put)
     lora_layer: str = "reference"
@@ -94,6 +106,7 @@ class RunSpec:
             raise ValueError(f"lora_layer must be one of {LAYER_KINDS}, got {self.lora_layer!r}")
         if self.lora_layer != "reference" and not self.is_lora:
             raise ValueError(f"lora_layer={self.lora_layer!r} applies to LoRA runs, not FullFT")
+        self._check_objective()
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
         if self.experiment is not None and not isinstance(self.experiment, str):
@@ -103,6 +116,36 @@ class RunSpec:
             self.warmup_steps, self.betas, self.weight_decay, self.evals_per_decade,
             self.eval_limit, self.accuracy_limit, self.aux_loss_coef,
         )  # fmt: skip
+
+    def _check_objective(self) -> None:
+        """Fields that the chosen objective would not read are refused, never ignored."""
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        if self.objective == "sft":
+            changed = [f for f in RL_FIELDS if getattr(self, f) != _DEFAULTS[f]]
+            if changed:
+                raise ValueError(f"{changed} apply to objective='rl' only")
+            return
+        if self.epochs is not None:
+            raise ValueError("an RL run is measured in steps: give steps, not epochs")
+        changed = [f for f in SFT_ONLY_FIELDS if getattr(self, f) != _DEFAULTS[f]]
+        if changed:  # RL always measures accuracy; bits are an SFT-on-facts measurement
+            raise ValueError(f"{changed} apply to objective='sft' only")
+        if isinstance(self.group_size, bool) or not isinstance(self.group_size, int) or (
+            self.group_size < 2
+        ):  # fmt: skip
+            raise ValueError(f"group_size must be an integer >= 2, got {self.group_size!r}")
+        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) or (
+            self.max_new_tokens < 1
+        ):  # fmt: skip
+            raise ValueError(
+                f"max_new_tokens must be a positive integer, got {self.max_new_tokens!r}"
+            )
+        for name, low in (("temperature", "positive"), ("kl_coef", "non-negative")):
+            v = getattr(self, name)
+            ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+            if not ok or v < 0 or (low == "positive" and v == 0):
+                raise ValueError(f"{name} must be a {low} number, got {v!r}")
 
     # ------------------------------------------------------------------ names and keys
     @property
@@ -143,8 +186,9 @@ class RunSpec:
         else:
             out["method"] = "full"
             out["target_modules"] = _jsonable(self.method.target_modules)
+        skip = {"method", "experiment", *(RL_FIELDS if self.objective == "sft" else ())}
         for f in fields(self):
-            if f.name not in out and f.name not in ("method", "experiment"):
+            if f.name not in out and f.name not in skip:
                 out[f.name] = _jsonable(getattr(self, f.name))
         return out
 
@@ -187,7 +231,7 @@ class RunSpec:
             method = FullFT(tuple(targets) if isinstance(targets, list) else targets)
         else:
             raise ValueError(f"method must be 'full' or 'lora', got {kind!r}")
-        for name in ("lr", "weight_decay", "aux_loss_coef"):
+        for name in ("lr", "weight_decay", "aux_loss_coef", "temperature", "kl_coef"):
             if isinstance(d.get(name), int) and not isinstance(d.get(name), bool):
                 d[name] = float(d[name])
         if isinstance(d.get("betas"), list):

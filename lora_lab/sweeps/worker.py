@@ -4,6 +4,7 @@ a record is the same whichever executor ran it, and the driver alone owns the st
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
@@ -14,8 +15,9 @@ from lora_lab.sweeps.spec import RunSpec, as_spec
 from lora_lab.sweeps.store import provenance
 from lora_lab.tasks import Task, make_task
 from lora_lab.training.bits import bits_stored, sample_bits_metric
-from lora_lab.training.pretrain import load_base
-from lora_lab.training.sft import train
+from lora_lab.training.rl import train_rl
+from lora_lab.training.sft import RunResult, train
+from lora_lab.training.warm_start import WARM_STARTS, resolve_base
 
 
 def _freeze(d: dict[str, Any]) -> tuple:
@@ -29,7 +31,7 @@ def _task(name: str, kwargs_items: tuple) -> Task:
 
 @lru_cache(maxsize=4)
 def _base(preset: str) -> torch.nn.Module:
-    return load_base(preset)
+    return resolve_base(preset)
 
 
 def eval_split(task: Task, split: str):
@@ -43,8 +45,8 @@ def eval_split(task: Task, split: str):
     )
 
 
-def _train(spec: RunSpec, task: Task, eval_data: Any, metrics: Any, progress: bool,
-           device: str) -> Any:  # fmt: skip
+def _train_sft(spec: RunSpec, task: Task, eval_data: Any, metrics: Any, progress: bool,
+               device: str) -> RunResult:  # fmt: skip
     return train(
         _base(spec.base),
         task.train,
@@ -71,6 +73,39 @@ def _train(spec: RunSpec, task: Task, eval_data: Any, metrics: Any, progress: bo
     )
 
 
+def _train_rl(spec: RunSpec, task: Task, eval_data: Any, metrics: Any, progress: bool,
+              device: str) -> RunResult:  # fmt: skip
+    return train_rl(
+        _base(spec.base),
+        task.train,
+        spec.method,
+        lr=spec.lr,
+        steps=spec.steps,
+        eval_data=eval_data,
+        prompts_per_step=spec.batch_size,
+        grad_accum=spec.grad_accum,
+        group_size=spec.group_size,
+        max_new_tokens=spec.max_new_tokens,
+        temperature=spec.temperature,
+        kl_coef=spec.kl_coef,
+        schedule=spec.schedule,
+        warmup_steps=spec.warmup_steps,
+        betas=spec.betas,
+        weight_decay=spec.weight_decay,
+        aux_loss_coef=spec.aux_loss_coef,
+        evals_per_decade=spec.evals_per_decade,
+        eval_limit=spec.eval_limit or len(eval_data),
+        seed=spec.seed,
+        device=device,
+        progress=progress,
+        keep_model=False,
+    )
+
+
+# one trainer per objective: a new objective adds its entry here and its spec fields
+TRAINERS: dict[str, Callable[..., RunResult]] = {"sft": _train_sft, "rl": _train_rl}
+
+
 def run_spec(spec: RunSpec | dict[str, Any], progress: bool = False, device: str = "auto") -> dict:
     """Train one spec and return its record (key, spec, result, provenance). Every field of
     the spec reaches :func:`~lora_lab.training.train`; ``result.config`` says what ran."""
@@ -82,7 +117,7 @@ def run_spec(spec: RunSpec | dict[str, Any], progress: bool = False, device: str
     )
     t0 = time.perf_counter()
     with use_layer_kind(spec.lora_layer):
-        result = _train(spec, task, eval_data, metrics, progress, device)
+        result = TRAINERS[spec.objective](spec, task, eval_data, metrics, progress, device)
     if spec.measure_bits and not result.diverged:
         # exact, on every fact (the curve's points are estimated on a sample)
         result.final.update(bits_stored(result.model, eval_data))
@@ -92,6 +127,8 @@ def run_spec(spec: RunSpec | dict[str, Any], progress: bool = False, device: str
         eval_split=spec.eval_split,
         measure_bits=spec.measure_bits,
         base=spec.base,
+        objective=spec.objective,
+        warm_start=WARM_STARTS[spec.base].to_dict() if spec.base in WARM_STARTS else None,
         experiment=spec.experiment,
     )
     return {

@@ -11,6 +11,7 @@ import random
 import re
 
 from lora_lab.tasks.base import Example, SFTDataset, Task, stable_hash
+from lora_lab.tokenizer import TOKENIZER
 
 PEOPLE = [
     "Ana",
@@ -95,6 +96,10 @@ def is_test_problem(a: int, b: int, op: str) -> bool:
     return stable_hash(f"arith:{a}{op}{b}") % 10 == 0
 
 
+def _n_tokens(example: Example) -> int:
+    return len(TOKENIZER.encode(example.prompt + example.completion, bos=True, eos=True))
+
+
 def _operand(rng: random.Random, digits: tuple[int, int]) -> int:
     d = rng.randint(*digits)
     return rng.randint(10 ** (d - 1) if d > 1 else 0, 10**d - 1)
@@ -106,15 +111,23 @@ def make_arith(
     digits: tuple[int, int] = (2, 3),
     ops: tuple[str, ...] = ("+", "-"),
     seed: int = 0,
+    max_len: int | None = None,
 ) -> Task:
     """Problems whose operands have between ``digits[0]`` and ``digits[1]`` digits;
-    subtraction keeps results non-negative. Test problems (a, op, b) never occur in train."""
+    subtraction keeps results non-negative. Test problems (a, op, b) never occur in train.
+
+    ``max_len``: redraw a problem whose tokens (BOS, prompt, completion, EOS) exceed it, so
+    every example fits a model's context (``max_seq_len``) and a sampled completion as long
+    as the reference one always has room; None keeps every problem."""
     if n_train <= 0 or n_test <= 0:
         raise ValueError("n_train and n_test must be positive")
     if not 1 <= digits[0] <= digits[1] <= 6:
         raise ValueError("digits must satisfy 1 <= lo <= hi <= 6")
     if not ops or any(o not in "+-" for o in ops):
         raise ValueError("ops must be a non-empty subset of ('+', '-')")
+    if max_len is not None and (isinstance(max_len, bool) or not isinstance(max_len, int)
+                                or max_len < 16):  # fmt: skip
+        raise ValueError(f"max_len must be an integer >= 16 or None, got {max_len!r}")
     rng = random.Random(f"arith:{seed}")
     train: list[Example] = []
     test: list[Example] = []
@@ -140,7 +153,9 @@ def make_arith(
         seen.add((a, b, op))
         bucket = test if is_test_problem(a, b, op) else train
         if len(bucket) < (n_test if bucket is test else n_train):
-            bucket.append(arith_example(a, b, op, rng))
+            example = arith_example(a, b, op, rng)
+            if max_len is None or _n_tokens(example) <= max_len:
+                bucket.append(example)
     params = {
         "n_train": n_train,
         "n_test": n_test,
@@ -148,6 +163,8 @@ def make_arith(
         "ops": list(ops),
         "seed": seed,
     }
+    if max_len is not None:  # only when set, so existing tasks keep their fingerprints
+        params["max_len"] = max_len
     return Task(
         "arith",
         SFTDataset("arith", "train", train, verifier=verify),

@@ -21,7 +21,7 @@ from lora_lab.training.loop import MicroBatch, Objective
 from lora_lab.training.optim import MOE_AUX_LOSS_COEF
 
 
-def _aux(model: nn.Module, coef: float) -> torch.Tensor | float:
+def moe_aux_loss(model: nn.Module, coef: float) -> torch.Tensor | float:
     """The MoE load-balancing term of the last forward pass (0 for dense models)."""
     config = getattr(model, "config", None)
     return coef * model.aux_loss() if getattr(config, "is_moe", False) else 0.0
@@ -74,7 +74,7 @@ class SupervisedObjective(Objective):
             model, inputs.to(dev), self.targets[idx].to(dev), self.mask[idx].to(dev)
         )
         return MicroBatch(
-            loss=loss + _aux(model, self.aux_loss_coef),
+            loss=loss + moe_aux_loss(model, self.aux_loss_coef),
             value=loss.item(),
             tokens=int((inputs != 0).sum()),
         )
@@ -140,7 +140,9 @@ class LanguageModelObjective(Objective):
         ).to(self.device)
         loss = token_nll(model, w[:, :-1], w[:, 1:]).mean()
         return MicroBatch(
-            loss=loss + _aux(model, self.aux_loss_coef), value=loss.item(), tokens=w[:, :-1].numel()
+            loss=loss + moe_aux_loss(model, self.aux_loss_coef),
+            value=loss.item(),
+            tokens=w[:, :-1].numel(),
         )
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:

@@ -18,6 +18,7 @@ penalty to the starting model (``kl_coef``, the k3 estimator) keeps the policy c
 from __future__ import annotations
 
 import copy
+import math
 import random
 import time
 from collections.abc import Callable
@@ -27,10 +28,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from lora_lab.lora import lora_layers, unload
 from lora_lab.tasks.base import Example, SFTDataset
 from lora_lab.tokenizer import TOKENIZER
 from lora_lab.training.evaluation import evaluating, sampled_accuracy
 from lora_lab.training.loop import MicroBatch, Objective
+from lora_lab.training.objectives import moe_aux_loss
+from lora_lab.training.optim import MOE_AUX_LOSS_COEF
 
 
 def group_advantages(rewards: torch.Tensor) -> torch.Tensor:
@@ -78,6 +82,19 @@ def _completion_mask(sequences: torch.Tensor, prompt_len: int) -> torch.Tensor:
     # positions after the first EOS: the cumulative count of EOS before them is > 0
     eos_before = torch.cumsum(is_eos.long(), dim=1) - is_eos.long()
     return (after_prompt & (eos_before == 0)).float()
+
+
+@torch.no_grad()
+def sampling_copy(model: nn.Module) -> nn.Module:
+    """What samples the episodes: FullFT samples with the learner itself; a LoRA learner is
+    copied with its adapters merged into plain Linears — what an inference server does —
+    so decoding costs what FullFT's does, and the learner's frozen weights stay untouched.
+    The copy's numerics differ from the learner's in the last bits, which the importance
+    ratio p_learner / p_sampler accounts for."""
+    if not lora_layers(model):
+        return model
+    with torch.no_grad():
+        return unload(copy.deepcopy(model))
 
 
 @torch.no_grad()
@@ -137,6 +154,52 @@ def policy_gradient_loss(
     return (per_token * episodes.mask).sum() / episodes.mask.sum().clamp_min(1)
 
 
+@torch.no_grad()
+def sampled_reward_and_kl(
+    model: nn.Module, reference: nn.Module, data: SFTDataset, *, limit: int,
+    max_new_tokens: int, temperature: float = 1.0, seed: int = 0,
+) -> dict[str, float]:  # fmt: skip
+    """One sampled completion per prompt of ``data`` (first ``limit``): the verifier's mean
+    reward, and how far the policy has moved from ``reference`` in bits per completion —
+    ``E_y~policy[log2 policy(y|x) - log2 reference(y|x)]``, the sequence-level KL estimated
+    on those same samples (unbiased; ~0 at the start). Prompts of equal length are one batch.
+    """
+    device = next(model.parameters()).device
+    examples = data.examples[:limit]
+    encoded = [TOKENIZER.encode(ex.prompt, bos=True) for ex in examples]
+    by_length: dict[int, list[int]] = {}
+    for i, ids in enumerate(encoded):
+        by_length.setdefault(len(ids), []).append(i)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    rewards, kls = [], []
+    with evaluating(model), evaluating(reference):
+        for length, idx in by_length.items():
+            prompts = torch.tensor([encoded[i] for i in idx], device=device)
+            out = model.generate(prompts, max_new_tokens, temperature=temperature,
+                                 eos_id=TOKENIZER.eos_id, generator=gen)  # fmt: skip
+            mask = _completion_mask(out, length)
+            log_ratio = token_logprobs(model, out) - token_logprobs(reference, out)
+            kls += ((log_ratio * mask).sum(1) / math.log(2)).tolist()
+            for row, n, i in zip(out, mask.sum(1).long().tolist(), idx, strict=True):
+                text = TOKENIZER.decode(row[length : length + n].tolist())
+                rewards.append(float(data.verify(examples[i], text)))
+    n = max(len(examples), 1)
+    return {"sampled_accuracy": sum(rewards) / n, "kl_bits": sum(kls) / n}
+
+
+def advantage_bits(rewards: torch.Tensor) -> torch.Tensor:
+    """(prompts, group) 1/0 rewards -> each group's total entropy of the advantage in bits:
+    ``group_size * h(p)``, p the group's success rate, h the binary entropy. What the episodes
+    of a group can tell the learner is at most this (0 when the group is all right or all
+    wrong) — the post's "about one bit per episode"."""
+    p = rewards.float().mean(dim=1)
+    h = torch.zeros_like(p)
+    mixed = (p > 0) & (p < 1)
+    q = p[mixed]
+    h[mixed] = -(q * torch.log2(q) + (1 - q) * torch.log2(1 - q))
+    return h * rewards.shape[1]
+
+
 class PolicyGradientObjective(Objective):
     """RL on a task with a verifier (``data.verifier``), for the one training loop.
 
@@ -158,6 +221,7 @@ class PolicyGradientObjective(Objective):
         temperature: float = 1.0,
         kl_coef: float = 0.0,
         eval_limit: int = 100,
+        aux_loss_coef: float = MOE_AUX_LOSS_COEF,
         seed: int = 0,
     ) -> None:
         if data.verifier is None:
@@ -172,11 +236,13 @@ class PolicyGradientObjective(Objective):
         self.prompts_per_step, self.group_size = prompts_per_step, group_size
         self.examples_per_micro_batch = prompts_per_step * group_size  # episodes
         self.max_new_tokens, self.temperature, self.kl_coef = max_new_tokens, temperature, kl_coef
-        self.eval_limit = eval_limit
+        self.eval_limit, self.aux_loss_coef = eval_limit, aux_loss_coef
+        self.seed = seed
         self.rng = random.Random(seed)
         self.generator = torch.Generator().manual_seed(seed)
         self.reference: nn.Module | None = None
         self.episodes_done, self.tokens_sampled, self.sampling_s = 0, 0, 0.0
+        self.signal_bits, self.informative_groups, self.groups_done = 0.0, 0, 0
         self.last: Episodes | None = None
 
     def setup(self, model: nn.Module, device: torch.device) -> None:
@@ -184,36 +250,53 @@ class PolicyGradientObjective(Objective):
         if device.type != "cpu":
             seed = self.generator.initial_seed()
             self.generator = torch.Generator(device=device).manual_seed(seed)
-        if self.kl_coef > 0:
-            self.reference = copy.deepcopy(model).eval()
-            for p in self.reference.parameters():
-                p.requires_grad_(False)
+        # the starting policy: the KL penalty's anchor, and what evaluations measure drift from
+        self.reference = sampling_copy(copy.deepcopy(model)).eval()
+        for p in self.reference.parameters():
+            p.requires_grad_(False)
 
     def micro_batch(self, model: nn.Module) -> MicroBatch:
         examples = self.rng.sample(self.data.examples, self.prompts_per_step)
         t0 = time.perf_counter()
         episodes = sample_episodes(
-            model, examples, self.data.verifier, group_size=self.group_size,
+            sampling_copy(model), examples, self.data.verifier, group_size=self.group_size,
             max_new_tokens=self.max_new_tokens, temperature=self.temperature,
             generator=self.generator,
         )  # fmt: skip
         self.sampling_s += time.perf_counter() - t0
         self.episodes_done += len(episodes.rewards)
+        groups = episodes.rewards.view(-1, self.group_size)
+        self.signal_bits += float(advantage_bits(groups).sum())
+        self.informative_groups += int(((groups.min(1).values) != groups.max(1).values).sum())
+        self.groups_done += groups.shape[0]
         self.tokens_sampled += episodes.tokens
         self.last = episodes
         loss = policy_gradient_loss(model, episodes, self.kl_coef, self.reference)
-        return MicroBatch(loss=loss, value=float(episodes.rewards.mean()), tokens=episodes.tokens)
+        loss = loss + moe_aux_loss(model, self.aux_loss_coef)  # the learner's forward pass
+        # the logged value is the reward; a non-finite loss still stops the run
+        value = float(episodes.rewards.mean()) if torch.isfinite(loss) else math.nan
+        return MicroBatch(loss=loss, value=value, tokens=episodes.tokens)
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
         kw = {"limit": self.eval_limit, "max_new_tokens": self.max_new_tokens,
               "device": self.device}  # fmt: skip
-        greedy = sampled_accuracy(model, self.eval_data, **kw)
-        sampled = sampled_accuracy(model, self.eval_data, temperature=1.0, **kw)
+        sampler = sampling_copy(model)
+        greedy = sampled_accuracy(sampler, self.eval_data, **kw)
+        sampled = sampled_reward_and_kl(
+            sampler, self.reference, self.eval_data, limit=self.eval_limit,
+            max_new_tokens=self.max_new_tokens, temperature=1.0, seed=self.seed + 1,
+        )  # fmt: skip
         return {
             "eval_loss": 1.0 - greedy,
             "accuracy": greedy,
-            "sampled_accuracy": sampled,
+            **sampled,
             "episodes": float(self.episodes_done),
+            # what the training signal could carry so far (entropy of the advantages), and
+            # the share of groups that carried any (not all right or all wrong)
+            "signal_bits": self.signal_bits,
+            "informative_groups": self.informative_groups / self.groups_done
+            if self.groups_done
+            else float("nan"),
             "sampled_tokens_per_s": self.tokens_sampled / self.sampling_s
             if self.sampling_s
             else 0.0,

@@ -102,6 +102,11 @@ class RunResult:
         )
 
 
+def lora_layer_names(model: nn.Module) -> str:
+    """Which LoRA layer classes ran (reference or fused: same maths, other kernels)."""
+    return ", ".join(sorted({type(m).__name__ for m in lora_layers(model).values()}))
+
+
 def _check_dataset(name: str, data: Any) -> None:
     if isinstance(data, SFTDataset):
         if len(data) == 0:
@@ -252,9 +257,7 @@ def train(
         else None,
         "model": getattr(getattr(model, "config", None), "name", None),
         # which LoRA layer implementation ran (reference or fused: same maths, other kernels)
-        "lora_layer": None
-        if is_full
-        else ", ".join(sorted({type(m).__name__ for m in lora_layers(out.model).values()})),
+        "lora_layer": None if is_full else lora_layer_names(out.model),
         "lora_layer_kind": None if is_full else layer_kind(),
         "task": data.name,
         "data_fingerprint": data.fingerprint(),
