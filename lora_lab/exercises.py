@@ -356,3 +356,58 @@ def reference_flop_ratio(n, r):
 
 def reference_adam_bytes(trainable):
     return 12 * trainable
+
+
+# ----------------------------------------------------------------------------- notebook 05
+
+
+def check_group_advantages(fn: Callable[[list], list], quiet: bool = False) -> bool:
+    """``fn(rewards)``: one prompt's group of 1/0 rewards -> the GRPO-style advantages
+    (each reward minus the group's mean; no division by the std)."""
+
+    def check() -> str | None:
+        for rewards in ([1, 0, 0, 0], [1, 1, 1, 1], [0, 1, 1, 0, 1, 0, 0, 0], [0, 0]):
+            got = _call(fn, list(rewards))
+            want = reference_group_advantages(rewards)
+            try:
+                got = [float(g) for g in got]
+            except TypeError:
+                return f"Not yet: return one number per reward, got {got!r}."
+            if len(got) != len(want):
+                return f"Not yet: {len(rewards)} rewards need {len(rewards)} advantages."
+            if not all(abs(g - w) < 1e-9 for g, w in zip(got, want)):
+                mean = sum(rewards) / len(rewards)
+                if all(abs(g - r) < 1e-9 for g, r in zip(got, rewards)) and mean:
+                    return "Not yet: subtract the group's mean reward (the baseline)."
+                return f"Not yet: for rewards {rewards} expected {want}, got {got}."
+        return None
+
+    return _verdict(check, quiet)
+
+
+def check_advantage_bits(fn: Callable[[int, int], float], quiet: bool = False) -> bool:
+    """``fn(correct, group_size)``: the most a group can tell the learner, in bits: the
+    entropy of its advantages, ``group_size * h(correct / group_size)``."""
+
+    def check() -> str | None:
+        for k, g in ((4, 8), (1, 8), (0, 8), (8, 8), (3, 4)):
+            got, want = _call(fn, k, g), reference_advantage_bits(k, g)
+            if not isinstance(got, (int, float)) or abs(got - want) > 1e-6:
+                if k in (0, g) and isinstance(got, (int, float)) and math.isnan(got):
+                    return "Not yet: an all-right or all-wrong group carries 0 bits (0 log 0 = 0)."
+                return f"Not yet: {k} right of {g} should carry {want:.4f} bits, got {got!r}."
+        return None
+
+    return _verdict(check, quiet)
+
+
+def reference_group_advantages(rewards):
+    mean = sum(rewards) / len(rewards)
+    return [r - mean for r in rewards]
+
+
+def reference_advantage_bits(correct, group_size):
+    p = correct / group_size
+    if p in (0.0, 1.0):
+        return 0.0
+    return group_size * -(p * math.log2(p) + (1 - p) * math.log2(1 - p))

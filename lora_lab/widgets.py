@@ -117,10 +117,12 @@ class LivePanel:
             self.button.disabled, self.button.description = False, "Run"
 
     def _live(
-        self, steps: int, draw: Callable[[Any, list[dict]], None], x: str = "step"
-    ) -> Callable:
+        self, steps: int, draw: Callable[[Any, list[dict]], None], x: str = "step",
+        xlabel: str | None = None,
+    ) -> Callable:  # fmt: skip
         """A ``train`` callback: collect each evaluation row and redraw with ``draw(ax, rows)``
-        on a log ``x`` axis (``"step"`` or ``"examples"``, the row field ``draw`` plots)."""
+        on a log ``x`` axis (``"step"`` or ``"examples"``, the row field ``draw`` plots;
+        ``xlabel`` names it, e.g. "episodes" for RL)."""
         import matplotlib.pyplot as plt
 
         self.bar.max, self.bar.value = steps, 0
@@ -137,7 +139,8 @@ class LivePanel:
                 fig, ax = plt.subplots(figsize=(7, 4))
                 draw(ax, rows)
                 ax.set_xscale("log")
-                ax.set_xlabel(f"{'examples seen' if x == 'examples' else x} (log)")
+                name = xlabel or ("examples seen" if x == "examples" else x)
+                ax.set_xlabel(f"{name} (log)")
                 ax.legend(fontsize=8, loc="best")
                 plt.show()
                 plt.close(fig)  # one live figure, not one per evaluation

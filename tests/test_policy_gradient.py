@@ -4,6 +4,7 @@ the gradient against finite differences, seeded sampling, and a few steps in the
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -152,3 +153,65 @@ def test_train_rl_returns_a_run_result_like_sft(nano, arith):
                      prompts_per_step=2, group_size=2, max_new_tokens=16, eval_limit=4,
                      progress=False, seed=0)  # fmt: skip
     assert again.curves.mean_reward.equals(r.curves.mean_reward)  # seeded end to end
+
+
+def test_advantage_bits_is_the_entropy_of_each_group():
+    from lora_lab.training.policy_gradient import advantage_bits
+
+    rewards = torch.tensor([[1.0, 0, 0, 0], [1, 1, 0, 0], [0, 0, 0, 0], [1, 1, 1, 1]])
+    h = lambda p: -(p * math.log2(p) + (1 - p) * math.log2(1 - p))  # noqa: E731
+    want = [4 * h(0.25), 4.0, 0.0, 0.0]  # a 50/50 group: one bit per episode, the most
+    assert advantage_bits(rewards).tolist() == pytest.approx(want)
+
+
+def test_a_lora_learner_samples_through_a_merged_copy(nano, arith):
+    """Same distribution as the learner (to float rounding), plain Linears, learner untouched."""
+    from lora_lab.lora import lora_layers
+    from lora_lab.training.policy_gradient import sampling_copy
+
+    full = copy.deepcopy(nano)
+    assert sampling_copy(full) is full  # FullFT samples with itself
+    learner = apply_method(copy.deepcopy(nano), as_method(LoraConfig(r=2)))
+    torch.manual_seed(0)
+    for layer in lora_layers(learner).values():  # a trained-looking adapter, not B = 0
+        torch.nn.init.normal_(layer.lora_B.weight, std=0.05)
+    before = {n: p.clone() for n, p in learner.named_parameters()}
+    sampler = sampling_copy(learner)
+    assert not lora_layers(sampler) and lora_layers(learner)
+    ids = torch.tensor([TOKENIZER.encode(arith.test.examples[0].prompt, bos=True)])
+    with torch.no_grad():
+        assert torch.allclose(sampler(ids), learner(ids), atol=1e-5)
+    assert all(torch.equal(p, before[n]) for n, p in learner.named_parameters())
+
+
+def test_held_out_kl_is_zero_at_the_start_and_positive_after_a_change(nano, arith):
+    from lora_lab.training.policy_gradient import sampled_reward_and_kl
+
+    kw = dict(limit=8, max_new_tokens=16, seed=0)
+    same = sampled_reward_and_kl(nano, nano, arith.test, **kw)
+    assert same["kl_bits"] == 0.0 and 0 <= same["sampled_accuracy"] <= 1
+    moved = copy.deepcopy(nano)
+    with torch.no_grad():
+        moved.lm_head.weight.mul_(1.5)  # a sharper policy: a real KL from the start
+    # an unbiased estimate of KL(moved || nano) on 8 samples; 200 samples keep its sign stable
+    assert sampled_reward_and_kl(moved, nano, arith.test, **{**kw, "limit": 16})["kl_bits"] > 0
+
+
+def test_a_step_with_a_non_finite_loss_stops_the_run(nano, arith):
+    obj = PolicyGradientObjective(arith.train, arith.test, prompts_per_step=2, group_size=2,
+                                  max_new_tokens=8, eval_limit=2, seed=0)  # fmt: skip
+    model = copy.deepcopy(nano)
+    out = run_loop(model, obj, lr=1e-3, steps=3, progress=False,
+                   prepare=lambda m: _poison(m))  # fmt: skip
+    assert out.diverged and out.steps_done == 1 and out.rows[-1]["train_loss"] != 0
+
+
+def _poison(model):
+    """LoRA whose adapter turns non-finite: the policy cannot even sample."""
+    model = apply_method(model, as_method(LoraConfig(r=1)))
+    from lora_lab.lora import lora_layers
+
+    layer = next(iter(lora_layers(model).values()))
+    with torch.no_grad():
+        layer.lora_B.weight.fill_(float("nan"))
+    return model

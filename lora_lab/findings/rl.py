@@ -15,11 +15,31 @@ reference solutions, one example per RL episode.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
-from lora_lab.sweeps.experiment import Experiment, grid, lr_grid
-from lora_lab.sweeps.lr_search import LRSearch
+import numpy as np
+import pandas as pd
+import torch
+
+from lora_lab.analysis import (
+    best_loss_gaps,
+    draws_interval,
+    load_curves,
+    load_runs,
+    sign_verdict,
+)
+from lora_lab.findings.capacity import capacity_table
+from lora_lab.lora import LoraConfig
+from lora_lab.plots import set_style
+from lora_lab.sweeps.experiment import Experiment, grid, lr_grid, results_dir
+from lora_lab.sweeps.lr_search import LRSearch, interior_optima
+from lora_lab.tokenizer import TOKENIZER
+from lora_lab.training.evaluation import evaluating
+from lora_lab.training.rl import train_rl
+from lora_lab.training.sft import RunResult
 from lora_lab.training.warm_start import ARITH_RL_KWARGS
+from lora_lab.widgets import WIDE, LivePanel, lr_options, rank_options
 
 BASE = "tiny-arith"
 SEEDS = (0, 1, 2)
@@ -44,9 +64,10 @@ RL_DEFAULTS: dict[str, Any] = {
 }
 
 
-def _methods(full_lrs: list[float], lora_lrs: list[float], seed: int, **fixed: Any) -> list:
+def _methods(full_lrs: list[float], lora_lrs: list[float], seed: int,
+             adapters: tuple = ADAPTERS, **fixed: Any) -> list:  # fmt: skip
     specs = grid(method="full", lr=full_lrs, seed=seed, **fixed)
-    for r, targets in ADAPTERS:
+    for r, targets in adapters:
         specs += grid(method="lora", r=r, target_modules=targets, lr=lora_lrs, seed=seed,
                       lora_layer="fused", **fixed)  # fmt: skip
     return specs
@@ -54,6 +75,10 @@ def _methods(full_lrs: list[float], lora_lrs: list[float], seed: int, **fixed: A
 
 def _grid(full_lrs: list[float], lora_lrs: list[float], **fixed: Any) -> list:
     return [s for seed in SEEDS for s in _methods(full_lrs, lora_lrs, seed, **fixed)]
+
+
+# the contrast needs rank 1 against FullFT (SFT runs cost about what RL runs do here)
+SFT_ADAPTERS = ((1, "all"),)
 
 
 def _ci(full_lr: float, lora_lr: float, **fixed: Any) -> list:
@@ -92,13 +117,13 @@ SFT_DEFAULTS: dict[str, Any] = {
 RL_SFT = Experiment(
     name="rl_sft",
     description="the contrast: SFT on the same arith problems' reference solutions from "
-    "tiny-arith, one example per RL episode (100 steps x 64), same methods, 3 seeds, LR searched",
+    "tiny-arith, one example per RL episode (100 steps x 64), FullFT and r=1, 3 seeds, LR searched",
     base=BASE,
     task="arith",
     task_kwargs=ARITH_RL_KWARGS,
     defaults=SFT_DEFAULTS,
     grids={
-        "full": _grid(lr_grid(2.15e-4, 2.15e-3, 3), lr_grid(1e-3, 1e-2, 3)),
+        "full": _grid(lr_grid(2.15e-4, 2.15e-3, 3), lr_grid(1e-3, 1e-2, 3), adapters=SFT_ADAPTERS),
         "ci": _ci(
             1e-3, 3e-3, steps=3, batch_size=8, eval_limit=16, accuracy_limit=8, evals_per_decade=1
         ),  # fmt: skip
@@ -107,3 +132,470 @@ RL_SFT = Experiment(
 )
 
 EXPERIMENTS = (RL_RANK, RL_SFT)
+
+
+# ----------------------------------------------------------------------------- reading it
+# RL records: ``final_loss`` is 1 - greedy accuracy on the 200 held-out problems (lower is
+# better, as for every objective); ``accuracy`` / ``sampled_accuracy`` the greedy and the
+# temperature-1 held-out reward. SFT records add ``accuracy`` (greedy, same 200 problems).
+# Both are compared here on ``error`` = 1 - greedy accuracy, each method at its best LR.
+
+METHOD_ORDER = ("FullFT", "r=1", "r=4", "r=16", "r=1 attn")
+# A band is the LRs whose seed-mean accuracy is within BAND_MARGIN of the best: 0.05 is
+# about 2.5 standard errors of a three-seed mean on 200 problems near 45 % accuracy
+# (sqrt(0.45 * 0.55 / 600) = 0.020), so the band holds the LRs we cannot tell from the best.
+BAND_MARGIN = 0.05
+
+
+def load(experiment: str = "rl_rank", root: Any = None) -> pd.DataFrame:
+    """One row per run of a shipped RL or SFT-contrast sweep, with ``error`` = 1 - accuracy."""
+    runs = load_runs(results_dir(experiment, root=root))
+    runs["error"] = 1.0 - runs["accuracy"]
+    return runs
+
+
+def load_curve_frame(experiment: str = "rl_rank", root: Any = None) -> pd.DataFrame:
+    curves = load_curves(results_dir(experiment, root=root))
+    if "accuracy" in curves:
+        curves["error"] = 1.0 - curves["accuracy"]
+    return curves
+
+
+def _order(labels: Any) -> list[str]:
+    present = list(dict.fromkeys(labels))
+    return [m for m in METHOD_ORDER if m in present] + sorted(set(present) - set(METHOD_ORDER))
+
+
+def optima(runs: pd.DataFrame, metric: str = "error", per_decade: int = 3) -> pd.DataFrame:
+    """Each method's best LR by ``metric`` (seed mean) and whether it is interior at
+    ``per_decade`` points per decade (both neighbours measured and worse)."""
+    table = interior_optima(runs, ["label"], metric, per_decade)
+    return table.set_index("label").loc[_order(table.label)].reset_index()
+
+
+def reward_table(runs: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Per method at its best LR (by held-out greedy accuracy, seed mean): accuracy (mean,
+    seeds' min and max), sampled accuracy, accuracy minus FullFT's with a 95 % seed
+    bootstrap (the best LR re-picked in every resample), and a verdict on that interval."""
+    best = optima(runs)
+    gaps = best_loss_gaps(runs, ["label"], {"label": "FullFT"}, "error", n_boot, seed)
+    rows = []
+    for b in best.itertuples():
+        at = runs[(runs.label == b.label) & (runs.lr == b.best_lr)]
+        row = {
+            "label": b.label,
+            "trainable_params": int(at.trainable_params.iloc[0]),
+            "best_lr": b.best_lr,
+            "interior": bool(b.interior),
+            "accuracy": at.accuracy.mean(),
+            "accuracy_min": at.accuracy.min(),
+            "accuracy_max": at.accuracy.max(),
+            "sampled_accuracy": at.sampled_accuracy.mean(),
+            "seeds": len(at),
+        }
+        if b.label != "FullFT":
+            draws = -gaps.loc[[b.label]].to_numpy()[0]  # accuracy gap = - error gap
+            lo, hi = draws_interval(draws[1:])
+            # sign_verdict names the sides of an interval: above 0, LoRA's accuracy is higher
+            verdict = sign_verdict(lo, hi, worse="LoRA better", better="LoRA worse")
+            row.update(minus_fullft=draws[0], lo=lo, hi=hi, verdict=verdict)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def seed_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Held-out greedy accuracy per method (rows) and seed (columns), each method at its
+    best LR (seed mean) — the closing note's reward table."""
+    best = optima(runs).set_index("label").best_lr
+    at = runs[runs.lr == runs.label.map(best)]
+    table = at.pivot_table(index="label", columns="seed", values="accuracy")
+    table.columns = [f"seed {s}" for s in table.columns]
+    table["best LR"] = best
+    return table.loc[_order(table.index)]
+
+
+def lr_bands(runs: pd.DataFrame, margin: float = BAND_MARGIN) -> pd.DataFrame:
+    """Per method: the LRs whose seed-mean held-out accuracy is within ``margin`` of its best,
+    the band's ends and width in decades, and whether each end is *bounded* (an LR beyond it
+    was measured and fell out of the band; otherwise the width is only a lower bound)."""
+    rows = []
+    for label in _order(runs.label):
+        cells = runs[runs.label == label].groupby("lr").accuracy.mean().sort_index()
+        best = cells.max()
+        inside = cells[cells >= best - margin]
+        lo, hi = inside.index.min(), inside.index.max()
+        contiguous = bool(((cells.index >= lo) & (cells.index <= hi)).sum() == len(inside))
+        rows.append(
+            {
+                "label": label,
+                "best_accuracy": best,
+                "band_low": lo,
+                "band_high": hi,
+                "width_decades": float(np.log10(hi / lo)),
+                "bounded_low": bool((cells.index < lo).any()),
+                "bounded_high": bool((cells.index > hi).any()),
+                "contiguous": contiguous,
+                "lrs_in_band": len(inside),
+                "lrs_tried": len(cells),
+            }
+        )
+    out = pd.DataFrame(rows)
+    out["bounded"] = out.bounded_low & out.bounded_high
+    return out
+
+
+def band_verdicts(bands: pd.DataFrame, per_decade: int = 3) -> pd.DataFrame:
+    """Is each LoRA band wider than FullFT's? Widths differ in whole lattice steps
+    (1/``per_decade`` decade); "wider" / "narrower" need a difference of at least one step
+    and, for "wider", FullFT's band bounded (else its width is a lower bound) and for
+    "narrower" LoRA's."""
+    full = bands.set_index("label").loc["FullFT"]
+    step = 1 / per_decade
+    rows = []
+    for b in bands[bands.label != "FullFT"].itertuples():
+        diff = b.width_decades - full.width_decades
+        if diff >= step - 1e-9:
+            verdict = "wider" if full.bounded else "at least as wide (FullFT's band unbounded)"
+        elif diff <= -step + 1e-9:
+            verdict = "narrower" if b.bounded else "no narrower than measured (band unbounded)"
+        else:
+            verdict = "same width"
+        rows.append({"label": b.label, "width_decades": b.width_decades,
+                     "fullft_width_decades": full.width_decades, "difference": diff,
+                     "verdict": verdict})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def start_accuracy(curves: pd.DataFrame) -> float:
+    """Held-out greedy accuracy of the warm start (step 0, identical in every run)."""
+    return float(curves[curves.step == 0].accuracy.mean())
+
+
+def sft_contrast(rl_runs: pd.DataFrame, sft_runs: pd.DataFrame, n_boot: int = 1000,
+                 seed: int = 0) -> pd.DataFrame:  # fmt: skip
+    """Per adapter: its held-out accuracy minus FullFT's after RL and after SFT on the same
+    problems from the same start (one SFT example per RL episode), each at its best LR by
+    held-out accuracy, with 95 % seed-bootstrap intervals; and the SFT gap in held-out NLL
+    (per token, lower is better, at the best LR by NLL)."""
+    rows = []
+    rl = reward_table(rl_runs, n_boot, seed).set_index("label")
+    sft = reward_table(sft_runs, n_boot, seed).set_index("label")
+    nll = best_loss_gaps(sft_runs, ["label"], {"label": "FullFT"}, "final_loss", n_boot, seed)
+    for label in _order(sft.index.intersection(rl.index)):
+        if label == "FullFT":
+            continue
+        a, b = rl.loc[label], sft.loc[label]
+        d = nll.loc[[label]].to_numpy()[0]
+        nlo, nhi = draws_interval(d[1:])
+        rows.append(
+            {
+                "label": label,
+                "rl_minus_fullft": a.minus_fullft, "rl_lo": a.lo, "rl_hi": a.hi,
+                "rl_verdict": a.verdict,
+                "sft_minus_fullft": b.minus_fullft, "sft_lo": b.lo, "sft_hi": b.hi,
+                "sft_verdict": b.verdict,
+                "sft_nll_minus_fullft": d[0], "nll_lo": nlo, "nll_hi": nhi,
+                "nll_verdict": sign_verdict(nlo, nhi, worse="LoRA worse", better="LoRA better"),
+            }
+        )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def prediction_verdict(contrast: pd.DataFrame, label: str = "r=1") -> str:
+    """The post's prediction for ``label``: it lags FullFT in SFT but not in RL."""
+    row = contrast.set_index("label").loc[label]
+    sft_lags = row.sft_verdict == "LoRA worse" or row.nll_verdict == "LoRA worse"
+    rl_lags = row.rl_verdict == "LoRA worse"
+    if sft_lags and not rl_lags:
+        return "holds"
+    if not sft_lags and not rl_lags:
+        return "not observed: rank 1 matches FullFT in both"
+    if sft_lags and rl_lags:
+        return "not observed: rank 1 lags in both"
+    return "reversed: rank 1 lags in RL but not in SFT"
+
+
+def parity_claim_verdict(table: pd.DataFrame) -> str:
+    """The circulating "RL parity needs rank 4-8", from :func:`reward_table`: parity means
+    the accuracy gap's interval includes 0 (or favours LoRA)."""
+    v = table.set_index("label").verdict
+    r1, r4 = v.get("r=1"), v.get("r=4")
+    if r1 is None or r4 is None:
+        raise ValueError("needs r=1 and r=4 rows")
+    if r1 != "LoRA worse":
+        return "not supported: rank 1 already matches FullFT"
+    if r4 != "LoRA worse":
+        return "supported: rank 1 lags, rank 4 matches"
+    return "not supported: rank 4 lags too"
+
+
+def bits_table(rl_runs: pd.DataFrame, sft_runs: pd.DataFrame,
+               sft_curves: pd.DataFrame, task: Any) -> pd.DataFrame:  # fmt: skip
+    """What each kind of training signal can carry, next to what was absorbed.
+
+    RL: the entropy of the advantages of every group seen (``signal_bits``; at most 1 bit per
+    episode), per episode and in total, and the held-out policy's KL from the start in bits
+    per completion (``kl_bits``: how far it moved), at each method's best LR.
+    SFT: a reference solution tells the start model its NLL in bits (step-0 held-out loss x
+    completion tokens / ln 2) per example; totals are over the run's examples (an upper
+    bound: 2,000 distinct problems are seen ~3 times).
+    """
+    rows = []
+    best = optima(rl_runs).set_index("label").best_lr
+    for label in _order(rl_runs.label):
+        at = rl_runs[(rl_runs.label == label) & (rl_runs.lr == best[label])]
+        rows.append(
+            {
+                "training": "RL", "label": label,
+                "examples": float(at.episodes.mean()),
+                "bits_per_example": float((at.signal_bits / at.episodes).mean()),
+                "total_bits": float(at.signal_bits.mean()),
+                "informative_groups": float(at.informative_groups.mean()),
+                "kl_bits_per_completion": float(at.kl_bits.mean()),
+                "trainable_params": int(at.trainable_params.iloc[0]),
+            }
+        )  # fmt: skip
+    tokens = np.mean([len(TOKENIZER.encode(e.completion)) + 1 for e in task.test.examples])
+    start_nll = float(sft_curves[sft_curves.step == 0].eval_loss.mean())
+    per_example = start_nll * tokens / math.log(2)
+    n = float(sft_runs.steps.max() * sft_runs.batch_size.max())
+    rows.append({"training": "SFT", "label": "any", "examples": n,
+                 "bits_per_example": per_example, "total_bits": per_example * n,
+                 "informative_groups": np.nan, "kl_bits_per_completion": np.nan,
+                 "trainable_params": np.nan})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def rank1_capacity_bits(root: Any = None) -> tuple[float, int]:
+    """Notebook 01's measurement: the most bits r=1 stored on ``facts`` (400 steps x 64, at
+    its best LR, over every N), and its trainable parameters on ``tiny``."""
+    table = capacity_table(load_runs(results_dir("capacity", root=root)))
+    r1 = table[table.label == "r=1"]
+    return float(r1.bits_stored.max()), int(r1.trainable_params.iloc[0])
+
+
+# ----------------------------------------------------------------------------- plots
+
+COLOURS = {"FullFT": "black", "r=1": "tab:red", "r=4": "tab:orange", "r=16": "tab:blue",
+           "r=1 attn": "tab:purple"}  # fmt: skip
+
+
+def best_lr_curves(curves: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """Each method's learning curves at its best LR (all seeds)."""
+    best = optima(runs).set_index("label").best_lr
+    return curves[curves.lr == curves.label.map(best)]
+
+
+def plot_reward_curves(curves: pd.DataFrame, runs: pd.DataFrame, axes: Any = None) -> Any:
+    """Held-out greedy accuracy and the training episodes' reward against episodes, each
+    method at its best LR: seed mean, band = seeds' min to max."""
+    import matplotlib.pyplot as plt
+
+    set_style()
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    at_best = best_lr_curves(curves, runs)
+    panels = (("accuracy", "held-out greedy accuracy"), ("mean_reward", "training reward"))
+    for ax, (col, name) in zip(axes, panels):
+        for label in _order(at_best.label):
+            g = at_best[at_best.label == label].groupby("episodes")[col]
+            stats = g.agg(["mean", "min", "max"]).dropna()
+            stats = stats[stats.index > 0] if col == "mean_reward" else stats
+            colour = COLOURS.get(label)
+            ax.plot(stats.index, stats["mean"], marker="o", ms=3, label=label, color=colour)
+            ax.fill_between(stats.index, stats["min"], stats["max"], alpha=0.15, color=colour)
+        ax.set_xscale("symlog", linthresh=64)
+        ax.set_xlabel("episodes (symlog)")
+        ax.set_ylabel(name)
+        ax.set_title(f"{name}, each method at its best LR")
+    axes[0].legend(fontsize=8)
+    return axes
+
+
+def plot_lr_bands(runs: pd.DataFrame, bands: pd.DataFrame, ax: Any = None) -> Any:
+    """Final held-out accuracy against LR per method (seed mean, bars: seeds' std), with
+    each method's band (within the margin of its best) drawn as a thick segment."""
+    import matplotlib.pyplot as plt
+
+    set_style()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 4.5))
+    b = bands.set_index("label")
+    for label in _order(runs.label):
+        cells = runs[runs.label == label].groupby("lr").accuracy.agg(["mean", "std"])
+        colour = COLOURS.get(label)
+        ax.errorbar(cells.index, cells["mean"], yerr=cells["std"], marker="o", ms=4,
+                    capsize=2, label=label, color=colour)  # fmt: skip
+        y = b.loc[label, "best_accuracy"] - BAND_MARGIN
+        ax.hlines(y, b.loc[label, "band_low"], b.loc[label, "band_high"], colors=colour, lw=5,
+                  alpha=0.5)  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_xlabel("learning rate (log)")
+    ax.set_ylabel("held-out greedy accuracy after RL")
+    ax.set_title(f"LR bands: LRs within {BAND_MARGIN:.2f} of each method's best (thick bars)")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_sft_vs_rl(contrast: pd.DataFrame, ax: Any = None) -> Any:
+    """Accuracy minus FullFT's per adapter, after RL and after SFT (95 % seed intervals)."""
+    import matplotlib.pyplot as plt
+
+    set_style()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4))
+    x = np.arange(len(contrast))
+    for offset, kind, colour in ((-0.18, "rl", "tab:green"), (0.18, "sft", "tab:gray")):
+        mid = contrast[f"{kind}_minus_fullft"].to_numpy()
+        err = np.vstack([mid - contrast[f"{kind}_lo"], contrast[f"{kind}_hi"] - mid])
+        ax.bar(x + offset, mid, width=0.34, color=colour, label=kind.upper())
+        ax.errorbar(x + offset, mid, yerr=err, fmt="none", ecolor="black", capsize=3)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_xticks(x, contrast.label)
+    ax.set_xlabel("adapter")
+    ax.set_ylabel("held-out accuracy minus FullFT's")
+    ax.set_title("Same problems, same start: RL vs SFT")
+    ax.legend()
+    return ax
+
+
+# ----------------------------------------------------------------------------- live panel
+
+
+def sample_completions(model: Any, data: Any, n: int = 4, temperature: float = 1.0,
+                       max_new_tokens: int = 48, seed: int = 0) -> pd.DataFrame:  # fmt: skip
+    """``n`` held-out prompts, one sampled completion each, marked right or wrong by the
+    task's verifier (the reward RL trains on)."""
+    gen = torch.Generator().manual_seed(seed)
+    rows = []
+    with evaluating(model):
+        for ex in data.examples[:n]:
+            prompt = torch.tensor([TOKENIZER.encode(ex.prompt, bos=True)])
+            out = model.generate(prompt, max_new_tokens, temperature=temperature,
+                                 eos_id=TOKENIZER.eos_id, generator=gen)  # fmt: skip
+            ids = out[0, prompt.shape[1] :].tolist()
+            if TOKENIZER.eos_id in ids:
+                ids = ids[: ids.index(TOKENIZER.eos_id)]
+            text = TOKENIZER.decode(ids)
+            rows.append({"question": ex.prompt.split("\n")[0].removeprefix("Problem: "),
+                         "completion": text.strip(), "answer": ex.answer,
+                         "reward": "✓ 1" if data.verify(ex, text) else "✗ 0"})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def run_rl_from_controls(base: Any, task: Any, *, rank: int, targets: str, lr: float,
+                         steps: int, eval_limit: int = 200, seed: int = 0,
+                         callback: Any = None, progress: bool = False) -> RunResult:  # fmt: skip
+    """One RL run from panel values (``rank=0``: FullFT), at the sweep's settings."""
+    method: Any = "full" if rank == 0 else LoraConfig(r=int(rank), target_modules=targets)
+    return train_rl(
+        base, task.train, method, lr=lr, steps=int(steps), eval_data=task.test,
+        prompts_per_step=PROMPTS_PER_STEP, group_size=GROUP_SIZE,
+        max_new_tokens=RL_DEFAULTS["max_new_tokens"], temperature=RL_DEFAULTS["temperature"],
+        eval_limit=eval_limit, evals_per_decade=6, seed=seed, callback=callback,
+        progress=progress,
+    )  # fmt: skip
+
+
+class RLPanel(LivePanel):
+    """Choose rank (or FullFT), targets and LR; train with policy gradient live; watch the
+    held-out accuracy over the sweep's curve for that method at its best LR, then read a
+    few sampled completions marked right or wrong."""
+
+    def __init__(self, base: Any, task: Any, reference: pd.DataFrame | None = None, *,
+                 rank: int = 1, lr: float = 1e-3, steps: int = 50, eval_limit: int = 200,
+                 n_samples: int = 4) -> None:  # fmt: skip
+        import ipywidgets as w
+
+        self.base, self.task, self.reference = base, task, reference
+        self.eval_limit, self.n_samples = eval_limit, n_samples
+        self.rank = w.SelectionSlider(options=rank_options((0, 1, 2, 4, 8, 16)), value=rank,
+                                      description="rank", style=WIDE)  # fmt: skip
+        self.targets = w.ToggleButtons(options=[("all layers", "all"), ("attention only", "attn")],
+                                       value="all", description="targets")  # fmt: skip
+        self.lr = w.SelectionSlider(options=lr_options(lr, 1e-6, 1e-2), value=float(lr),
+                                    description="learning rate", style=WIDE)  # fmt: skip
+        self.steps = w.IntSlider(value=steps, min=2, max=300, step=2, description="steps")
+        self._build([[self.rank, self.lr], [self.targets, self.steps]], steps)
+
+    def values(self) -> dict[str, Any]:
+        return {"rank": self.rank.value, "targets": self.targets.value, "lr": self.lr.value,
+                "steps": self.steps.value}  # fmt: skip
+
+    def _label(self) -> str:
+        v = self.values()
+        if v["rank"] == 0:
+            return "FullFT"
+        return f"r={v['rank']}" + (" attn" if v["targets"] == "attn" else "")
+
+    def _draw(self, ax: Any, rows: list[dict]) -> None:
+        label = self._label()
+        if self.reference is not None and label in set(self.reference.label):
+            ref = self.reference[(self.reference.label == label) & (self.reference.episodes > 0)]
+            mean = ref.groupby("episodes").accuracy.mean()
+            ax.plot(mean.index, mean.values, color="0.6", lw=2,
+                    label=f"sweep: {label} at its best LR (seed mean)")  # fmt: skip
+        ax.plot([r["examples"] for r in rows], [r["accuracy"] for r in rows], marker="o",
+                color=COLOURS.get(label, "tab:green"),
+                label=f"live: {label}, lr {self.lr.value:.3g}")  # fmt: skip
+        ax.set_ylabel("held-out greedy accuracy")
+
+    def run(self) -> RunResult:
+        v = self.values()
+        callback = self._live(v["steps"], self._draw, x="examples", xlabel="episodes")
+        result = run_rl_from_controls(self.base, self.task, eval_limit=self.eval_limit,
+                                      callback=callback, **v)  # fmt: skip
+        with self.out:
+            print(f"accuracy {result.final['accuracy']:.2f} (greedy), "
+                  f"{result.final['sampled_accuracy']:.2f} (sampled); "
+                  f"{result.final['episodes_per_s']:.0f} episodes/s")  # fmt: skip
+            samples = sample_completions(result.model, self.task.test, self.n_samples)
+            print(samples.to_string(index=False))
+        return self._finish(result)
+
+
+# ----------------------------------------------------------------------------- README
+
+
+def summary_draft(results: Any = None) -> str:  # becomes summary() when records ship
+    """Finding 5 in one paragraph, every number computed from the shipped records."""
+    runs, sft = load("rl_rank", results), load("rl_sft", results)
+    curves = load_curve_frame("rl_rank", results)
+    table = reward_table(runs).set_index("label")
+    best, sft_best = optima(runs), optima(sft, "final_loss", per_decade=6)
+    bands = lr_bands(runs).set_index("label")
+    contrast = sft_contrast(runs, sft).set_index("label")
+    full = table.loc["FullFT"]
+    parts = [
+        f"What the shipped sweeps say about finding 5 (policy-gradient RL on `arith` from "
+        f"`tiny-arith`, the tiny base after 100 SFT steps, held-out greedy accuracy "
+        f"{start_accuracy(curves):.2f} at the start; {STEPS} steps x {PROMPTS_PER_STEP} "
+        f"prompts x {GROUP_SIZE} samples = {EPISODES:,} episodes; {runs.seed.nunique()} seeds; "
+        f"{int(best.interior.sum())} of {len(best)} best LRs interior at 2.15x). Held-out "
+        f"accuracy at each method's best LR: FullFT {full.accuracy:.3f} (LR {full.best_lr:.3g})"
+    ]
+    for label in table.index.drop("FullFT"):
+        t = table.loc[label]
+        parts.append(
+            f"{label} {t.accuracy:.3f} (LR {t.best_lr:.3g}; minus FullFT {t.minus_fullft:+.3f} "
+            f"[{t.lo:+.3f}, {t.hi:+.3f}], {t.verdict if t.verdict != 'same' else 'no difference'})"
+        )
+    text = ", ".join(parts) + ". "
+    text += (f"The circulating \"RL parity needs rank 4-8\": "
+             f"{parity_claim_verdict(reward_table(runs))}. ")  # fmt: skip
+    widths = ", ".join(
+        f"{lab} {b.width_decades:.2f}{'' if b.bounded else '+'}" for lab, b in bands.iterrows()
+    )
+    text += (f"LR bands within {BAND_MARGIN:.2f} of the best, in decades ('+': an end not "
+             f"bounded): {widths}. ")  # fmt: skip
+    r1 = contrast.loc["r=1"]
+    text += (
+        f"The contrast, SFT on the same problems from the same start ({EPISODES:,} examples; "
+        f"{int(sft_best.interior.sum())} of {len(sft_best)} best LRs by held-out NLL interior "
+        f"at 1.47x): r=1 minus FullFT in held-out accuracy after RL {r1.rl_minus_fullft:+.3f} "
+        f"[{r1.rl_lo:+.3f}, {r1.rl_hi:+.3f}], after SFT {r1.sft_minus_fullft:+.3f} "
+        f"[{r1.sft_lo:+.3f}, {r1.sft_hi:+.3f}] (NLL {r1.sft_nll_minus_fullft:+.3f} "
+        f"[{r1.nll_lo:+.3f}, {r1.nll_hi:+.3f}]); the post's prediction (rank 1 lags in SFT, "
+        f"not in RL): {prediction_verdict(sft_contrast(runs, sft))}."
+    )
+    return text

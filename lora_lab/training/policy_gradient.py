@@ -258,8 +258,14 @@ class PolicyGradientObjective(Objective):
     def micro_batch(self, model: nn.Module) -> MicroBatch:
         examples = self.rng.sample(self.data.examples, self.prompts_per_step)
         t0 = time.perf_counter()
+        sampler = sampling_copy(model)
+        if not all(bool(torch.isfinite(p).all()) for p in sampler.parameters()):
+            # a policy with non-finite weights cannot sample: report a non-finite value so
+            # the loop stops the run as diverged (a crash would stall an LR search)
+            blank = torch.zeros((), device=self.device, requires_grad=True)
+            return MicroBatch(loss=blank, value=math.nan, tokens=0)
         episodes = sample_episodes(
-            sampling_copy(model), examples, self.data.verifier, group_size=self.group_size,
+            sampler, examples, self.data.verifier, group_size=self.group_size,
             max_new_tokens=self.max_new_tokens, temperature=self.temperature,
             generator=self.generator,
         )  # fmt: skip
