@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from lora_lab.model import CompactLM, load_model, save_model
+from lora_lab.model import PRESETS, CompactLM, load_model, save_model
 from lora_lab.paths import work_dir
 from lora_lab.tasks import make_task
 from lora_lab.training.pretrain import load_base
@@ -98,4 +98,9 @@ def warm_start_model(name: str, progress: bool = False) -> CompactLM:
 
 def resolve_base(name: str) -> CompactLM:
     """A shipped base (``"tiny"``) or a warm start (``"tiny-arith"``) by name."""
-    return warm_start_model(name) if name in WARM_STARTS else load_base(name)
+    if name in WARM_STARTS:
+        return warm_start_model(name)
+    if name not in PRESETS:
+        known = f"a preset {sorted(PRESETS)} or a warm start {sorted(WARM_STARTS)}"
+        raise ValueError(f"unknown base {name!r}: {known}")
+    return load_base(name)

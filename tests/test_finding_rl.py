@@ -1,0 +1,138 @@
+"""Finding 5 (notebook 05): the RL analysis on synthetic runs, the warm start, the panel."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lora_lab.findings import EXPERIMENTS
+from lora_lab.findings.rl import (
+    BAND_MARGIN,
+    RL_RANK,
+    RL_SFT,
+    band_verdicts,
+    lr_bands,
+    optima,
+    parity_claim_verdict,
+    prediction_verdict,
+    reward_table,
+    run_rl_from_controls,
+    sample_completions,
+)
+from lora_lab.tasks import make_task
+from lora_lab.training import load_base
+from lora_lab.training.warm_start import WARM_STARTS, resolve_base
+
+
+def _runs(curves: dict[str, dict[float, float]], noise: float = 0.0) -> pd.DataFrame:
+    """Runs with a given seed-mean accuracy per (label, lr); seeds spread by +-noise."""
+    rows = []
+    for label, by_lr in curves.items():
+        for lr, acc in by_lr.items():
+            for seed, d in zip((0, 1, 2), (-noise, 0.0, noise)):
+                rows.append({"label": label, "lr": lr, "seed": seed, "accuracy": acc + d,
+                             "sampled_accuracy": acc + d - 0.1, "diverged": False,
+                             "trainable_params": 10 if label != "FullFT" else 1000})  # fmt: skip
+    runs = pd.DataFrame(rows)
+    runs["error"] = 1 - runs.accuracy
+    runs["final_loss"] = runs.error
+    return runs
+
+
+LRS = [1e-4, 2.15e-4, 4.64e-4, 1e-3, 2.15e-3]
+
+
+def test_bands_hold_the_lrs_within_the_margin_and_say_when_an_end_is_open():
+    runs = _runs({
+        "FullFT": dict(zip(LRS, [0.30, 0.50, 0.40, 0.20, 0.10])),  # band: one LR, bounded
+        "r=1": dict(zip(LRS, [0.30, 0.47, 0.50, 0.48, 0.46])),  # band to the top: open
+    })  # fmt: skip
+    bands = lr_bands(runs).set_index("label")
+    assert (bands.band_low["FullFT"], bands.band_high["FullFT"]) == (2.15e-4, 2.15e-4)
+    assert bands.bounded["FullFT"] and bands.width_decades["FullFT"] == 0
+    assert (bands.band_low["r=1"], bands.band_high["r=1"]) == (2.15e-4, 2.15e-3)
+    assert bands.bounded_low["r=1"] and not bands.bounded_high["r=1"]
+    assert bands.width_decades["r=1"] == pytest.approx(1.0, abs=0.01)
+    v = band_verdicts(lr_bands(runs)).set_index("label").verdict
+    assert v["r=1"] == "wider"
+    flipped = band_verdicts(lr_bands(runs.replace({"label": {"FullFT": "x", "r=1": "FullFT"}})
+                                     .replace({"label": {"x": "r=1"}})))  # fmt: skip
+    assert flipped.verdict.iloc[0] == "narrower"  # a bounded band below an open one
+    assert BAND_MARGIN == 0.05
+
+
+def test_reward_table_gap_and_verdicts_follow_the_interval():
+    peak = dict(zip(LRS, [0.30, 0.45, 0.50, 0.45, 0.30]))
+    same = _runs({"FullFT": peak, "r=1": {lr * 10: a for lr, a in peak.items()},
+                  "r=4": {lr * 10: a - 0.2 for lr, a in peak.items()}}, noise=0.01)  # fmt: skip
+    table = reward_table(same, n_boot=200).set_index("label")
+    assert table.interior.all()
+    assert table.best_lr["r=1"] == pytest.approx(10 * table.best_lr["FullFT"])
+    assert table.minus_fullft["r=1"] == pytest.approx(0.0, abs=1e-9)
+    assert table.verdict["r=1"] == "same" and table.verdict["r=4"] == "LoRA worse"
+    assert table.lo["r=4"] <= table.minus_fullft["r=4"] <= table.hi["r=4"] < 0
+    assert parity_claim_verdict(reward_table(same, n_boot=200)) == (
+        "not supported: rank 1 already matches FullFT"
+    )
+    lagging = table.reset_index().assign(verdict=["", "LoRA worse", "same"])
+    assert parity_claim_verdict(lagging) == "supported: rank 1 lags, rank 4 matches"
+
+
+def test_an_edge_best_lr_is_flagged_as_a_bound():
+    runs = _runs({"FullFT": dict(zip(LRS, [0.1, 0.2, 0.3, 0.4, 0.5]))})
+    row = optima(runs).iloc[0]
+    assert not row.interior and row.edge == "high"
+
+
+@pytest.mark.parametrize(
+    "rl, sft, nll, expected",
+    [
+        ("same", "LoRA worse", "same", "holds"),
+        ("same", "same", "LoRA worse", "holds"),
+        ("same", "same", "same", "not observed: rank 1 matches FullFT in both"),
+        ("LoRA worse", "LoRA worse", "same", "not observed: rank 1 lags in both"),
+        ("LoRA worse", "same", "same", "reversed: rank 1 lags in RL but not in SFT"),
+    ],
+)
+def test_the_post_s_prediction_reads_both_verdicts(rl, sft, nll, expected):
+    contrast = pd.DataFrame([{"label": "r=1", "rl_verdict": rl, "sft_verdict": sft,
+                              "nll_verdict": nll}])  # fmt: skip
+    assert prediction_verdict(contrast) == expected
+
+
+def test_experiments_are_registered_with_lattice_grids_and_matched_examples():
+    names = {e.name for e in EXPERIMENTS.values()}
+    assert {"rl_rank", "rl_sft"} <= names
+    rl, sft = RL_RANK.specs("full"), RL_SFT.specs("full")
+    assert {s.objective for s in rl} == {"rl"} and {s.objective for s in sft} == {"sft"}
+    assert {s.label for s in rl} == {"FullFT", "r=1", "r=4", "r=16", "r=1 attn"}
+    assert {s.seed for s in rl} == {0, 1, 2} == {s.seed for s in sft}
+    episodes = {s.steps * s.batch_size * s.group_size for s in rl}
+    examples = {s.steps * s.batch_size for s in sft}
+    assert episodes == examples == {6400}  # one SFT example per RL episode
+    assert {s.base for s in rl + sft} == {"tiny-arith"}
+    assert {s.task_kwargs["max_len"] for s in rl} == {128}
+    for exp in (RL_RANK, RL_SFT):
+        exp.specs("ci")  # parses
+
+
+def test_warm_starts_are_named_like_bases():
+    assert set(WARM_STARTS) == {"tiny-arith"}
+    recipe = WARM_STARTS["tiny-arith"]
+    assert recipe.base == "tiny" and recipe.task == "arith" and recipe.steps > 0
+    with pytest.raises(ValueError, match="a preset .* or a warm start"):
+        resolve_base("tiny-typo")
+
+
+def test_the_panel_trains_and_marks_sampled_completions():
+    task = make_task("arith", n_train=32, n_test=8, digits=[1, 1], max_len=128)
+    base = load_base("nano")
+    rows = []
+    result = run_rl_from_controls(base, task, rank=1, targets="attn", lr=1e-3, steps=2,
+                                  eval_limit=4, callback=lambda s, r: rows.append(s))  # fmt: skip
+    assert result.label == "r=1 attn" and result.final["episodes"] == 2 * 8 * 8
+    assert rows and rows[-1] == 2
+    samples = sample_completions(result.model, task.test, n=3)
+    assert len(samples) == 3 and set(samples.reward) <= {"✓ 1", "✗ 0"}
+    assert np.all(samples.answer.notna())
