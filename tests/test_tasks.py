@@ -152,11 +152,11 @@ def test_arith_max_len_keeps_every_example_within_the_context():
     from lora_lab.tokenizer import TOKENIZER
 
     plain = make_task("arith", n_train=300, n_test=40, digits=(1, 2), seed=0)
-    short = make_task("arith", n_train=300, n_test=40, digits=(1, 2), seed=0, max_len=110)
+    short = make_task("arith", n_train=300, n_test=40, digits=(1, 2), seed=0, max_len=124)
     n = lambda e: len(TOKENIZER.encode(e.prompt + e.completion, bos=True, eos=True))  # noqa: E731
-    assert max(map(n, plain.train.examples)) > 110  # the limit bites on this draw
-    assert max(map(n, short.train.examples + short.test.examples)) <= 110
-    assert len(short.train) == 300 and short.params["max_len"] == 110
+    assert max(map(n, plain.train.examples)) > 124  # the limit bites on this draw
+    assert max(map(n, short.train.examples + short.test.examples)) <= 124
+    assert len(short.train) == 300 and short.params["max_len"] == 124
     assert "max_len" not in plain.params  # existing tasks keep their fingerprints
     with pytest.raises(ValueError, match="max_len"):
         make_task("arith", max_len=4)
