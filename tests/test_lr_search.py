@@ -139,3 +139,21 @@ def test_a_real_search_sweep_finishes_and_resumes(tmp_path):
     assert [s.key for s in sweep_specs(exp, "full", records)] == first.keys
     again = run_sweep(exp, "full", root=tmp_path, progress=False, executor="serial")
     assert again.ran == 0 and again.skipped == first.total
+
+
+def test_a_band_search_bounds_the_band_of_good_lrs_on_both_sides():
+    """A flat-topped curve: interior at once, but the band (within 0.05) runs past both edges
+    of the grid; the search extends until an LR on each side falls out of it."""
+    flat = lambda lr: 1.0 + 0.02 * (math.log10(lr) + 3) ** 4  # noqa: E731 - best at 1e-3
+    grid0 = start([4.64e-4, 1e-3, 2.15e-3])
+    plain, _ = run_fake_search(LRSearch(per_decade=3, extend_step=1), grid0, flat)
+    assert {s.lr for s in plain} == {4.64e-4, 1e-3, 2.15e-3}  # interior: nothing more to do
+    search = LRSearch(per_decade=3, extend_step=1, band_margin=0.05)
+    specs, records = run_fake_search(search, grid0, flat)
+    runs = table(specs, records)
+    means = runs.groupby("lr").final_loss.mean()
+    band = means[means <= means.min() + 0.05]
+    assert means.index.min() < band.index.min() and band.index.max() < means.index.max()
+    assert (runs.groupby("lr").seed.nunique() == 3).all()
+    with pytest.raises(ValueError, match="band_margin"):
+        LRSearch(band_margin=0)

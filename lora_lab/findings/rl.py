@@ -49,7 +49,12 @@ EPISODES = STEPS * PROMPTS_PER_STEP * GROUP_SIZE  # 6,400: also the SFT contrast
 ADAPTERS = ((1, "all"), (4, "all"), (16, "all"), (1, "attn"))
 # Rewards are noisy (200 held-out problems; neighbouring LRs at 1.47x differ by less than a
 # seed's spread in the pilot), so the RL search steps 2.15x; the SFT search (smooth losses) 1.47x.
-RL_SEARCH = LRSearch(per_decade=3, extend_step=1, max_points=8)
+# A band is the LRs whose seed-mean accuracy is within BAND_MARGIN of the best: 0.05 is
+# about 2.5 standard errors of a three-seed mean on 200 problems near 45 % accuracy
+# (sqrt(0.45 * 0.55 / 600) = 0.020), so the band holds the LRs we cannot tell from the best.
+# The RL search goes on until every band is bounded on both sides.
+BAND_MARGIN = 0.05
+RL_SEARCH = LRSearch(per_decade=3, extend_step=1, max_points=10, band_margin=BAND_MARGIN)
 SFT_SEARCH = LRSearch(per_decade=6, extend_step=2, max_points=10)
 
 RL_DEFAULTS: dict[str, Any] = {
@@ -141,10 +146,6 @@ EXPERIMENTS = (RL_RANK, RL_SFT)
 # Both are compared here on ``error`` = 1 - greedy accuracy, each method at its best LR.
 
 METHOD_ORDER = ("FullFT", "r=1", "r=4", "r=16", "r=1 attn")
-# A band is the LRs whose seed-mean accuracy is within BAND_MARGIN of the best: 0.05 is
-# about 2.5 standard errors of a three-seed mean on 200 problems near 45 % accuracy
-# (sqrt(0.45 * 0.55 / 600) = 0.020), so the band holds the LRs we cannot tell from the best.
-BAND_MARGIN = 0.05
 
 
 def load(experiment: str = "rl_rank", root: Any = None) -> pd.DataFrame:

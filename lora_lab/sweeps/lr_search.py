@@ -9,7 +9,9 @@ be measured, not assumed. A search works per *condition* (a spec without its LR 
    ``extend_step`` lattice points (upwards until runs diverge or get worse, downwards until
    the loss rises);
 3. once the best is inside, measure its immediate lattice neighbours (``per_decade`` points
-   per decade: 6 is a step of 1.47x) until both are measured and worse.
+   per decade: 6 is a step of 1.47x) until both are measured and worse;
+4. with ``band_margin``, also keep extending an edge whose LR is still within the margin of
+   the best loss, so the band of good LRs is bounded on both sides.
 
 Learning rates sit on the lattice ``10 ** (k / per_decade)`` rounded to 3 significant
 digits, so a grid at 3 per decade (1e-3, 2.15e-3, 4.64e-3) is part of the 6-per-decade
@@ -71,10 +73,17 @@ class LRSearch:
     lr_min: float = 1e-6
     lr_max: float = 1.0
     budgets: tuple[int | None, ...] = (None,)  # None: final loss
+    # also bound the band of LRs within this much of the best loss (the post's "band of good
+    # learning rates"): extend past an edge while the LR there is still inside the band
+    band_margin: float | None = None
 
     def __post_init__(self) -> None:
         if self.per_decade < 1 or self.extend_step < 1 or self.max_points < 3:
             raise ValueError("need per_decade >= 1, extend_step >= 1 and max_points >= 3")
+        if self.band_margin is not None and not (
+            isinstance(self.band_margin, (int, float)) and 0 < self.band_margin < math.inf
+        ):  # fmt: skip
+            raise ValueError(f"band_margin must be a positive number, got {self.band_margin!r}")
         if not 0 < self.lr_min < self.lr_max:
             raise ValueError("need 0 < lr_min < lr_max")
 
@@ -113,7 +122,14 @@ class LRSearch:
         if best == ks[-1]:
             k = best + self.extend_step
             return {k} if k <= hi_k else set()
-        return {k for k in (best - 1, best + 1) if k not in losses}
+        wanted = {k for k in (best - 1, best + 1) if k not in losses}
+        if self.band_margin is not None:  # an edge LR still in the band: the band goes on
+            in_band = vals <= losses[best] + self.band_margin
+            if in_band[0] and ks[0] - self.extend_step >= lo_k:
+                wanted.add(ks[0] - self.extend_step)
+            if in_band[-1] and ks[-1] + self.extend_step <= hi_k:
+                wanted.add(ks[-1] + self.extend_step)
+        return wanted
 
     def propose(self, specs: Sequence[RunSpec], records: dict[str, dict]) -> list[RunSpec]:
         """New specs (every seed of the condition at each new LR) that the search needs
