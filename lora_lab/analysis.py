@@ -91,7 +91,7 @@ def load_curves(folder: str | Path, keys: Iterable[str] | None = None) -> pd.Dat
         for k in ("method", "lr", "seed", "batch_size", "base", "steps"):
             c[k] = spec.get(k)
         for k, v in spec.get("task_kwargs", {}).items():
-            c[f"task_{k}"] = v
+            c[f"task_{k}"] = [v] * len(c) if isinstance(v, list) else v  # e.g. digits [1, 2]
         c["r"] = spec.get("r", np.nan) if typed.is_lora else np.nan
         c["target_modules"] = _targets(spec.get("target_modules"))
         c["label"] = typed.label

@@ -33,7 +33,7 @@ from lora_lab.findings.capacity import capacity_table
 from lora_lab.lora import LoraConfig
 from lora_lab.plots import set_style
 from lora_lab.sweeps.experiment import Experiment, grid, lr_grid, results_dir
-from lora_lab.sweeps.lr_search import LRSearch, interior_optima
+from lora_lab.sweeps.lr_search import LRSearch, interior_optima, lattice_index
 from lora_lab.tokenizer import TOKENIZER
 from lora_lab.training.evaluation import evaluating
 from lora_lab.training.rl import train_rl
@@ -191,7 +191,7 @@ def reward_table(runs: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.Da
             "accuracy": at.accuracy.mean(),
             "accuracy_min": at.accuracy.min(),
             "accuracy_max": at.accuracy.max(),
-            "sampled_accuracy": at.sampled_accuracy.mean(),
+            "sampled_accuracy": at.sampled_accuracy.mean() if "sampled_accuracy" in at else np.nan,
             "seeds": len(at),
         }
         if b.label != "FullFT":
@@ -211,14 +211,15 @@ def seed_table(runs: pd.DataFrame) -> pd.DataFrame:
     at = runs[runs.lr == runs.label.map(best)]
     table = at.pivot_table(index="label", columns="seed", values="accuracy")
     table.columns = [f"seed {s}" for s in table.columns]
-    table["best LR"] = best
+    table["best_lr"] = best
     return table.loc[_order(table.index)]
 
 
-def lr_bands(runs: pd.DataFrame, margin: float = BAND_MARGIN) -> pd.DataFrame:
+def lr_bands(runs: pd.DataFrame, margin: float = BAND_MARGIN, per_decade: int = 3) -> pd.DataFrame:
     """Per method: the LRs whose seed-mean held-out accuracy is within ``margin`` of its best,
-    the band's ends and width in decades, and whether each end is *bounded* (an LR beyond it
-    was measured and fell out of the band; otherwise the width is only a lower bound)."""
+    the band's ends and width in decades (whole steps of the ``per_decade`` lattice), and
+    whether each end is *bounded* (an LR beyond it was measured and fell out of the band;
+    otherwise the width is only a lower bound)."""
     rows = []
     for label in _order(runs.label):
         cells = runs[runs.label == label].groupby("lr").accuracy.mean().sort_index()
@@ -232,7 +233,9 @@ def lr_bands(runs: pd.DataFrame, margin: float = BAND_MARGIN) -> pd.DataFrame:
                 "best_accuracy": best,
                 "band_low": lo,
                 "band_high": hi,
-                "width_decades": float(np.log10(hi / lo)),
+                # in whole lattice steps (the LRs are rounded to 3 significant digits)
+                "width_decades": (lattice_index(hi, per_decade) - lattice_index(lo, per_decade))
+                / per_decade,
                 "bounded_low": bool((cells.index < lo).any()),
                 "bounded_high": bool((cells.index > hi).any()),
                 "contiguous": contiguous,
@@ -389,7 +392,7 @@ def best_lr_curves(curves: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
 
 def plot_reward_curves(curves: pd.DataFrame, runs: pd.DataFrame, axes: Any = None) -> Any:
     """Held-out greedy accuracy and the training episodes' reward against episodes, each
-    method at its best LR: seed mean, band = seeds' min to max."""
+    method at its best LR: seed mean, band = seeds' min to max; dotted: the start."""
     import matplotlib.pyplot as plt
 
     set_style()
@@ -399,16 +402,17 @@ def plot_reward_curves(curves: pd.DataFrame, runs: pd.DataFrame, axes: Any = Non
     panels = (("accuracy", "held-out greedy accuracy"), ("mean_reward", "training reward"))
     for ax, (col, name) in zip(axes, panels):
         for label in _order(at_best.label):
-            g = at_best[at_best.label == label].groupby("episodes")[col]
-            stats = g.agg(["mean", "min", "max"]).dropna()
-            stats = stats[stats.index > 0] if col == "mean_reward" else stats
+            g = at_best[(at_best.label == label) & (at_best.episodes > 0)].groupby("episodes")
+            stats = g[col].agg(["mean", "min", "max"]).dropna()
             colour = COLOURS.get(label)
             ax.plot(stats.index, stats["mean"], marker="o", ms=3, label=label, color=colour)
             ax.fill_between(stats.index, stats["min"], stats["max"], alpha=0.15, color=colour)
-        ax.set_xscale("symlog", linthresh=64)
-        ax.set_xlabel("episodes (symlog)")
+        if col == "accuracy":
+            ax.axhline(start_accuracy(curves), color="0.5", ls=":", lw=1, label="start")
+        ax.set_xscale("log")
+        ax.set_xlabel("episodes (log)")
         ax.set_ylabel(name)
-        ax.set_title(f"{name}, each method at its best LR")
+        ax.set_title(f"{name} (best LR each)")
     axes[0].legend(fontsize=8)
     return axes
 
@@ -422,14 +426,20 @@ def plot_lr_bands(runs: pd.DataFrame, bands: pd.DataFrame, ax: Any = None) -> An
     if ax is None:
         _, ax = plt.subplots(figsize=(8, 4.5))
     b = bands.set_index("label")
+    floor = max(0.0, float(bands.best_accuracy.min()) - 4 * BAND_MARGIN)
     for label in _order(runs.label):
         cells = runs[runs.label == label].groupby("lr").accuracy.agg(["mean", "std"])
         colour = COLOURS.get(label)
         ax.errorbar(cells.index, cells["mean"], yerr=cells["std"], marker="o", ms=4,
                     capsize=2, label=label, color=colour)  # fmt: skip
+        low = cells[cells["mean"] < floor]  # collapsed policies: marked on the floor
+        ax.plot(low.index, [floor] * len(low), "v", color=colour, ms=8, clip_on=False)
         y = b.loc[label, "best_accuracy"] - BAND_MARGIN
         ax.hlines(y, b.loc[label, "band_low"], b.loc[label, "band_high"], colors=colour, lw=5,
                   alpha=0.5)  # fmt: skip
+    ax.set_ylim(floor, float(bands.best_accuracy.max()) + 0.03)
+    ax.text(0.01, 0.02, f"▼ below {floor:.2f} (the policy collapsed)", transform=ax.transAxes,
+            fontsize=8, color="0.3")  # fmt: skip
     ax.set_xscale("log")
     ax.set_xlabel("learning rate (log)")
     ax.set_ylabel("held-out greedy accuracy after RL")
