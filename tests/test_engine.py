@@ -151,6 +151,7 @@ def test_an_rl_spec_with_every_field_set_reaches_the_trainer():
     "change, match",
     [
         ({"objective": "ppo"}, "objective must be"),
+        ({"base": "tiny-arithmetic"}, "a preset .* or a warm start"),
         ({"objective": "sft"}, "apply to objective='rl' only"),
         ({"steps": None, "epochs": 1.0}, "steps, not epochs"),
         ({"accuracy_limit": 5}, "apply to objective='sft' only"),

@@ -20,10 +20,12 @@ from typing import Any
 
 from lora_lab.lora import LAYER_KINDS
 from lora_lab.lora.config import LoraConfig
+from lora_lab.model import PRESETS
 from lora_lab.tasks import TASKS
 from lora_lab.training.methods import FullFT, as_method, label_sort_key, method_label
 from lora_lab.training.optim import ADAM_BETAS, MOE_AUX_LOSS_COEF
 from lora_lab.training.sft import check_train_args
+from lora_lab.training.warm_start import WARM_STARTS
 
 OBJECTIVES = ("sft", "rl")
 # fields that only policy-gradient RL reads, and the SFT-only ones it refuses
@@ -92,8 +94,11 @@ class RunSpec:
         object.__setattr__(self, "method", as_method(self.method))
         if isinstance(self.betas, list):
             object.__setattr__(self, "betas", tuple(self.betas))
-        if not isinstance(self.base, str) or not self.base:
-            raise ValueError(f"base must be a preset name such as 'tiny', got {self.base!r}")
+        if not isinstance(self.base, str) or self.base not in (*PRESETS, *WARM_STARTS):
+            raise ValueError(
+                f"base must be a preset {sorted(PRESETS)} or a warm start {sorted(WARM_STARTS)}, "
+                f"got {self.base!r}"
+            )
         if self.task not in TASKS:
             raise ValueError(f"task must be one of {sorted(TASKS)}, got {self.task!r}")
         if not isinstance(self.task_kwargs, dict):

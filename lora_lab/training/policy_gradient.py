@@ -8,9 +8,9 @@ loss is token-level over the sampled completion tokens:
 
     loss = - sum_t  rho_t * A  / (number of sampled tokens),   rho_t = p_learner / p_sampler
 
-Sampling here is on-policy (the sampler *is* the learner at the start of the step), so
-``rho = 1`` in value; it is still computed as ``exp(logp - logp.detach())`` so that its
-gradient is the policy gradient ``A * grad log p``, and a sampler that lags the learner
+Sampling here is on-policy: the sampler is the learner at the start of the step (for LoRA,
+a merged copy of it), so ``rho = 1`` in value up to float rounding; its gradient is still
+the policy gradient ``A * grad log p``, and a sampler that lags the learner
 (``sampler_logprobs`` from an older model) plugs into the same formula. An optional KL
 penalty to the starting model (``kl_coef``, the k3 estimator) keeps the policy close to it.
 """
@@ -205,8 +205,12 @@ class PolicyGradientObjective(Objective):
 
     ``train_loss`` logs the mean reward of the step's episodes (so higher is better and the
     loop's divergence check is replaced: a run diverges only when the loss is not finite).
-    Evaluations report greedy and sampled accuracy on ``eval_data`` (``eval_loss`` holds one
-    minus the greedy accuracy, so "lower is better" holds for every objective), and the
+    Episodes are sampled by :func:`sampling_copy` of the learner (LoRA merged). Evaluations
+    report greedy and sampled accuracy on ``eval_data`` (``eval_loss`` holds one minus the
+    greedy accuracy, so "lower is better" holds for every objective), ``kl_bits`` (how far the
+    policy has moved from the start, bits per held-out completion), ``signal_bits`` (the
+    entropy of every advantage trained on so far: what the signal could carry) and
+    ``informative_groups`` (the share of groups not all right or all wrong), and the
     throughput so far in episodes and sampled tokens per second.
     """
 
