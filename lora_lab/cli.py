@@ -25,6 +25,7 @@ from lora_lab.threads import choose_threads, configure_threads
 from lora_lab.training.methods import FullFT
 from lora_lab.training.pretrain import available_bases, load_base, pretrain
 from lora_lab.training.sft import train
+from lora_lab.training.warm_start import WARM_STARTS
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -110,6 +111,7 @@ def cmd_info(args: argparse.Namespace) -> int:
             meta = read_model_metadata(base_path(name))
             entry["base"] = {"final_eval_loss": meta["final_eval_loss"], "steps": meta["steps"]}
         presets[name] = entry
+    warm_starts = {name: recipe.to_dict() for name, recipe in WARM_STARTS.items()}
     results = {
         name: {
             "done": len(ResultStore(results_dir(name)).done_keys()),
@@ -121,7 +123,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         print(json.dumps({"version": __version__, "torch": torch.__version__,
                           "device": _device_name(), "threads": torch.get_num_threads(),
                           "bases": sorted(shipped), "presets": presets,
-                          "results": results}))  # fmt: skip
+                          "warm_starts": warm_starts, "results": results}))  # fmt: skip
         return 0
     print(f"lora_lab {__version__}, torch {torch.__version__}, Python {platform.python_version()}")
     print(f"device: {_device_name()}, {torch.get_num_threads()} threads ({choose_threads()[1]})")
@@ -135,6 +137,10 @@ def cmd_info(args: argparse.Namespace) -> int:
                 f"  base: eval loss {e['base']['final_eval_loss']:.3f} ({e['base']['steps']} steps)"
             )
         print(line)
+    print("warm starts (a base after a short SFT phase; built on first use, then cached):")
+    for name, w in warm_starts.items():
+        print(f"  {name:<10} {w['base']} + {w['steps']} SFT steps x {w['batch_size']} on "
+              f"{w['task']} at lr {w['lr']:g}")  # fmt: skip
     print(f"shipped results ({results_root()}):")
     for name, r in results.items():
         print(f"  {name:<12} {r['done']:>4} runs ({r['grid']} in the starting grid)")

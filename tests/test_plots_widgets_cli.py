@@ -139,6 +139,7 @@ def test_cli_info_json_is_json_only(capsys):
     assert main(["info", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)  # nothing but JSON on stdout
     assert "nano" in data["bases"] and data["results"]["lr_rule"]["done"] > 0
+    assert data["warm_starts"]["tiny-arith"]["base"] == "tiny"
 
 
 @pytest.mark.parametrize(
