@@ -34,6 +34,7 @@ from lora_lab.lora import LoraConfig
 from lora_lab.plots import set_style
 from lora_lab.sweeps.experiment import Experiment, grid, lr_grid, results_dir
 from lora_lab.sweeps.lr_search import LRSearch, interior_optima, lattice_index
+from lora_lab.tasks import make_task
 from lora_lab.tokenizer import TOKENIZER
 from lora_lab.training.evaluation import evaluating
 from lora_lab.training.rl import train_rl
@@ -587,11 +588,15 @@ def summary_draft(results: Any = None) -> str:  # becomes summary() when records
     ]
     for label in table.index.drop("FullFT"):
         t = table.loc[label]
+        verdict = "same within the interval" if t.verdict == "same" else t.verdict
         parts.append(
             f"{label} {t.accuracy:.3f} (LR {t.best_lr:.3g}; minus FullFT {t.minus_fullft:+.3f} "
-            f"[{t.lo:+.3f}, {t.hi:+.3f}], {t.verdict if t.verdict != 'same' else 'no difference'})"
+            f"[{t.lo:+.3f}, {t.hi:+.3f}], {verdict})"
         )
     text = ", ".join(parts) + ". "
+    ratios = ", ".join(f"{lab} {table.best_lr[lab] / full.best_lr:.2g}x"
+                       for lab in table.index.drop("FullFT"))  # fmt: skip
+    text += f"Best LR relative to FullFT's (2.15x resolution): {ratios}. "
     text += (f"The circulating \"RL parity needs rank 4-8\": "
              f"{parity_claim_verdict(reward_table(runs))}. ")  # fmt: skip
     widths = ", ".join(
@@ -607,6 +612,17 @@ def summary_draft(results: Any = None) -> str:  # becomes summary() when records
         f"[{r1.rl_lo:+.3f}, {r1.rl_hi:+.3f}], after SFT {r1.sft_minus_fullft:+.3f} "
         f"[{r1.sft_lo:+.3f}, {r1.sft_hi:+.3f}] (NLL {r1.sft_nll_minus_fullft:+.3f} "
         f"[{r1.nll_lo:+.3f}, {r1.nll_hi:+.3f}]); the post's prediction (rank 1 lags in SFT, "
-        f"not in RL): {prediction_verdict(sft_contrast(runs, sft))}."
+        f"not in RL): {prediction_verdict(sft_contrast(runs, sft))}. "
+    )
+    task = make_task("arith", **ARITH_RL_KWARGS)
+    bits = bits_table(runs, sft, load_curve_frame("rl_sft", results), task)
+    rl1 = bits[(bits.training == "RL") & (bits.label == "r=1")].iloc[0]
+    sft_row = bits[bits.training == "SFT"].iloc[0]
+    cap_bits, _ = rank1_capacity_bits(results)
+    text += (
+        f"Bits: an RL episode carried {rl1.bits_per_example:.2f} bits (entropy of its "
+        f"advantage; r=1 at its best LR), {rl1.total_bits:,.0f} over the run; an SFT example "
+        f"{sft_row.bits_per_example:.1f} bits (its NLL under the start), {sft_row.total_bits:,.0f}"
+        f" over the run; rank 1 stored up to {cap_bits:,.0f} bits on facts (notebook 01)."
     )
     return text
