@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 
 from lora_lab.analysis import (
+    best_loss_draws,
     best_loss_gaps,
     draws_interval,
     load_curves,
@@ -280,18 +281,32 @@ def sft_contrast(rl_runs: pd.DataFrame, sft_runs: pd.DataFrame, n_boot: int = 10
                  seed: int = 0) -> pd.DataFrame:  # fmt: skip
     """Per adapter: its held-out accuracy minus FullFT's after RL and after SFT on the same
     problems from the same start (one SFT example per RL episode), each at its best LR by
-    held-out accuracy, with 95 % seed-bootstrap intervals; and the SFT gap in held-out NLL
-    (per token, lower is better, at the best LR by NLL)."""
+    held-out accuracy, with 95 % seed-bootstrap intervals; the SFT gap in held-out NLL
+    (per token, lower is better, at the best LR by NLL); and the same as ratios, LoRA's over
+    FullFT's (held-out error after RL and after SFT, SFT NLL; 1 = no cost of rank), which
+    put the two trainings on one scale."""
     rows = []
     rl = reward_table(rl_runs, n_boot, seed).set_index("label")
     sft = reward_table(sft_runs, n_boot, seed).set_index("label")
     nll = best_loss_gaps(sft_runs, ["label"], {"label": "FullFT"}, "final_loss", n_boot, seed)
+    ratios = {
+        "rl_error": best_loss_draws(rl_runs, ["label"], "error", n_boot, seed),
+        "sft_error": best_loss_draws(sft_runs, ["label"], "error", n_boot, seed),
+        "sft_nll": best_loss_draws(sft_runs, ["label"], "final_loss", n_boot, seed),
+    }
     for label in _order(sft.index.intersection(rl.index)):
         if label == "FullFT":
             continue
         a, b = rl.loc[label], sft.loc[label]
         d = nll.loc[[label]].to_numpy()[0]
         nlo, nhi = draws_interval(d[1:])
+        relative = {}
+        for name, draws in ratios.items():  # LoRA's best over FullFT's, per resample
+            with np.errstate(invalid="ignore", divide="ignore"):
+                r = draws.loc[[label]].to_numpy()[0] / draws.loc[["FullFT"]].to_numpy()[0]
+            lo, hi = draws_interval(r[1:])
+            relative.update({f"{name}_ratio": r[0], f"{name}_ratio_lo": lo,
+                             f"{name}_ratio_hi": hi})  # fmt: skip
         rows.append(
             {
                 "label": label,
@@ -301,6 +316,7 @@ def sft_contrast(rl_runs: pd.DataFrame, sft_runs: pd.DataFrame, n_boot: int = 10
                 "sft_verdict": b.verdict,
                 "sft_nll_minus_fullft": d[0], "nll_lo": nlo, "nll_hi": nhi,
                 "nll_verdict": sign_verdict(nlo, nhi, worse="LoRA worse", better="LoRA better"),
+                **relative,
             }
         )  # fmt: skip
     return pd.DataFrame(rows)
@@ -449,26 +465,43 @@ def plot_lr_bands(runs: pd.DataFrame, bands: pd.DataFrame, ax: Any = None) -> An
     return ax
 
 
-def plot_sft_vs_rl(contrast: pd.DataFrame, ax: Any = None) -> Any:
-    """Accuracy minus FullFT's per adapter, after RL and after SFT (95 % seed intervals)."""
+def plot_sft_vs_rl(contrast: pd.DataFrame, axes: Any = None) -> Any:
+    """Left: accuracy minus FullFT's per adapter, after RL and after SFT. Right: the same as
+    ratios to FullFT (held-out error after RL, after SFT, and SFT's NLL): what rank costs
+    relative to what FullFT leaves. Bars: 95 % seed intervals."""
     import matplotlib.pyplot as plt
 
     set_style()
-    if ax is None:
-        _, ax = plt.subplots(figsize=(7, 4))
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(12, 4))
     x = np.arange(len(contrast))
-    for offset, kind, colour in ((-0.18, "rl", "tab:green"), (0.18, "sft", "tab:gray")):
-        mid = contrast[f"{kind}_minus_fullft"].to_numpy()
-        err = np.vstack([mid - contrast[f"{kind}_lo"], contrast[f"{kind}_hi"] - mid])
-        ax.bar(x + offset, mid, width=0.34, color=colour, label=kind.upper())
-        ax.errorbar(x + offset, mid, yerr=err, fmt="none", ecolor="black", capsize=3)
-    ax.axhline(0, color="black", lw=0.8)
-    ax.set_xticks(x, contrast.label)
-    ax.set_xlabel("adapter")
-    ax.set_ylabel("held-out accuracy minus FullFT's")
-    ax.set_title("Same problems, same start: RL vs SFT")
-    ax.legend()
-    return ax
+    panels = (
+        (axes[0], (("rl_minus_fullft", "rl_lo", "rl_hi", "RL", "tab:green"),
+                   ("sft_minus_fullft", "sft_lo", "sft_hi", "SFT", "tab:gray")), 0.0,
+         "held-out accuracy minus FullFT's"),
+        (axes[1], (("rl_error_ratio", "rl_error_ratio_lo", "rl_error_ratio_hi", "RL error",
+                    "tab:green"),
+                   ("sft_error_ratio", "sft_error_ratio_lo", "sft_error_ratio_hi", "SFT error",
+                    "tab:gray"),
+                   ("sft_nll_ratio", "sft_nll_ratio_lo", "sft_nll_ratio_hi", "SFT NLL",
+                    "0.35")), 1.0, "LoRA's over FullFT's (1 = no cost)"),
+    )  # fmt: skip
+    for ax, series, ref, ylabel in panels:
+        width = 0.8 / len(series)
+        for i, (mid_col, lo_col, hi_col, name, colour) in enumerate(series):
+            mid = contrast[mid_col].to_numpy(float)
+            err = np.vstack([mid - contrast[lo_col], contrast[hi_col] - mid])
+            pos = x + (i - (len(series) - 1) / 2) * width
+            ax.bar(pos, mid - ref, width=width * 0.9, bottom=ref, color=colour, label=name)
+            ax.errorbar(pos, mid, yerr=err, fmt="none", ecolor="black", capsize=3)
+        ax.axhline(ref, color="black", lw=0.8)
+        ax.set_xticks(x, contrast.label)
+        ax.set_xlabel("adapter")
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=8)
+    axes[0].set_title("Same problems, same start: the gap")
+    axes[1].set_title("...and relative to what FullFT leaves")
+    return axes
 
 
 # ----------------------------------------------------------------------------- live panel
@@ -611,7 +644,11 @@ def summary_draft(results: Any = None) -> str:  # becomes summary() when records
         f"at 1.47x): r=1 minus FullFT in held-out accuracy after RL {r1.rl_minus_fullft:+.3f} "
         f"[{r1.rl_lo:+.3f}, {r1.rl_hi:+.3f}], after SFT {r1.sft_minus_fullft:+.3f} "
         f"[{r1.sft_lo:+.3f}, {r1.sft_hi:+.3f}] (NLL {r1.sft_nll_minus_fullft:+.3f} "
-        f"[{r1.nll_lo:+.3f}, {r1.nll_hi:+.3f}]); the post's prediction (rank 1 lags in SFT, "
+        f"[{r1.nll_lo:+.3f}, {r1.nll_hi:+.3f}]); as multiples of FullFT's, r=1's held-out "
+        f"errors are {r1.rl_error_ratio:.2f}x [{r1.rl_error_ratio_lo:.2f}, "
+        f"{r1.rl_error_ratio_hi:.2f}] after RL and {r1.sft_error_ratio:.2f}x "
+        f"[{r1.sft_error_ratio_lo:.2f}, {r1.sft_error_ratio_hi:.2f}] after SFT (NLL "
+        f"{r1.sft_nll_ratio:.2f}x); the post's prediction (rank 1 lags in SFT, "
         f"not in RL): {prediction_verdict(sft_contrast(runs, sft))}. "
     )
     task = make_task("arith", **ARITH_RL_KWARGS)
