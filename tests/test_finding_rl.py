@@ -85,6 +85,24 @@ def test_an_edge_best_lr_is_flagged_as_a_bound():
     assert not row.interior and row.edge == "high"
 
 
+def test_the_sft_contrast_puts_both_trainings_on_one_scale():
+    from lora_lab.findings.rl import sft_contrast
+
+    peak = dict(zip(LRS, [0.30, 0.45, 0.50, 0.45, 0.30]))
+    rl = _runs({"FullFT": peak, "r=1": {lr * 10: a - 0.05 for lr, a in peak.items()}})
+    sft_peak = {lr: a + 0.45 for lr, a in peak.items()}  # FullFT best: 0.95, error 0.05
+    sft = _runs({"FullFT": sft_peak, "r=1": {lr * 10: a - 0.05 for lr, a in sft_peak.items()}})
+    sft["final_loss"] = sft.error / 10  # an NLL that follows the error
+    row = sft_contrast(rl, sft, n_boot=100).iloc[0]
+    assert row.rl_minus_fullft == pytest.approx(-0.05) == row.sft_minus_fullft
+    assert row.rl_error_ratio == pytest.approx(0.55 / 0.50)  # 5 points of 50 % errors
+    assert row.sft_error_ratio == pytest.approx(0.10 / 0.05)  # the same 5 points of 5 %
+    assert row.sft_nll_ratio == pytest.approx(2.0)
+    assert (
+        prediction_verdict(sft_contrast(rl, sft, n_boot=100)) == "not observed: rank 1 lags in both"
+    )
+
+
 @pytest.mark.parametrize(
     "rl, sft, nll, expected",
     [
