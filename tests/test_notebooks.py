@@ -214,3 +214,32 @@ def test_tables_show_learning_rates_and_plots_label_their_axes(path):
         assert not rounded, f"cell {i}: show tables with readable(), not .round(): {rounded}"
         if re.search(PLOT_CALL, src) and "def overlay" not in src:
             assert "xlabel" in src and "ylabel" in src, f"cell {i} draws without axis labels"
+
+
+def test_05_rl(executed):
+    rec = executed("05_rl")
+    assert rec["optima_interior"] is True
+    for label, (gap, lo, hi, verdict) in rec["rl_gaps"].items():
+        assert lo <= gap <= hi, label
+        expected = "LoRA better" if lo > 0 else "LoRA worse" if hi < 0 else "same"
+        assert verdict == expected, label
+    r1, r4 = rec["rl_gaps"]["r=1"][3], rec["rl_gaps"]["r=4"][3]
+    if r1 != "LoRA worse":
+        assert rec["parity_claim"] == (
+            "not supported: rank 1's gap to FullFT is within the seed interval"
+        )
+    elif r4 != "LoRA worse":
+        assert rec["parity_claim"] == "supported: rank 1 lags, rank 4 does not"
+    else:
+        assert rec["parity_claim"] == "not supported: rank 4 lags too"
+    contrast = rec["sft_contrast"]
+    for part in ("rl", "sft", "nll"):
+        gap, lo, hi, verdict = contrast[part]
+        assert lo <= gap <= hi and verdict in ("LoRA worse", "LoRA better", "same"), part
+    sft_lags = "LoRA worse" in (contrast["sft"][3], contrast["nll"][3])
+    rl_lags = contrast["rl"][3] == "LoRA worse"
+    assert (contrast["verdict"] == "holds") == (sft_lags and not rl_lags)
+    assert all(0 < b <= 1 for b in rec["bits_per_episode"].values())  # "at most one bit"
+    assert rec["exercise_checkers_ok"] is True
+    for name, (ratio, lo, hi) in rec["sft_contrast"]["ratios"].items():
+        assert ratio > 0 and lo <= ratio <= hi, name

@@ -344,9 +344,9 @@ def parity_claim_verdict(table: pd.DataFrame) -> str:
     if r1 is None or r4 is None:
         raise ValueError("needs r=1 and r=4 rows")
     if r1 != "LoRA worse":
-        return "not supported: rank 1 already matches FullFT"
+        return "not supported: rank 1's gap to FullFT is within the seed interval"
     if r4 != "LoRA worse":
-        return "supported: rank 1 lags, rank 4 matches"
+        return "supported: rank 1 lags, rank 4 does not"
     return "not supported: rank 4 lags too"
 
 
@@ -602,7 +602,7 @@ class RLPanel(LivePanel):
 # ----------------------------------------------------------------------------- README
 
 
-def summary_draft(results: Any = None) -> str:  # becomes summary() when records ship
+def summary(results: Any = None) -> str:
     """Finding 5 in one paragraph, every number computed from the shipped records."""
     runs, sft = load("rl_rank", results), load("rl_sft", results)
     curves = load_curve_frame("rl_rank", results)
