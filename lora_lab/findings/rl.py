@@ -6,8 +6,8 @@ with a wider band of good learning rates, because an episode carries about one b
 advantage's sign) while supervised learning on the same problems carries far more. Here:
 ``arith`` problems (1-2 digit operands, scratchpad answers, verified by the final line),
 from ``tiny-arith`` — the ``tiny`` base after 100 SFT steps on the train split (see
-:mod:`lora_lab.training.warm_start`: the pretrained base solves only ~7 % when sampling,
-too few for group-mean advantages to carry signal). ``rl_rank`` trains FullFT and LoRA
+:mod:`lora_lab.training.warm_start`: the pretrained base rarely succeeds when sampling,
+too rarely for group-mean advantages to carry signal). ``rl_rank`` trains FullFT and LoRA
 r = 1, 4, 16 (all layers) and r = 1 attention-only with GRPO-style group advantages;
 ``rl_sft`` is the contrast: supervised fine-tuning from the same start on the same problems'
 reference solutions, one example per RL episode.

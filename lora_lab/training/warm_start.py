@@ -2,9 +2,10 @@
 
 Policy-gradient RL learns only from groups whose samples disagree, so it needs a policy that
 already succeeds sometimes. Practice (and the post's Llama runs) starts RL from a model that
-was supervised on the task's format first. Here the pretrained ``tiny`` base solves ~7 % of
-held-out ``arith`` problems when sampling at temperature 1, so most groups of 8 are all wrong
-and teach nothing; 100 SFT steps on the train split bring it to ~30 %.
+was supervised on the task's format first. Here the pretrained ``tiny`` base rarely solves a
+held-out ``arith`` problem when sampling at temperature 1, so most groups of 8 would be all
+wrong and teach nothing; 100 SFT steps on the train split fix that (notebook 05 measures
+both).
 
 A warm start is named like a base (``"tiny-arith"``) and built on first use, deterministically
 (FullFT, fixed seed, one torch thread), then cached under the work folder with its recipe;
