@@ -73,6 +73,20 @@ def evaluate_loss(
 
 
 @torch.no_grad()
+def prompt_batches(
+    examples: list, device: torch.device | str = "cpu"
+) -> Iterator[tuple[int, list[int], torch.Tensor]]:
+    """The examples' prompts (BOS + tokens) grouped by length, so each group generates as one
+    batch without padding: ``(length, indices into examples, (n, length) ids)``, in order of
+    first appearance."""
+    encoded = [TOKENIZER.encode(ex.prompt, bos=True) for ex in examples]
+    groups: dict[int, list[int]] = {}
+    for i, ids in enumerate(encoded):
+        groups.setdefault(len(ids), []).append(i)
+    for length, idx in groups.items():
+        yield length, idx, torch.tensor([encoded[i] for i in idx], device=device)
+
+
 def sampled_accuracy(
     model: nn.Module,
     data: SFTDataset,
@@ -86,15 +100,10 @@ def sampled_accuracy(
     (greedy by default). Prompts of equal length are generated as one batch."""
     device = device or next(model.parameters()).device
     examples = data.examples[:limit]
-    groups: dict[int, list[int]] = {}
-    encoded = [TOKENIZER.encode(ex.prompt, bos=True) for ex in examples]
-    for i, ids in enumerate(encoded):
-        groups.setdefault(len(ids), []).append(i)
     gen = torch.Generator(device=device).manual_seed(seed)
     correct = 0
     with evaluating(model):
-        for length, idx in groups.items():
-            prompts = torch.tensor([encoded[i] for i in idx], device=device)
+        for length, idx, prompts in prompt_batches(examples, device):
             out = model.generate(
                 prompts,
                 max_new_tokens,

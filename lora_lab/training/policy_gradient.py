@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from lora_lab.lora import lora_layers, unload
 from lora_lab.tasks.base import Example, SFTDataset
 from lora_lab.tokenizer import TOKENIZER
-from lora_lab.training.evaluation import evaluating, sampled_accuracy
+from lora_lab.training.evaluation import evaluating, prompt_batches, sampled_accuracy
 from lora_lab.training.loop import MicroBatch, Objective
 from lora_lab.training.objectives import moe_aux_loss
 from lora_lab.training.optim import MOE_AUX_LOSS_COEF
@@ -166,15 +166,10 @@ def sampled_reward_and_kl(
     """
     device = next(model.parameters()).device
     examples = data.examples[:limit]
-    encoded = [TOKENIZER.encode(ex.prompt, bos=True) for ex in examples]
-    by_length: dict[int, list[int]] = {}
-    for i, ids in enumerate(encoded):
-        by_length.setdefault(len(ids), []).append(i)
     gen = torch.Generator(device=device).manual_seed(seed)
     rewards, kls = [], []
     with evaluating(model), evaluating(reference):
-        for length, idx in by_length.items():
-            prompts = torch.tensor([encoded[i] for i in idx], device=device)
+        for length, idx, prompts in prompt_batches(examples, device):
             out = model.generate(prompts, max_new_tokens, temperature=temperature,
                                  eos_id=TOKENIZER.eos_id, generator=gen)  # fmt: skip
             mask = _completion_mask(out, length)
