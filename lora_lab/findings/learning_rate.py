@@ -19,7 +19,14 @@ import torch
 from lora_lab.analysis import load_curves, load_runs, lr_ratio, optimal_lr, ratio_by_budget
 from lora_lab.lora import LoraConfig, inject_lora, lora_layers
 from lora_lab.model import PRESETS
-from lora_lab.sweeps.experiment import Experiment, grid, lr_grid, method_grid, results_dir
+from lora_lab.sweeps.experiment import (
+    Experiment,
+    confirmation,
+    grid,
+    lr_grid,
+    method_grid,
+    results_dir,
+)
 from lora_lab.sweeps.lr_search import LRSearch
 from lora_lab.tasks.base import SFTDataset
 from lora_lab.tasks.instruct import INSTRUCT_16K
@@ -103,7 +110,18 @@ LR_WIDTH = Experiment(
 )
 
 
-EXPERIMENTS = (LR_RULE, LR_WIDTH)
+# Where lr_rule's best LR was least certain (r=1's seed-mean curve is flat over 3x, r=4's
+# neighbours lie within a seed's spread): the best LR and both lattice neighbours of FullFT,
+# r=1 and r=4 at 300 steps, on 5 fresh seeds, so the optimum's location gets 8 seeds.
+LR_RULE_CONFIRM = confirmation(
+    LR_RULE,
+    {"FullFT": [1e-3, 1.47e-3, 2.15e-3], "r=1": [6.81e-4, 1e-3, 1.47e-3],
+     "r=4": [1.47e-3, 2.15e-3, 3.16e-3]},
+    seeds=(3, 4, 5, 6, 7),
+    why="Seeds 0-2 left the best LRs of r=1 and r=4 within a grid step of their neighbours.",
+)  # fmt: skip
+
+EXPERIMENTS = (LR_RULE, LR_WIDTH, LR_RULE_CONFIRM)
 
 # The first passes (fixed grids 2.15x apart), kept so notebook 02 can show what the coarser
 # sweep suggested beside what the search found; their runs are part of the searched sweeps.

@@ -139,3 +139,48 @@ def results_dir(experiment: str, grid_name: str = "full", root: str | Path | Non
     if grid_name == "full":
         return results_root() / experiment
     return work_dir() / "results" / f"{experiment}-{grid_name}"
+
+
+CONFIRM_SEEDS = tuple(range(3, 10))  # fresh seeds: the searched sweeps used 0, 1, 2
+
+
+def confirmation(
+    parent: Experiment,
+    chosen: dict[str, list[float]],
+    seeds: tuple[int, ...] = CONFIRM_SEEDS,
+    why: str = "",
+) -> Experiment:
+    """A follow-up to a searched sweep: the conditions ``chosen`` (label -> learning rates,
+    picked on the parent's seeds) rerun on fresh ``seeds``, everything else as the parent.
+
+    Why a separate sweep: an LR picked on the same seeds it is then judged on flatters its
+    condition (the winner's curse). Judged on seeds that played no part in choosing it, the
+    comparison at the chosen LRs is unbiased, and a paired-seed interval covers as it says.
+    The parent's LR lattice and spec fields are reused, so its seeds can join these rows.
+    """
+    by_label: dict[str, RunSpec] = {}
+    for spec in parent.specs("full"):
+        by_label.setdefault(spec.label, spec)
+    unknown = sorted(set(chosen) - set(by_label))
+    if unknown:
+        raise ValueError(f"{parent.name} has no condition {unknown}; it has {sorted(by_label)}")
+    own = {"experiment", "base", "task", "task_kwargs", "eval_split", "lr", "seed"}
+    specs = [
+        {**{k: v for k, v in by_label[label].to_dict().items() if k not in own},
+         "lr": lr, "seed": seed}
+        for seed in seeds  # seeds outer: a sweep stopped part-way holds complete seeds
+        for label, lrs in chosen.items()
+        for lr in lrs
+    ]  # fmt: skip
+    n_lrs = sum(len(v) for v in chosen.values())
+    return Experiment(
+        name=f"{parent.name}_confirm",
+        description=f"{parent.name}'s chosen conditions ({', '.join(chosen)}; {n_lrs} "
+        f"condition-LR pairs) on {len(seeds)} fresh seeds {seeds[0]}-{seeds[-1]}. {why}".strip(),
+        base=parent.base,
+        task=parent.task,
+        task_kwargs=parent.task_kwargs,
+        defaults=parent.defaults,
+        eval_split=parent.eval_split,
+        grids={"full": specs},
+    )
