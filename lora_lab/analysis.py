@@ -34,11 +34,16 @@ def _records(folder: str | Path, keys: Iterable[str] | None) -> dict[str, dict]:
 
 def load_runs(folder: str | Path, keys: Iterable[str] | None = None) -> pd.DataFrame:
     """One row per run: spec fields, final metrics, cost, provenance essentials.
-    ``keys`` restricts to those spec hashes (e.g. one grid's, when a folder holds more)."""
+    ``keys`` restricts to those spec hashes (e.g. one grid's, when a folder holds more).
+
+    Columns come from each spec's typed, complete form (defaults filled in), never from
+    the stored dict as written, so records written before a field existed group with
+    those written after (a missing column would be NaN, and pandas drops NaN keys)."""
     rows = []
     for key, rec in _records(folder, keys).items():
-        spec, res = rec["spec"], rec["result"]
-        typed = RunSpec.from_dict(spec)
+        res = rec["result"]
+        typed = RunSpec.from_dict(rec["spec"])
+        spec = typed.to_dict()
         row = {k: v for k, v in spec.items() if not isinstance(v, (dict, list))}
         row.update({f"task_{k}": v for k, v in spec.get("task_kwargs", {}).items()})
         row.update(
@@ -84,8 +89,8 @@ def load_curves(folder: str | Path, keys: Iterable[str] | None = None) -> pd.Dat
     """Learning curves in long format: one row per (run, evaluation step)."""
     frames = []
     for key, rec in _records(folder, keys).items():
-        spec = rec["spec"]
-        typed = RunSpec.from_dict(spec)
+        typed = RunSpec.from_dict(rec["spec"])
+        spec = typed.to_dict()
         c = pd.DataFrame(rec["result"]["curves"])
         c["key"] = key
         for k in ("method", "lr", "seed", "batch_size", "base", "steps"):

@@ -181,7 +181,7 @@ def cmd_summary(args: argparse.Namespace) -> int:
 def cmd_migrate(args: argparse.Namespace) -> int:
     """Re-key run records written before typed specs (lora_lab < 0.2)."""
     moved = migrate_store(args.folder, dry_run=args.dry_run)
-    verb = "would re-key" if args.dry_run else "re-keyed"
+    verb = "would re-key or rewrite" if args.dry_run else "re-keyed or rewrote"
     print(f"{args.folder}: {verb} {len(moved)} records")
     return 0
 
@@ -295,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     sm.add_argument("--write", metavar="FILE", help="rewrite FILE's findings section (README.md)")
     sm.set_defaults(func=cmd_summary)
 
-    m = _parser(sub, "migrate", "re-key records written before typed specs")
+    m = _parser(sub, "migrate", "re-key or rewrite records written by an older lora_lab")
     m.add_argument("folder", help="a results folder")
     m.add_argument("--dry-run", action="store_true", help="only say what would change")
     m.set_defaults(func=cmd_migrate)

@@ -30,7 +30,7 @@ from lora_lab.sweeps import (
     spec_hash,
 )
 from lora_lab.sweeps.migrate import migrate_store
-from lora_lab.sweeps.spec import RL_FIELDS
+from lora_lab.sweeps.spec import RL_FIELDS, RunSpec
 from lora_lab.tasks import make_facts
 from lora_lab.training import (
     FullFT,
@@ -412,6 +412,31 @@ def test_migration_rekeys_old_records_and_keeps_the_old_key(tmp_path):
     assert new["migrated_from"]["key"] == old_key and new["migrated_from"]["spec"] == old_spec
     assert new["result"] == rec["result"] and new["provenance"] == rec["provenance"]
     assert migrate_store(summary.folder) == {}  # idempotent
+
+
+def test_migration_rewrites_an_older_stored_form_in_place(tmp_path):
+    exp = get_experiment("demo")
+    summary = run_sweep(exp, "ci", root=tmp_path, progress=False, executor="serial")
+    path = sorted(summary.folder.glob("*.json"))[0]
+    rec = json.loads(path.read_text())
+    older = {k: v for k, v in rec["spec"].items() if k not in ("objective", "lora_layer")}
+    path.write_text(json.dumps({**rec, "spec": older}))  # same key: those sit at defaults
+    assert migrate_store(summary.folder, dry_run=True) == {path.stem: path.stem}
+    assert migrate_store(summary.folder) == {path.stem: path.stem}
+    assert json.loads(path.read_text()) == rec
+    assert migrate_store(summary.folder) == {}
+
+
+def test_every_shipped_record_is_stored_in_one_complete_form():
+    """Grouping by a spec column must never split a condition: every stored spec is exactly
+    its typed form (``lora-lab migrate FOLDER`` rewrites an older one)."""
+    folders = sorted(p for p in results_dir("demo").parent.iterdir() if p.is_dir())
+    assert len(folders) >= 12
+    for folder in folders:
+        good, bad = ResultStore(folder).scan()
+        assert good and not bad, folder.name
+        for key, rec in good.items():
+            assert rec["spec"] == RunSpec.from_dict(rec["spec"]).to_dict(), (folder.name, key)
 
 
 def test_shipped_records_are_all_valid_and_migrated():

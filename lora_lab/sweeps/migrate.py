@@ -6,6 +6,11 @@ sometimes spelled out and sometimes not. Typed specs key a record by its canonic
 each old record to its new key, stores the complete typed spec, and keeps the old key and
 spec under ``migrated_from`` so nothing about how it was produced is lost. The result and
 provenance are not touched.
+
+Records already under their key but stored in an older *form* (written before a field with a
+default existed: ``objective``, ``lora_layer``) get their stored spec rewritten to today's
+complete form, so every record of a folder reads the same way; the key, result and
+provenance stay as they were.
 """
 
 from __future__ import annotations
@@ -24,8 +29,8 @@ NOTE = (
 
 
 def migrate_store(folder: str | Path, dry_run: bool = False) -> dict[str, str]:
-    """Re-key every old record in ``folder``; returns ``{old key: new key}``. Records
-    already under their canonical key are left alone; unreadable files raise."""
+    """Re-key every old record in ``folder``; returns ``{old key: new key}`` (a record only
+    rewritten to the complete stored form maps to its own key). Unreadable files raise."""
     folder = Path(folder)
     moved: dict[str, str] = {}
     for path in sorted(folder.glob("*.json")):
@@ -34,6 +39,10 @@ def migrate_store(folder: str | Path, dry_run: bool = False) -> dict[str, str]:
         rec = json.loads(path.read_text())
         spec = RunSpec.from_dict(rec["spec"])
         if spec.key == path.stem:
+            if rec["spec"] != spec.to_dict():  # same run, older stored form
+                moved[path.stem] = path.stem
+                if not dry_run:
+                    write_json_atomic(path, {**rec, "spec": spec.to_dict()})
             continue
         if spec_hash(rec["spec"]) != path.stem:
             raise ValueError(f"{path}: its spec hashes neither to the old nor the new key")
