@@ -151,6 +151,22 @@ def paired_values(d: np.ndarray, level: float = LEVEL) -> Estimate:
     return t_interval(d, level, "paired t")
 
 
+def jackknife(full: float, leave_one_out: np.ndarray, level: float = LEVEL) -> Estimate:
+    """A statistic with a jackknife t interval over seeds: ``full`` on every seed and
+    ``leave_one_out[i]`` without seed i. For statistics that are not a mean of per-seed
+    values (a slope through optima found on seed means); NaN leave-one-out values (the
+    statistic undefined without a seed) make the interval unbounded."""
+    loo = np.asarray(leave_one_out, float)
+    n = len(loo)
+    if n < 2 or not np.isfinite(loo).all() or not math.isfinite(full):
+        return Estimate(full, -math.inf, math.inf, n, "jackknife t", level, -math.inf, math.inf)
+    se = math.sqrt((n - 1) / n * float(((loo - loo.mean()) ** 2).sum()))
+    t = t_quantile(0.5 + level / 2, n - 1)
+    te = t_quantile(0.5 + EQUIVALENCE_LEVEL / 2, n - 1)
+    return Estimate(full, full - t * se, full + t * se, n, "jackknife t", level,
+                    full - te * se, full + te * se)  # fmt: skip
+
+
 # ----------------------------------------------------------------------------- optimum location
 
 

@@ -17,18 +17,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lora_lab.analysis import (
-    align_seeds,
-    best_loss_gaps,
-    best_over_lr,
-    bootstrap_optima,
-    draws_interval,
-    load_runs,
-    optimal_lr,
-    seed_resamples,
-    sign_verdict,
+from lora_lab.analysis import best_over_lr, load_runs, optimal_lr
+from lora_lab.findings.common import (
+    Claim,
+    contrast,
+    seed_lr_matrix,
+    untestable,
+    verdict_columns,
 )
 from lora_lab.plots import line_styles, set_style
+from lora_lab.stats import interval_text, jackknife, paired_values, parabola_vertex, verdict
 from lora_lab.sweeps.experiment import Experiment, grid, method_grid, results_dir
 from lora_lab.sweeps.lr_search import LRSearch, lattice_index, lattice_lr
 from lora_lab.training.methods import label_sort_key, sort_labels
@@ -100,36 +98,30 @@ EXPERIMENTS = (BATCH_SIZE,)
 
 
 # ----------------------------------------------------------------------------- analysis
-# Every quantity below is read at each condition's *best* LR, and its interval comes from
-# resampling seeds with replacement: inside a resample the best LR is chosen again, so the
-# interval includes the noise of picking the LR, not only of the loss at a fixed LR. Seeds
-# are paired across conditions (one resample draws the same seeds everywhere).
+# Every quantity below is read at each condition's *best* LR with seeds paired across
+# conditions (same seed, same data order). Gaps use the statistics core's contrast, whose
+# 95 % interval covers the LRs that could be best; trends and exponents say how theirs are
+# made.
 
 REFERENCE = "FullFT"
-N_BOOT = 1000
+# Gaps smaller than this count as "equivalent" (stated before re-reading: the old noise floor,
+# ~1 % of FullFT's loss here; the post's batch effect at its largest batches is several times it).
+MARGIN = 0.02
 
 
-def bootstrap_gaps(
-    runs: pd.DataFrame, reference: str = REFERENCE, n_boot: int = N_BOOT, seed: int = 0
-) -> pd.DataFrame:
-    """Best-over-LR loss minus the reference's, per (batch, method): one column per draw
-    (column 0 uses every seed; the rest are seed resamples)."""
-    return best_loss_gaps(
-        runs, ["batch_size", "label"], {"label": reference}, n_boot=n_boot, seed=seed
-    )
-
-
-def gap_table(
-    runs: pd.DataFrame, reference: str = REFERENCE, n_boot: int = N_BOOT, seed: int = 0
-) -> pd.DataFrame:
-    """One row per (batch, method): best-over-LR loss, the gap to ``reference`` with a 95 %
-    seed-bootstrap interval, the gap relative to the reference's loss, and a verdict."""
-    boots = bootstrap_gaps(runs, reference, n_boot, seed)
+def gap_table(runs: pd.DataFrame, reference: str = REFERENCE) -> pd.DataFrame:
+    """One row per (batch, method): best-over-LR loss, the gap to ``reference`` as a verdict
+    (95 % paired-seed interval, margin :data:`MARGIN`), the gap relative to the reference's
+    loss."""
     best = best_over_lr(runs, ["batch_size", "label"]).set_index(["batch_size", "label"])
     rows = []
-    for (b, label), draws in boots.iterrows():
-        d = draws.to_numpy(float)
-        lo, hi = draws_interval(d[1:])
+    for (b, label), _ in best.iterrows():
+        if label == reference:
+            continue
+        v = contrast(runs, {"batch_size": b, "label": label},
+                     {"batch_size": b, "label": reference}, margin=MARGIN, subject="LoRA"
+                     if label.startswith("r=") else label, units="nats/token")  # fmt: skip
+        cols = verdict_columns(v)
         ref_loss = float(best.loc[(b, reference), "best_loss"])
         rows.append(
             {
@@ -138,11 +130,9 @@ def gap_table(
                 "label": label,
                 "loss": float(best.loc[(b, label), "best_loss"]),
                 "reference_loss": ref_loss,
-                "gap": float(d[0]),
-                "lo": lo,
-                "hi": hi,
-                "relative_gap": float(d[0]) / ref_loss,
-                "verdict": sign_verdict(lo, hi),
+                "gap": cols.pop("value"),
+                "relative_gap": v.estimate.value / ref_loss,
+                **cols,
             }
         )
     out = pd.DataFrame(rows)
@@ -160,91 +150,90 @@ def _slope(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.polyfit(x[ok], y[ok], 1)[0])
 
 
+def seed_gaps(runs: pd.DataFrame, reference: str = REFERENCE) -> pd.DataFrame:
+    """Per (label, seed): the gap to ``reference`` at each batch, both read at their best LR
+    (seed mean): columns are batch sizes. The rows trends are fitted to."""
+    best = best_over_lr(runs, ["batch_size", "label"]).set_index(["batch_size", "label"]).lr
+    at = runs[
+        runs.lr == [best.get((b, lab), np.nan) for b, lab in zip(runs.batch_size, runs.label)]
+    ]
+    loss = at.pivot_table(index=["label", "seed"], columns="batch_size", values="final_loss")
+    ref = loss.xs(reference, level="label")
+    return (loss - ref.reindex(loss.index, level="seed")).drop(index=reference, level="label")
+
+
 def gap_trend(
-    runs: pd.DataFrame,
-    reference: str = REFERENCE,
-    n_boot: int = N_BOOT,
-    seed: int = 0,
-    against: str | None = None,
+    runs: pd.DataFrame, reference: str = REFERENCE, against: str | None = None
 ) -> pd.DataFrame:
     """How the gap to ``reference`` moves with batch size: the least-squares slope of gap on
-    log2(batch) (nats per doubling), with a 95 % seed-bootstrap interval, per method; the
+    log2(batch) (nats per doubling), per method, with a 95 % paired-seed t interval over the
+    per-seed slopes (each seed's gaps at the LRs the seed mean chose: the choice of LR is
+    not inside this interval), its verdict (margin: a slope that moves the gap by less than
+    :data:`MARGIN` over the whole range of batches measured), and the
     gap at the smallest and largest batch. ``against`` adds each method's slope minus that
-    method's slope (e.g. "r=64": does the trend depend on rank?) with its interval."""
-    boots = bootstrap_gaps(runs, reference, n_boot, seed)
-    slopes = {}
-    for label, sub in boots.groupby(level="label"):
-        x = np.log2(sub.index.get_level_values("batch_size").to_numpy(float))
-        y = sub.to_numpy(float)  # batches x draws
-        slopes[label] = np.array([_slope(x, y[:, j]) for j in range(y.shape[1])])
+    method's (e.g. "r=64": does the trend depend on rank?) as a verdict."""
+    gaps = seed_gaps(runs, reference)
+    x = np.log2(gaps.columns.to_numpy(float))
+    margin = MARGIN / float(x.max() - x.min())
+    slopes = {label: np.array([_slope(x, row) for row in g.to_numpy(float)])
+              for label, g in gaps.groupby(level="label")}  # fmt: skip
     rows = []
     for label in sort_labels(slopes):
-        s = slopes[label]
-        lo, hi = draws_interval(s[1:])
-        sub = boots.xs(label, level="label")
-        row = {
-            "label": label,
-            "gap_smallest_batch": float(sub.iloc[0, 0]),
-            "gap_largest_batch": float(sub.iloc[-1, 0]),
-            "slope_per_doubling": float(s[0]),
-            "lo": lo,
-            "hi": hi,
-            "trend": sign_verdict(lo, hi, "grows with batch", "shrinks with batch").replace(
-                "same", "no trend"
-            ),
-        }
+        e = paired_values(slopes[label])
+        v = verdict(e, margin, "gap", units="nats per doubling")
+        trend = {"gap better": "shrinks with batch", "gap worse": "grows with batch"}.get(
+            v.word, v.word)  # fmt: skip
+        sub = gaps.xs(label, level="label").mean()
+        row = {"label": label, "gap_smallest_batch": float(sub.iloc[0]),
+               "gap_largest_batch": float(sub.iloc[-1]), "slope_per_doubling": e.value,
+               "lo": e.lo, "hi": e.hi, "seeds": e.n, "trend": trend,
+               "trend_text": v.text.replace(v.word, trend, 1)}  # fmt: skip
         if against is not None and against in slopes:
-            diff = s - slopes[against]
-            dlo, dhi = draws_interval(diff[1:])
-            row.update(
-                {
-                    f"slope_minus_{against}": float(diff[0]),
-                    "diff_lo": dlo,
-                    "diff_hi": dhi,
-                    "same_trend_as_" + against: label == against
-                    or (not math.isnan(dlo) and dlo <= 0 <= dhi),
-                }
-            )
+            d = verdict(paired_values(slopes[label] - slopes[against]), margin, label,
+                        units="nats per doubling")  # fmt: skip
+            row.update({f"slope_minus_{against}": d.estimate.value, "diff_lo": d.estimate.lo,
+                        "diff_hi": d.estimate.hi, f"trend_vs_{against}": d.word,
+                        f"trend_vs_{against}_text": d.text})  # fmt: skip
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def lr_scaling(runs: pd.DataFrame, n_boot: int = N_BOOT, seed: int = 0) -> pd.DataFrame:
+def _exponent(runs: pd.DataFrame, seeds: np.ndarray) -> float:
+    """Slope of log(optimal LR) on log(batch) through the seed-mean parabola vertices;
+    NaN if any batch's optimum is on an edge of what was measured (a bound)."""
+    batches = np.sort(runs.batch_size.unique())
+    logs = []
+    for b in batches:
+        lrs, m = seed_lr_matrix(runs, {"batch_size": b}, "final_loss", seeds)
+        mean = np.where(np.isfinite(m).all(0), m.mean(0), np.inf)
+        i = int(np.argmin(mean))
+        if i in (0, len(lrs) - 1):
+            return math.nan
+        logs.append(math.log(parabola_vertex(lrs, mean)))
+    return float(np.polyfit(np.log(batches.astype(float)), logs, 1)[0])
+
+
+def lr_scaling(runs: pd.DataFrame) -> pd.DataFrame:
     """Does the best LR follow LR ∝ batch^p, and with which p? Per method: the slope of
     log(optimal LR) on log(batch) (0.5 is the square-root rule, 1 the linear rule), with a
-    95 % seed-bootstrap interval (optima by the parabola in log LR; a resample whose
-    optimum falls on an edge of what was measured is a bound and counts against the
-    interval, which is NaN when more than 5 % of resamples are bounds)."""
-    seeds = np.sort(runs.seed.unique())
-    picks = seed_resamples(seeds, n_boot, seed)
+    95 % jackknife t interval over seeds (each seed left out in turn; an optimum on an edge
+    of what was measured makes the interval unbounded)."""
     opt = optimal_lr(runs, ["batch_size", "label"])
+    seeds = np.sort(runs.seed.unique())
     rows = []
     for label in sort_labels(runs.label.unique()):
         sub = runs[runs.label == label]
-        batches = np.sort(sub.batch_size.unique())
-        optima = []
-        for b in batches:
-            cond = sub[sub.batch_size == b]
-            lrs = np.sort(cond.lr.unique())
-            loss = align_seeds(cond, seeds, lrs, "final_loss")
-            optima.append(bootstrap_optima(lrs, loss, picks))
-        logs = np.log(np.array(optima))  # batches x draws, NaN where a bound
-        x = np.log(batches.astype(float))
-        draws = np.array(
-            [
-                np.polyfit(x, logs[:, j], 1)[0] if np.isfinite(logs[:, j]).all() else np.nan
-                for j in range(logs.shape[1])
-            ]
-        )
-        lo, hi = draws_interval(draws[1:])
+        full = _exponent(sub, seeds)
+        loo = [_exponent(sub, np.delete(seeds, i)) for i in range(len(seeds))]
+        e = jackknife(full, np.array(loo))
         o = opt[opt.label == label]
         rows.append(
             {
                 "label": label,
-                "exponent": float(draws[0]),
-                "lo": lo,
-                "hi": hi,
-                "sqrt_rule_inside": bool(not math.isnan(lo) and lo <= 0.5 <= hi),
+                "exponent": e.value,
+                "lo": e.lo,
+                "hi": e.hi,
+                "sqrt_rule_inside": bool(e.resolved and e.lo <= 0.5 <= e.hi),
                 "all_interior": bool(o.interior.all()),
                 "lr_at_smallest": float(o.sort_values("batch_size").opt_lr.iloc[0]),
                 "lr_at_largest": float(o.sort_values("batch_size").opt_lr.iloc[-1]),
@@ -301,42 +290,30 @@ CLAIM_HURTS = "batch > 512 hurts LoRA"
 CLAIM_PERCENT = "at batch > 1k LoRA's loss is 20-30 % higher"
 
 
-def circulating_claims(gaps: pd.DataFrame, trend: pd.DataFrame) -> pd.DataFrame:
-    """The two claims in circulation (not from the post), tested in the form this sweep can
-    test: its largest batch is far below 512, so each is read at the largest batch measured
-    and the verdict says so. Per LoRA rank."""
+def circulating_claims(gaps: pd.DataFrame, trend: pd.DataFrame) -> list[Claim]:
+    """The two claims in circulation (not from the post). Both are about batches this sweep
+    never reached (its largest is far below 512), so neither gets a verdict: the status says
+    so and the evidence is what the largest batch measured showed, per LoRA rank."""
     largest = int(gaps.batch_size.max())
-    rows = []
-    for label in sort_labels(gaps.label.unique()):
-        if not label.startswith("r="):
-            continue
-        t = trend.set_index("label").loc[label]
-        mine = gaps[gaps.label == label]
-        g = mine[mine.batch_size == mine.batch_size.max()].iloc[0]
-        rows.append(
-            {
-                "claim": CLAIM_HURTS,
-                "label": label,
-                "tested_as": f"does the gap to FullFT grow with batch (2..{largest})?",
-                "measured": f"{t.slope_per_doubling:+.3f} nats per doubling "
-                f"[{t.lo:+.3f}, {t.hi:+.3f}]",
-                "verdict": "consistent" if t.trend == "grows with batch" else "not seen",
-            }
-        )
-        rel_lo, rel_hi = g.lo / g.reference_loss, g.hi / g.reference_loss
-        inside = not math.isnan(rel_lo) and rel_lo <= 0.30 and rel_hi >= 0.20
-        rows.append(
-            {
-                "claim": CLAIM_PERCENT,
-                "label": label,
-                "tested_as": f"LoRA's loss over FullFT's at batch {int(g.batch_size)}",
-                "measured": f"{g.relative_gap:+.1%} [{rel_lo:+.1%}, {rel_hi:+.1%}]",
-                "verdict": "consistent"
-                if inside
-                else ("smaller than claimed" if rel_hi < 0.20 else "larger than claimed"),
-            }
-        )
-    return pd.DataFrame(rows)
+    t = trend.set_index("label")
+    ranks = [lab for lab in sort_labels(gaps.label.unique()) if lab.startswith("r=")]
+    at_largest = gaps[gaps.batch_size == largest].set_index("label")
+    trend_words = "; ".join(f"{lab} {t.loc[lab].slope_per_doubling:+.3f} "
+                            f"{interval_text(t.loc[lab].lo, t.loc[lab].hi)}"
+                            for lab in ranks)  # fmt: skip
+    relative = "; ".join(
+        f"{lab} {g.relative_gap:+.1%} "
+        f"{interval_text(g.lo / g.reference_loss, g.hi / g.reference_loss, '+.1%')}"
+        for lab, g in at_largest.loc[ranks].iterrows()
+    )
+    return [
+        untestable(CLAIM_HURTS, "circulating",
+                   f"the largest batch here is {largest}; for the record, the gap to FullFT per "
+                   f"doubling of batch 2..{largest} (nats, 95 %): {trend_words}"),
+        untestable(CLAIM_PERCENT, "circulating",
+                   f"the largest batch here is {largest}; for the record, LoRA's loss over "
+                   f"FullFT's at batch {largest} (95 %): {relative}"),
+    ]  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- panel
@@ -458,13 +435,13 @@ def _interior_words(runs: pd.DataFrame) -> str:
     return f"{n_in} of {len(opt)} best LRs interior at 1.47x, the others bounds"
 
 
-def summary(results: Any = None, n_boot: int = N_BOOT) -> str:
+def summary(results: Any = None) -> str:
     """Finding 3 in one paragraph, every number computed from the shipped records."""
     runs = load_runs(results_dir("batch_size", root=results))
-    gaps = gap_table(runs, n_boot=n_boot)
-    trend = gap_trend(runs, n_boot=n_boot, against="r=64").set_index("label")
-    control = gap_trend(runs, reference="full (blocks only)", n_boot=n_boot).set_index("label")
-    scaling = lr_scaling(runs, n_boot=n_boot).set_index("label")
+    gaps = gap_table(runs)
+    trend = gap_trend(runs, against="r=64").set_index("label")
+    control = gap_trend(runs, reference="full (blocks only)").set_index("label")
+    scaling = lr_scaling(runs).set_index("label")
     claims = circulating_claims(gaps, trend.reset_index())
     batches = sorted(runs.batch_size.unique())
     best = best_over_lr(runs, ["batch_size", "label"]).set_index(["batch_size", "label"])
@@ -473,59 +450,39 @@ def summary(results: Any = None, n_boot: int = N_BOOT) -> str:
     text = [
         f"What the shipped `batch_size` sweep says about finding 3 (tiny base, `instruct`: "
         f"{n_examples:,} examples per run, batch {batches[0]} to {batches[-1]} = "
-        f"{n_examples // batches[0]} to {n_examples // batches[-1]} steps; "
-        f"{runs.seed.nunique()} seeds; {_interior_words(runs)}; intervals are 95 % seed "
-        f"bootstraps; notebook 03 recomputes all of it). FullFT's best loss goes "
-        f"{full[0]:.3f} at batch {batches[0]} to {full[-1]:.3f} at batch {batches[-1]}."
+        f"{n_examples // batches[0]} to {n_examples // batches[-1]} steps, constant LR "
+        f"without warmup; {runs.seed.nunique()} seeds; {_interior_words(runs)}; 95 % "
+        f"paired-seed t intervals, equivalence margin ±{MARGIN} nats; notebook 03 recomputes "
+        f"all of it). FullFT's best loss goes {full[0]:.3f} at batch {batches[0]} to "
+        f"{full[-1]:.3f} at batch {batches[-1]}."
     ]
-    parts = []
-    for label in sort_labels(trend.index):
-        t = trend.loc[label]
-        parts.append(
-            f"{label} {t.gap_smallest_batch:+.3f} -> {t.gap_largest_batch:+.3f} "
-            f"({t.slope_per_doubling:+.4f} per doubling [{t.lo:+.4f}, {t.hi:+.4f}]: "
-            f"{t.trend})"
-        )
+    parts = [f"{label} {t.gap_smallest_batch:+.3f} -> {t.gap_largest_batch:+.3f}: "
+             f"{t.trend_text}" for label, t in trend.iterrows()]  # fmt: skip
     text.append(
-        f"Gap to FullFT from batch {batches[0]} to {batches[-1]}: " + "; ".join(parts) + "."
+        f"Gap to FullFT from batch {batches[0]} to {batches[-1]}, slope per doubling (the LR "
+        "choice not inside these intervals): " + "; ".join(parts) + "."
     )
     if "r=64" in control.index:
         c = control.loc["r=64"]
         text.append(
             f"The full-rank r=64 adapter against full (blocks only), the same matrices "
-            f"trained directly: {c.gap_smallest_batch:+.3f} -> {c.gap_largest_batch:+.3f} "
-            f"({c.slope_per_doubling:+.4f} per doubling [{c.lo:+.4f}, {c.hi:+.4f}]: "
-            f"{c.trend})."
+            f"trained directly: {c.gap_smallest_batch:+.3f} -> {c.gap_largest_batch:+.3f}: "
+            f"{c.trend_text}."
         )
-    same = [lbl for lbl in ("r=1", "r=4") if trend.loc[lbl].get("same_trend_as_r=64")]
     text.append(
         "Rank dependence of the trend (slope minus r=64's): "
-        + ", ".join(
-            f"{lbl} {trend.loc[lbl]['slope_minus_r=64']:+.4f} "
-            f"[{trend.loc[lbl].diff_lo:+.4f}, {trend.loc[lbl].diff_hi:+.4f}]"
-            for lbl in ("r=1", "r=4")
-        )
-        + (
-            " (the same as full rank within the intervals)."
-            if len(same) == 2
-            else f" (same as full rank within the interval: {', '.join(same) or 'none'})."
-        )
+        + "; ".join(f"{lbl}: {trend.loc[lbl]['trend_vs_r=64_text']}" for lbl in ("r=1", "r=4"))
+        + "."
     )
     text.append(
-        "Best LR against batch, LR ∝ batch^p: "
+        "Best LR against batch, LR ∝ batch^p (jackknife over seeds): "
         + ", ".join(
-            f"{lbl} p = {scaling.loc[lbl].exponent:.2f} [{scaling.loc[lbl].lo:.2f}, "
-            f"{scaling.loc[lbl].hi:.2f}]"
-            for lbl in sort_labels(scaling.index)
+            f"{lbl} p = {r.exponent:.2f} {interval_text(r.lo, r.hi, '.2f')}"
+            for lbl, r in scaling.iterrows()
         )
         + " (the square-root rule is p = 0.5)."
     )
-    verdicts = claims.groupby("claim").verdict.agg(lambda v: ", ".join(sorted(set(v))))
-    text.append(
-        "Claims in circulation, at the largest batch measured: "
-        + "; ".join(f'"{claim}": {v}' for claim, v in verdicts.items())
-        + "."
-    )
+    text.append("Claims in circulation: " + "; ".join(c.text for c in claims) + ".")
     return " ".join(text)
 
 
