@@ -1,4 +1,4 @@
-"""From run records to the post's quantities: best-over-LR curves, optimal LRs, ratios, gaps.
+"""From run records to the post's quantities: best-over-LR curves, optimal LRs, ratios.
 
 Conventions follow the post: each condition is swept over learning rates; a curve for a
 condition is the *pointwise minimum over LR* of the (seed-averaged) learning curves; the
@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lora_lab.stats import optimum_ratio, parabola_vertex
 from lora_lab.sweeps.lr_search import interior_optima
 from lora_lab.sweeps.spec import RunSpec
 from lora_lab.sweeps.store import PROVENANCE_FIELDS, ResultStore
@@ -106,14 +107,6 @@ def load_curves(folder: str | Path, keys: Iterable[str] | None = None) -> pd.Dat
     return pd.concat(frames, ignore_index=True)
 
 
-def _parabola_vertex(x: np.ndarray, y: np.ndarray) -> float:
-    """Vertex of the parabola through three points, clamped to their range."""
-    a, b, _ = np.polyfit(x, y, 2)
-    if a <= 0:
-        return float(x[np.argmin(y)])
-    return float(np.clip(-b / (2 * a), x.min(), x.max()))
-
-
 def optimum_from_curve(lrs: np.ndarray, losses: np.ndarray) -> tuple[float, float, bool]:
     """(optimal lr, loss at the best grid point, optimum at grid edge?) for one U-curve.
 
@@ -129,8 +122,7 @@ def optimum_from_curve(lrs: np.ndarray, losses: np.ndarray) -> tuple[float, floa
     at_edge = i == 0 or i == len(lrs) - 1
     if at_edge or not (np.isfinite(losses[i - 1]) and np.isfinite(losses[i + 1])):
         return float(lrs[i]), float(losses[i]), at_edge
-    x = np.log10(lrs[i - 1 : i + 2])
-    return float(10 ** _parabola_vertex(x, losses[i - 1 : i + 2])), float(losses[i]), False
+    return parabola_vertex(lrs[i - 1 : i + 2], losses[i - 1 : i + 2]), float(losses[i]), False
 
 
 def seed_mean(runs: pd.DataFrame, by: list[str], metric: str = "final_loss") -> pd.DataFrame:
@@ -187,72 +179,25 @@ def _neighbour_ratio(lrs: np.ndarray, best: float) -> float:
     return float(max(best / lrs[i - 1], lrs[i + 1] / best))
 
 
-def bootstrap_optima(lrs: np.ndarray, losses: np.ndarray, picks: np.ndarray) -> np.ndarray:
-    """Optimal LR for each bootstrap resample of seed rows (``picks``: n_boot x n_seeds);
-    NaN where a resample's optimum falls on an edge (a bound, not an optimum)."""
-    out = np.empty(len(picks))
-    for i, rows in enumerate(picks):
-        sample = losses[rows]
-        mean = sample.mean(0)  # NaN if any chosen seed is missing or diverged
-        lr, _, edge = optimum_from_curve(lrs, mean)
-        out[i] = math.nan if edge else lr
-    return out
-
-
-def _interval(boots: np.ndarray, max_edge_fraction: float = 0.05) -> tuple[float, float, float]:
-    """(2.5 %, 97.5 %, fraction of resamples at an edge). The interval is NaN when more than
-    ``max_edge_fraction`` of the resamples had no interior optimum: it cannot be bounded."""
-    frac = float(np.isnan(boots).mean())
-    if frac > max_edge_fraction:
-        return math.nan, math.nan, frac
-    return float(np.nanpercentile(boots, 2.5)), float(np.nanpercentile(boots, 97.5)), frac
-
-
-def bootstrap_optimal_lr(
-    runs: pd.DataFrame,
-    by: list[str],
-    metric: str = "final_loss",
-    n_boot: int = 1000,
-    seed: int = 0,
-) -> pd.DataFrame:
-    """Optimal LR per group with a 95 % interval from resampling seeds with replacement."""
-    base = optimal_lr(runs, by, metric)
-    seeds = np.sort(runs.seed.unique())
-    picks = np.random.default_rng(seed).integers(0, len(seeds), (n_boot, len(seeds)))
-    lo, hi, frac = [], [], []
-    for _, row in base.iterrows():
-        mask = np.ones(len(runs), bool)
-        for k in by:
-            mask &= (runs[k] == row[k]).to_numpy()
-        sub = runs[mask]
-        lrs = np.sort(sub.lr.unique())
-        boots = bootstrap_optima(lrs, align_seeds(sub, seeds, lrs, metric), picks)
-        a, b, f = _interval(boots)
-        lo.append(a)
-        hi.append(b)
-        frac.append(f)
-    return base.assign(lo=lo, hi=hi, edge_fraction=frac)
-
-
 def align_seeds(runs: pd.DataFrame, seeds: np.ndarray, lrs: np.ndarray, metric: str) -> np.ndarray:
-    """losses[seed, lr] over a fixed seed list, so resamples pair seeds across conditions."""
-    table = runs.pivot_table(
-        index="seed", columns="lr", values=metric, aggfunc="mean", dropna=False
+    """losses[seed, lr] over a fixed seed list, so rows pair seeds across conditions; a
+    diverged run (or one whose loss is not finite) is +inf: an unusable LR, not a gap."""
+    value = runs[metric].astype(float).where(lambda v: v.notna(), np.inf)
+    if "diverged" in runs:
+        value = value.where(~runs.diverged.astype(bool), np.inf)
+    table = runs.assign(_v=value).pivot_table(
+        index="seed", columns="lr", values="_v", aggfunc="mean", dropna=False
     )
     return table.reindex(index=seeds, columns=lrs).to_numpy(float)
 
 
 def lr_ratio(
-    runs: pd.DataFrame,
-    numerator: dict,
-    denominator: dict,
-    by: list[str] | None = None,
-    metric: str = "final_loss",
-    n_boot: int = 1000,
-    seed: int = 0,
+    runs: pd.DataFrame, numerator: dict, denominator: dict, metric: str = "final_loss"
 ) -> dict[str, float]:
-    """Ratio of optimal LRs of two conditions (e.g. LoRA r=16 over FullFT), with a 95 %
-    bootstrap interval over seeds (seeds are paired: same seed, same batches)."""
+    """Ratio of optimal LRs of two conditions (e.g. LoRA r=16 over FullFT): the ratio of
+    parabola vertices, with the 95 % interval that carries both optima's location (each a
+    set of grid points not beaten by another, :func:`lora_lab.stats.optimum_ratio`; 0 or
+    inf where a set reaches the edge of what was tried)."""
 
     def pick(cond: dict) -> pd.DataFrame:
         mask = np.ones(len(runs), bool)
@@ -265,23 +210,15 @@ def lr_ratio(
         raise ValueError(f"no runs match {numerator} or {denominator}")
     seeds = np.sort(runs.seed.unique())
     lrs_n, lrs_d = np.sort(num.lr.unique()), np.sort(den.lr.unique())
-    loss_n = align_seeds(num, seeds, lrs_n, metric)
-    loss_d = align_seeds(den, seeds, lrs_d, metric)
-    everyone = np.arange(len(seeds))[None, :]
-    point = (
-        bootstrap_optima(lrs_n, loss_n, everyone)[0] / bootstrap_optima(lrs_d, loss_d, everyone)[0]
-    )
-    picks = np.random.default_rng(seed).integers(0, len(seeds), (n_boot, len(seeds)))
-    boots = bootstrap_optima(lrs_n, loss_n, picks) / bootstrap_optima(lrs_d, loss_d, picks)
-    lo, hi, frac = _interval(boots)
+    est = optimum_ratio(lrs_n, align_seeds(num, seeds, lrs_n, metric), lrs_d,
+                        align_seeds(den, seeds, lrs_d, metric))  # fmt: skip
     flags = interior_optima(pd.concat([num.assign(_side="n"), den.assign(_side="d")]),
                             ["_side"], metric)  # fmt: skip
     return {
-        "ratio": float(point),
-        "lo": lo,
-        "hi": hi,
+        "ratio": est.value,
+        "lo": est.lo,
+        "hi": est.hi,
         "n_seeds": len(seeds),
-        "edge_fraction": frac,
         "interior": bool(flags.interior.all()),  # both optima interior at 1.47x
     }
 
@@ -301,43 +238,11 @@ def best_over_lr(runs: pd.DataFrame, by: list[str], metric: str = "final_loss") 
     return means.loc[idx].rename(columns={"mean": "best_loss"}).reset_index(drop=True)
 
 
-def method_gap(
-    runs: pd.DataFrame, by: list[str], reference: dict, metric: str = "final_loss"
-) -> pd.DataFrame:
-    """Best-over-LR loss of each group minus the reference's, per seed (mean and std)."""
-    best = best_over_lr(runs, by, metric)
-    out = []
-    ref_cond = np.ones(len(best), bool)
-    for k, v in reference.items():
-        ref_cond &= (best[k] == v).to_numpy()
-    ref = best[ref_cond].iloc[0]
-    ref_runs = runs[(runs.lr == ref.lr)]
-    for k, v in reference.items():
-        ref_runs = ref_runs[ref_runs[k] == v]
-    ref_by_seed = ref_runs.set_index("seed")[metric]
-    for _, row in best.iterrows():
-        sel = runs[runs.lr == row.lr]
-        for k in by:
-            sel = sel[(sel[k] == row[k]) | (sel[k].isna() & pd.isna(row[k]))]
-        gaps = sel.set_index("seed")[metric] - ref_by_seed
-        out.append(
-            {
-                **{k: row[k] for k in by},
-                "lr": row.lr,
-                "gap": gaps.mean(),
-                "gap_std": gaps.std(),
-                "n": gaps.notna().sum(),
-            }
-        )
-    return pd.DataFrame(out)
-
-
 def ratio_by_budget(
     curves: pd.DataFrame,
     numerators: dict[str, dict],
     denominator: dict,
     budgets: list[int],
-    n_boot: int = 1000,
 ) -> pd.DataFrame:
     """LR ratio (with interval) at several training budgets, read off constant-LR curves.
 
@@ -351,9 +256,7 @@ def ratio_by_budget(
         if at.empty:
             raise ValueError(f"no evaluation logged at step {b}")
         for name, cond in numerators.items():
-            rows.append(
-                {"steps": b, "condition": name, **lr_ratio(at, cond, denominator, n_boot=n_boot)}
-            )
+            rows.append({"steps": b, "condition": name, **lr_ratio(at, cond, denominator)})
     return pd.DataFrame(rows)
 
 
@@ -421,85 +324,3 @@ def curve_seed_spread(curves: pd.DataFrame, by: list[str] | None = None) -> floa
     by = by or ["label"]
     pts = curves[curves.step > 0].groupby(by + ["lr", "step"], dropna=False).eval_loss.std()
     return float(pts.median())
-
-
-# ----------------------------------------------------------------------------- best-loss gaps
-# A gap between two methods is read at each one's *best* LR. Its interval comes from
-# resampling seeds with replacement and choosing the best LR again inside every resample,
-# so it includes the noise of picking the LR. Seeds are paired across conditions.
-
-
-def seed_resamples(seeds: np.ndarray, n_boot: int, seed: int = 0) -> np.ndarray:
-    """Rows of seed indices: row 0 is every seed (the point estimate), then ``n_boot``
-    resamples with replacement."""
-    everyone = np.arange(len(seeds))[None, :]
-    draws = np.random.default_rng(seed).integers(0, len(seeds), (n_boot, len(seeds)))
-    return np.vstack([everyone, draws])
-
-
-def _loss_matrix(group: pd.DataFrame, seeds: np.ndarray, metric: str) -> np.ndarray:
-    """losses[seed, lr]; a diverged run is +inf (an unusable LR), a missing one NaN."""
-    loss = group[metric].where(~group.diverged.astype(bool), np.inf)
-    table = group.assign(_loss=loss).pivot_table(
-        index="seed", columns="lr", values="_loss", aggfunc="mean"
-    )
-    return table.reindex(index=seeds).to_numpy(float)
-
-
-def best_loss_draws(
-    runs: pd.DataFrame, by: list[str], metric: str = "final_loss", n_boot: int = 1000,
-    seed: int = 0,
-) -> pd.DataFrame:  # fmt: skip
-    """Best-over-LR seed-mean ``metric`` per group, one column per draw (column 0: every
-    seed; then seed resamples). An LR with a missing or diverged seed in a resample is
-    unusable in that resample."""
-    seeds = np.sort(runs.seed.unique())
-    picks = seed_resamples(seeds, n_boot, seed)
-    rows = {}
-    for keys, group in runs.groupby(by):
-        sample = _loss_matrix(group, seeds, metric)[picks]  # draws x seeds x lrs
-        mean = np.where(np.isnan(sample).any(1), np.inf, sample.mean(1))
-        rows[keys if isinstance(keys, tuple) else (keys,)] = mean.min(1)
-    out = pd.DataFrame.from_dict(rows, orient="index")
-    out.index = pd.MultiIndex.from_tuples(out.index, names=by)
-    return out.sort_index()
-
-
-def best_loss_gaps(
-    runs: pd.DataFrame, by: list[str], reference: dict, metric: str = "final_loss",
-    n_boot: int = 1000, seed: int = 0,
-) -> pd.DataFrame:  # fmt: skip
-    """Each group's best-over-LR loss minus its reference's (the group with the same values
-    of the ``by`` keys not in ``reference``, and ``reference``'s values for the others), per
-    draw as :func:`best_loss_draws`. NaN where neither side has a usable LR."""
-    draws = best_loss_draws(runs, by, metric, n_boot, seed)
-    index = draws.index.to_frame(index=False)
-    rows = {}
-    with np.errstate(invalid="ignore"):  # inf - inf -> NaN
-        for i, keys in enumerate(draws.index):
-            row = index.iloc[i]
-            if all(row[k] == v for k, v in reference.items()):
-                continue
-            ref_keys = tuple(reference.get(k, row[k]) for k in by)
-            if ref_keys in draws.index:
-                rows[keys] = draws.loc[[keys]].to_numpy()[0] - draws.loc[[ref_keys]].to_numpy()[0]
-    out = pd.DataFrame.from_dict(rows, orient="index")
-    out.index = pd.MultiIndex.from_tuples(out.index, names=by)
-    return out.sort_index()
-
-
-def draws_interval(draws: np.ndarray, max_unbounded: float = 0.05) -> tuple[float, float]:
-    """95 % percentile interval of bootstrap draws; NaN when more than ``max_unbounded`` of
-    them are not finite (the interval cannot be bounded)."""
-    finite = draws[np.isfinite(draws)]
-    if len(finite) < (1 - max_unbounded) * len(draws):
-        return math.nan, math.nan
-    return float(np.percentile(finite, 2.5)), float(np.percentile(finite, 97.5))
-
-
-def sign_verdict(lo: float, hi: float, worse: str = "worse", better: str = "better") -> str:
-    """ "better" / "worse" only when the whole interval is on one side of zero, else "same"
-    ("unbounded" without an interval)."""
-    if math.isnan(lo):
-        return "unbounded"
-    return worse if lo > 0 else (better if hi < 0 else "same")

@@ -200,15 +200,19 @@ def test_records_round_trip_through_executed_notebook(tmp_path):
     assert records == {"preset": "ci", "square": 16, "mean": 1.5, "table": {"a": [1, 2], "b": None}}
 
 
-def test_method_gap_against_reference():
-    from lora_lab.analysis import method_gap
+def test_contrast_at_each_side_s_best_lr():
+    from lora_lab.findings.common import contrast, gap
 
     runs = _synthetic_runs(opt_full=1e-3, opt_lora=1e-2, noise=0.0)
+    runs["diverged"] = False
     runs.loc[runs.label == "r=4", "final_loss"] += 0.2  # LoRA 0.2 nats worse at its best LR
-    gaps = method_gap(runs, ["label"], {"label": "FullFT"}).set_index("label")
-    assert gaps.loc["FullFT", "gap"] == pytest.approx(0.0)
-    assert gaps.loc["r=4", "gap"] == pytest.approx(0.2, abs=1e-9)
-    assert gaps.loc["r=4", "n"] == 3
+    rng = np.random.default_rng(0)
+    runs["final_loss"] += rng.normal(0, 1e-3, len(runs))  # a little seed noise
+    e = gap(runs, {"label": "r=4"}, {"label": "FullFT"})
+    assert e.value == pytest.approx(0.2, abs=3e-3) and e.lo > 0.15 and e.hi < 0.25
+    assert e.n == 3
+    v = contrast(runs, {"label": "r=4"}, {"label": "FullFT"}, margin=0.02, subject="LoRA")
+    assert v.word == "LoRA worse" and "[" in v.text
 
 
 def _curves(values: dict[str, list[float]], steps=(1, 10, 30, 100, 300)) -> pd.DataFrame:

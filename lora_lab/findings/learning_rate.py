@@ -16,9 +16,18 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lora_lab.analysis import load_curves, load_runs, lr_ratio, optimal_lr, ratio_by_budget
+from lora_lab.analysis import (
+    align_seeds,
+    load_curves,
+    load_runs,
+    lr_ratio,
+    optimal_lr,
+    ratio_by_budget,
+)
+from lora_lab.findings.common import ratio_text
 from lora_lab.lora import LoraConfig, inject_lora, lora_layers
 from lora_lab.model import PRESETS
+from lora_lab.stats import Estimate, optimum_location, optimum_ratio
 from lora_lab.sweeps.experiment import (
     Experiment,
     confirmation,
@@ -150,24 +159,25 @@ def first_pass_keys(name: str) -> set[str]:
 
 
 def ratio_words(lo: float, hi: float) -> str:
-    """'above' / 'below' only where the whole interval is; otherwise not distinguishable."""
+    """'above' / 'below' only where the whole interval is; otherwise 'not resolved'."""
     if lo > 1:
         return "above"
     if hi < 1:
         return "below"
-    return "not distinguishable"
+    return "not resolved"
 
 
-def ratio_table(runs: pd.DataFrame, reference: str = "FullFT", n_boot: int = 1000) -> pd.DataFrame:
+def ratio_table(runs: pd.DataFrame, reference: str = "FullFT") -> pd.DataFrame:
     """Optimal-LR ratio of every other method (LoRA ranks, full (blocks only)) to
-    ``reference`` with a 95 % seed-bootstrap interval: columns ``label``, ``rank`` (NaN for
+    ``reference`` with the 95 % interval that carries both optima's locations: columns
+    ``label``, ``rank`` (NaN for
     full fine-tuning), ``ratio``, ``lo``, ``hi``, ``n_seeds``, ``interior`` (both optima
-    interior at 1.47x) and ``verdict`` (above / below / not distinguishable from 1)."""
+    interior at 1.47x) and ``verdict`` (above / below 1, or not resolved)."""
     rows = []
     for label in sort_labels(runs.label):
         if label == reference:
             continue
-        res = lr_ratio(runs, {"label": label}, {"label": reference}, n_boot=n_boot)
+        res = lr_ratio(runs, {"label": label}, {"label": reference})
         rank = runs[runs.label == label].r.iloc[0]
         rows.append(
             {"label": label, "rank": rank, **res, "verdict": ratio_words(res["lo"], res["hi"])}
@@ -175,13 +185,13 @@ def ratio_table(runs: pd.DataFrame, reference: str = "FullFT", n_boot: int = 100
     return pd.DataFrame(rows)
 
 
-def width_table(runs: pd.DataFrame, n_boot: int = 1000, lora_alpha: float = 32.0) -> pd.DataFrame:
+def width_table(runs: pd.DataFrame, lora_alpha: float = 32.0) -> pd.DataFrame:
     """The r=16 / FullFT optimal-LR ratio at each base width of an ``lr_width`` sweep, beside
     the ``d / (2 alpha)`` scaling that has been proposed for it."""
     rows = []
     for base_name, d in runs.groupby("base"):
         width = PRESETS[base_name].d_model
-        res = lr_ratio(d, {"label": "r=16"}, {"label": "FullFT"}, n_boot=n_boot)
+        res = lr_ratio(d, {"label": "r=16"}, {"label": "FullFT"})
         opt = optimal_lr(d, ["label"]).set_index("label")
         rows.append(
             {
@@ -195,6 +205,42 @@ def width_table(runs: pd.DataFrame, n_boot: int = 1000, lora_alpha: float = 32.0
             }
         )
     return pd.DataFrame(rows).sort_values("d_model").reset_index(drop=True)
+
+
+def load_confirm(results: Any = None) -> pd.DataFrame | None:
+    """``lr_rule_confirm`` (FullFT, r=1, r=4 at their best LR and both neighbours, fresh
+    seeds), or None when not shipped."""
+    folder = results_dir(LR_RULE_CONFIRM.name, root=results)
+    return load_runs(folder) if folder.is_dir() and any(folder.glob("*.json")) else None
+
+
+def confirm_locations(runs: pd.DataFrame, confirm: pd.DataFrame) -> pd.DataFrame:
+    """The best LRs located with every seed: the search's seeds and the confirmation's
+    fresh ones, at the three LRs the confirmation ran (the search's best and its lattice
+    neighbours). Per method: the best of the three (seed mean), its 95 % location set
+    (``lr_lo`` / ``lr_hi``: 0 / inf where the set reaches an end of the three) and the
+    ratio to FullFT's best with the interval that carries both locations."""
+    lrs = confirm.groupby("label").lr.unique()
+    keep = runs[[lr in set(lrs.get(lab, ())) for lab, lr in zip(runs.label, runs.lr)]]
+    cols = ["label", "lr", "seed", "final_loss", "diverged"]
+    both = pd.concat([keep[cols], confirm[cols]], ignore_index=True)
+    seeds = np.sort(both.seed.unique())
+    mats = {lab: (np.sort(lrs[lab]), align_seeds(both[both.label == lab], seeds,
+                                                 np.sort(lrs[lab]), "final_loss"))
+            for lab in lrs.index}  # fmt: skip
+    rows = []
+    for label in sort_labels(lrs.index):
+        x, m = mats[label]
+        loc = optimum_location(x, m)
+        row = {"label": label, "lrs": ", ".join(f"{v:.3g}" for v in x), "seeds": loc.n,
+               "best_lr": float(x[np.argmin(m.mean(0))]), "opt_lr": loc.value,
+               "lr_lo": loc.lo, "lr_hi": loc.hi}  # fmt: skip
+        if label != "FullFT":
+            r = optimum_ratio(x, m, *mats["FullFT"])
+            row.update(ratio=r.value, ratio_lo=r.lo, ratio_hi=r.hi,
+                       verdict=ratio_words(r.lo, r.hi))  # fmt: skip
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def rank_spread(optima: pd.DataFrame, ranks: tuple[int, ...] = (4, 16, 64)) -> dict[str, float]:
@@ -297,41 +343,55 @@ def _resolution_note(optima: pd.DataFrame) -> str:
     )
 
 
-def summary(results: Any = None, n_boot: int = 1000) -> str:
+def _ratio(x: Any) -> str:
+    return ratio_text(Estimate(x.ratio, x.lo, x.hi, int(x.n_seeds), "optimum ratio"))
+
+
+def summary(results: Any = None) -> str:
     """Finding 2 in one paragraph, every number computed from the shipped records."""
     folder = results_dir("lr_rule", root=results)
     runs, curves = load_runs(folder), load_curves(folder)
     steps = int(runs.steps.max())
     optima = optimal_lr(runs, ["label"])
-    ratios = ratio_table(runs, n_boot=n_boot).set_index("label")
-    words = {"above": "above 1", "below": "below 1", "not distinguishable": "includes 1"}
-    parts = [
-        f"{label} {x.ratio:.2f}x ({x.lo:.2f}–{x.hi:.2f}, {words[x.verdict]})"
-        for label, x in ratios.iterrows()
-    ]
+    ratios = ratio_table(runs).set_index("label")
+    words = {"above": "above 1", "below": "below 1", "not resolved": "1 not excluded"}
+    parts = [f"{label} {_ratio(x)} ({words[x.verdict]})" for label, x in ratios.iterrows()]
     inv = rank_spread(optima)
     short = ratio_by_budget(
-        curves, {r: {"label": f"r={r}"} for r in (4, 16, 64)}, {"label": "FullFT"}, [100, steps],
-        n_boot=n_boot,
-    )  # fmt: skip
+        curves, {r: {"label": f"r={r}"} for r in (4, 16, 64)}, {"label": "FullFT"}, [100, steps]
+    )
     mean = short.groupby("steps").ratio.mean()
-    width = width_table(load_runs(results_dir("lr_width", root=results)), n_boot=n_boot)
+    width = width_table(load_runs(results_dir("lr_width", root=results)))
     widths = ", ".join(
-        f"d = {w.d_model}: {w.ratio:.1f}x ({w.lo:.1f}–{w.hi:.1f}"
-        + ("" if w.interior else ", not interior at 1.47x")
-        + ")"
+        f"d = {w.d_model}: {_ratio(w)}" + ("" if w.interior else ", not interior at 1.47x")
         for w in width.itertuples()
     )
     seeds = runs.seed.nunique()
-    return (
+    below_10 = bool((ratios.hi < 10).all())
+    text = (
         f"What the shipped `lr_rule` sweep says about finding 2 (tiny base, `instruct`, {steps} "
-        f"steps, {seeds} seeds, 95 % seed-bootstrap intervals; {_resolution_note(optima)}; "
+        f"steps, constant LR, {seeds} seeds; {_resolution_note(optima)}; a ratio's 95 % "
+        "interval carries both optima's locations, each the grid points no other beats; "
         f"notebook 02 recomputes all of it). Optimal LR over FullFT's: "
         + "; ".join(parts)
-        + f" — {'every interval below' if ratios.hi.max() < 10 else 'against'} the post's "
-        f"~10x. Ranks 4–64 share an optimum within "
-        f"{inv['spread']:.2f}x; rank 1's is {inv['rank1_vs_geomean']:.2f}x their geometric "
-        f"mean. Mean ratio over r = 4–64 at 100 steps {mean[100]:.2f}x vs {mean[steps]:.2f}x "
-        f"at {steps} ({'larger' if mean[100] > mean[steps] else 'not larger'} for the shorter "
-        f"budget). r=16 / FullFT across widths (`lr_width`, 200 steps): {widths}."
+        + f" — {'every interval below' if below_10 else 'not every interval excludes'} the "
+        f"post's ~10x. Ranks 4–64 share an optimum within {inv['spread']:.2f}x (parabola "
+        f"vertices); rank 1's is {inv['rank1_vs_geomean']:.2f}x their geometric mean. Mean "
+        f"point ratio over r = 4–64 at 100 steps {mean[100]:.2f}x vs {mean[steps]:.2f}x at "
+        f"{steps}. r=16 / FullFT across widths (`lr_width`, 200 steps): {widths}."
     )
+    confirm = load_confirm(results)
+    if confirm is not None:
+        loc = confirm_locations(runs, confirm).set_index("label")
+        n = int(loc.seeds.max())
+        text += (
+            f" With {n} seeds at the best LR and both neighbours (the confirmation's fresh "
+            "seeds added): "
+            + "; ".join(
+                f"{lab} / FullFT {ratio_text(Estimate(r.ratio, r.ratio_lo, r.ratio_hi, n, ''))}"
+                f" ({words[r.verdict]})"
+                for lab, r in loc.drop(index="FullFT").iterrows()
+            )
+            + "."
+        )
+    return text
