@@ -30,7 +30,7 @@ from lora_lab.sweeps import (
     spec_hash,
 )
 from lora_lab.sweeps.migrate import migrate_store
-from lora_lab.sweeps.spec import RL_FIELDS, RunSpec
+from lora_lab.sweeps.spec import RL_FIELDS
 from lora_lab.tasks import make_facts
 from lora_lab.training import (
     FullFT,
