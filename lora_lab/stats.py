@@ -223,19 +223,20 @@ def parabola_vertex(lrs: np.ndarray, mean: np.ndarray) -> float:
 
 
 def optimum_location(lrs: np.ndarray, loss: np.ndarray, level: float = LEVEL) -> Estimate:
-    """The best LR of one condition: the parabola vertex of the seed-mean curve, with the
-    range of :func:`optimum_set` as its interval. A set that reaches the lowest (highest) LR
-    tried has ``lo = 0`` (``hi = inf``): the optimum is not bounded on that side."""
+    """The best LR of one condition: the parabola vertex of the seed-mean curve, with a 95 %
+    interval for the optimum between grid points: from the grid point below the lowest
+    member of :func:`optimum_set` to the one above its highest (the best lies between the
+    neighbours of the best grid point). A set that reaches the lowest (highest) LR tried
+    has ``lo = 0`` (``hi = inf``): the optimum is not bounded on that side."""
     lrs = np.asarray(lrs, float)
     order = np.argsort(lrs)
     lrs, loss = lrs[order], np.asarray(loss, float)[:, order]
-    mask = optimum_set(loss, level)
-    idx = np.nonzero(mask)[0]
-    lo = 0.0 if idx[0] == 0 else float(lrs[idx[0]])
-    hi = math.inf if idx[-1] == len(lrs) - 1 else float(lrs[idx[-1]])
+    idx = np.nonzero(optimum_set(loss, level))[0]
+    lo = 0.0 if idx[0] == 0 else float(lrs[idx[0] - 1])
+    hi = math.inf if idx[-1] == len(lrs) - 1 else float(lrs[idx[-1] + 1])
     point = parabola_vertex(lrs, _usable_means(loss))
-    return Estimate(point, lo, hi, loss.shape[0], "grid points not beaten (paired t, Bonferroni)",
-                    level)  # fmt: skip
+    return Estimate(point, lo, hi, loss.shape[0], "grid points not beaten (paired t, "
+                    "Bonferroni), widened to their neighbours", level)  # fmt: skip
 
 
 def optimum_ratio(

@@ -161,10 +161,13 @@ def test_optimal_lr_recovers_known_optimum():
     assert opt.loc["FullFT", "opt_lr"] == pytest.approx(2e-4, rel=0.2)
     assert opt.loc["r=4", "opt_lr"] == pytest.approx(3e-3, rel=0.2)
     assert not opt.at_edge.any()
-    ratio = lr_ratio(runs, {"label": "r=4"}, {"label": "FullFT"}, n_boot=200)
+    ratio = lr_ratio(runs, {"label": "r=4"}, {"label": "FullFT"})
     assert ratio["lo"] <= ratio["ratio"] <= ratio["hi"]
     assert ratio["ratio"] == pytest.approx(15, rel=0.3)
-    assert ratio["lo"] > 5 and ratio["hi"] < 40
+    assert ratio["lo"] < 5 and ratio["hi"] > 40  # 3 seeds: every near LR could be the best
+    more = _synthetic_runs(opt_full=2e-4, opt_lora=3e-3, seeds=range(8), noise=0.003)
+    ratio = lr_ratio(more, {"label": "r=4"}, {"label": "FullFT"})
+    assert ratio["lo"] < 15 < ratio["hi"] and ratio["lo"] > 5 and ratio["hi"] < 60  # +-1 step each
 
 
 def test_optimum_at_grid_edge_is_flagged_and_divergence_is_bad():

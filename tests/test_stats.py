@@ -123,14 +123,17 @@ def test_unbounded_and_missing_cases():
 def test_optimum_location_is_unbounded_at_an_edge_and_ratios_carry_both_sets():
     lrs = np.array([1e-3, 2e-3, 4e-3])
     rng = np.random.default_rng(0)
+    # the set holds the grid's best; the interval is for the optimum between grid points
     falling = np.array([2.0, 1.0, 0.0]) + 0.01 * rng.standard_normal((5, 3))
     edge = optimum_location(lrs, falling)
     assert edge.hi == math.inf and edge.value == 4e-3
     u = np.array([1.0, 0.0, 1.0]) + 0.01 * rng.standard_normal((5, 3))
     inside = optimum_location(lrs, u)
-    assert inside.lo == inside.hi == 2e-3  # clear: the set is one grid point
+    assert (inside.lo, inside.hi) == (1e-3, 4e-3)  # clear: between the best's neighbours
+    assert inside.lo < inside.value < inside.hi
     ratio = optimum_ratio(lrs * 4, u, lrs, u)
-    assert ratio.lo == pytest.approx(4) and ratio.hi == pytest.approx(4)
+    assert ratio.lo == pytest.approx(1) and ratio.hi == pytest.approx(16)
+    assert ratio.value == pytest.approx(4)
     assert optimum_ratio(lrs, falling, lrs, u).hi == math.inf
 
 
