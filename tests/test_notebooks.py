@@ -115,25 +115,32 @@ def test_every_notebook_has_checked_exercises(executed, stem):
     assert len(stubs) >= 2, "at least two exercises with a stub to fill in"
 
 
+def _follows(verdict: str, lo: float, hi: float, subject: str) -> bool:
+    """A verdict follows its interval: better / worse only when the 95 % interval excludes
+    0; otherwise equivalent within a stated margin, or not resolved. Never "same"."""
+    if lo > 0:
+        return verdict == f"{subject} worse"
+    if hi < 0:
+        return verdict == f"{subject} better"
+    return verdict == "not resolved" or verdict.startswith("equivalent within ±")
+
+
 def test_03_batch_size(executed):
     rec = executed("03_batch_size")
     assert rec["optima_interior"] is True
     for key, (gap, lo, hi, verdict) in rec["gap_verdicts"].items():  # words follow intervals
         assert lo <= gap <= hi, key
-        assert verdict == ("worse" if lo > 0 else "better" if hi < 0 else "same"), key
+        label = key.split("@")[0]
+        assert _follows(verdict, lo, hi, "LoRA" if label.startswith("r=") else label), key
     for label, (slope, lo, hi, trend) in rec["gap_trend"].items():
         assert lo <= slope <= hi, label
-        expected = "grows with batch" if lo > 0 else "shrinks with batch" if hi < 0 else "no trend"
-        assert trend == expected, label
-    assert set(rec["same_trend_as_full_rank"]) == {"r=1", "r=4"}
+        names = {"grows with batch": "gap worse", "shrinks with batch": "gap better"}
+        word = names.get(trend, trend)
+        assert _follows(word, lo, hi, "gap"), label
+    assert set(rec["trend_vs_full_rank"]) == {"r=1", "r=4"}
     assert {"FullFT", "r=1", "r=4", "r=64"} <= set(rec["lr_exponent"])
-    claims = rec["claims"]
-    assert len(claims) == 6 and set(claims.values()) <= {
-        "consistent",
-        "not seen",
-        "smaller than claimed",
-        "larger than claimed",
-    }
+    claims = rec["claims"]  # both about batches beyond this design
+    assert len(claims) == 2 and set(claims.values()) == {"not testable in this design"}
 
 
 def test_04_layer_targeting(executed):
@@ -142,19 +149,14 @@ def test_04_layer_targeting(executed):
     assert rec["matched_off_by_max"] <= 0.10
     assert 0.5 < rec["mlp_share_of_block_weights"] < 0.8
     assert rec["optima_interior_two_hop_moe"] is True
-    for key, (rel, lo, hi, verdict) in rec["multi_hop_claim"].items():
-        assert lo <= rel <= hi and verdict == "larger than claimed", key
+    assert rec["multi_hop_claim"] == "units differ"  # the claim names no unit
     for key, (diff, lo, hi, verdict) in rec["moe_contrasts"].items():
-        first = key.split(" - ")[0]
-        expected = f"{first} worse" if lo > 0 else f"{first} better" if hi < 0 else "same"
-        assert lo <= diff <= hi and verdict == expected, key
+        assert lo <= diff <= hi and _follows(verdict, lo, hi, key.split(" - ")[0]), key
     assert all(after < before for before, after in rec["moe_imbalance"].values())
     for name in ("contrasts_instruct", "contrasts_facts", "contrasts_two_hop"):
         for key, (diff, lo, hi, verdict) in rec[name].items():
             assert lo <= diff <= hi, key
-            first = key.split(": ")[1].split(" - ")[0]
-            expected = f"{first} worse" if lo > 0 else f"{first} better" if hi < 0 else "same"
-            assert verdict == expected, key
+            assert _follows(verdict, lo, hi, key.split(": ")[1].split(" - ")[0]), key
     sums: dict[str, float] = {}
     for key, share in rec["ntk_shares"].items():
         task, model, _ = key.split(" | ")
@@ -219,26 +221,30 @@ def test_tables_show_learning_rates_and_plots_label_their_axes(path):
 def test_05_rl(executed):
     rec = executed("05_rl")
     assert rec["optima_interior"] is True
-    for label, (gap, lo, hi, verdict) in rec["rl_gaps"].items():
-        assert lo <= gap <= hi, label
-        expected = "LoRA better" if lo > 0 else "LoRA worse" if hi < 0 else "same"
-        assert verdict == expected, label
-    r1, r4 = rec["rl_gaps"]["r=1"][3], rec["rl_gaps"]["r=4"][3]
-    if r1 != "LoRA worse":
-        assert rec["parity_claim"] == (
-            "not supported: rank 1's gap to FullFT is within the seed interval"
-        )
-    elif r4 != "LoRA worse":
-        assert rec["parity_claim"] == "supported: rank 1 lags, rank 4 does not"
-    else:
+    for label, (gap, lo, hi, verdict) in rec["rl_gaps"].items():  # accuracy: higher is better
+        assert lo <= gap <= hi and _follows(verdict, -hi, -lo, "LoRA"), label
+
+    def keeps(verdict: str) -> bool | None:
+        return None if verdict == "not resolved" else verdict != "LoRA worse"
+
+    k1, k4 = keeps(rec["rl_gaps"]["r=1"][3]), keeps(rec["rl_gaps"]["r=4"][3])
+    if k1:
+        assert rec["parity_claim"] == "not supported: rank 1 is within the margin of FullFT"
+    elif k1 is False and k4:
+        assert rec["parity_claim"] == "supported: rank 1 lags, rank 4 keeps up"
+    elif k1 is False and k4 is False:
         assert rec["parity_claim"] == "not supported: rank 4 lags too"
+    else:
+        assert rec["parity_claim"].startswith("not resolved")
     contrast = rec["sft_contrast"]
-    for part in ("rl", "sft", "nll"):
+    for part in ("rl", "sft"):
         gap, lo, hi, verdict = contrast[part]
-        assert lo <= gap <= hi and verdict in ("LoRA worse", "LoRA better", "same"), part
+        assert lo <= gap <= hi and _follows(verdict, -hi, -lo, "LoRA"), part
+    gap, lo, hi, verdict = contrast["nll"]
+    assert lo <= gap <= hi and _follows(verdict, lo, hi, "LoRA")
     sft_lags = "LoRA worse" in (contrast["sft"][3], contrast["nll"][3])
-    rl_lags = contrast["rl"][3] == "LoRA worse"
-    assert (contrast["verdict"] == "holds") == (sft_lags and not rl_lags)
+    rl_keeps = keeps(contrast["rl"][3])
+    assert (contrast["verdict"] == "holds") == (sft_lags and rl_keeps is True)
     assert all(0 < b <= 1 for b in rec["bits_per_episode"].values())  # "at most one bit"
     assert rec["exercise_checkers_ok"] is True
     for name, (ratio, lo, hi) in rec["sft_contrast"]["ratios"].items():
