@@ -170,6 +170,9 @@ def _mark_optimum(ax, o, colour) -> None:
     if np.isfinite(opt):
         interior = bool(getattr(o, "interior", True))
         ax.axvline(opt, color=colour, lw=1.2, ls=":" if interior else "-.", alpha=0.9)
+        lo, hi = getattr(o, "lr_lo", np.nan), getattr(o, "lr_hi", np.nan)
+        if lo > 0 and np.isfinite(hi):  # where the optimum could lie (95 %)
+            ax.axvspan(lo, hi, color=colour, alpha=0.07, lw=0)
         return
     best = getattr(o, "best_lr", np.nan)
     if not np.isfinite(best):

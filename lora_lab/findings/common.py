@@ -130,8 +130,10 @@ def best_lrs(
         lrs, m = seed_lr_matrix(signed, cond, "_m")
         loc = optimum_location(lrs, m)
         f = flags.loc[keys if len(keys) > 1 else keys[0]]
+        at_edge = isinstance(f.edge, str) and bool(f.edge)  # a bound, not an optimum
         rows.append({**cond, "best_lr": float(f.best_lr), "interior": bool(f.interior),
-                     "edge": f.edge, "opt_lr": loc.value, "lr_lo": loc.lo, "lr_hi": loc.hi,
+                     "edge": f.edge, "opt_lr": math.nan if at_edge else loc.value,
+                     "lr_lo": loc.lo, "lr_hi": loc.hi,
                      "location_steps": lattice_steps(loc.lo, loc.hi, FINE_STEP),
                      "seeds": loc.n})  # fmt: skip
     return pd.DataFrame(rows)
