@@ -735,6 +735,45 @@ def summary(results: Any = None) -> str:
     )
 
 
+# ----------------------------------------------------------------------------- MLP share claim
+CLAIM_MLP_SHARE = "MLPs hold ~70 % of parameters"
+MLP_SHARE_TOLERANCE = 0.05  # "~70 %" read as 65-75 %
+
+
+def mlp_shares() -> pd.DataFrame:
+    """Per preset: the MLPs' share (experts and router included) of the block weights and
+    of all parameters (embeddings, lm_head and norms included), counted on the meta device."""
+    from lora_lab.model import build_model
+
+    rows = []
+    for name, cfg in PRESETS.items():
+        with torch.device("meta"):
+            model = build_model(cfg)
+        groups: dict[str, int] = {}
+        for n, p in model.named_parameters():
+            groups[parameter_group(n)] = groups.get(parameter_group(n), 0) + p.numel()
+        blocks = groups.get("mlp", 0) + groups.get("attention", 0)
+        rows.append({"preset": name, "mlp_of_blocks": groups.get("mlp", 0) / blocks,
+                     "mlp_of_all": groups.get("mlp", 0) / sum(groups.values())})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def mlp_share_claim() -> Claim:
+    """The circulating "~70 %" (a count, no interval needed), per preset, of block weights
+    (what LoRA targets) and of all parameters. Judged on the dense presets, the models the
+    claim is about: it holds when every dense preset's block share is within 5 points of
+    70 %; the mixture of experts is shown beside them."""
+    t = mlp_shares()
+    dense = t[~t.preset.str.contains("moe")]
+    inside = (dense.mlp_of_blocks - 0.70).abs() <= MLP_SHARE_TOLERANCE
+    status = "holds" if inside.all() else "does not hold"
+    words = "; ".join(f"{r.preset}: {r.mlp_of_blocks:.0%} of block weights, {r.mlp_of_all:.0%} "
+                      "of all parameters" for r in t.itertuples())  # fmt: skip
+    return Claim(CLAIM_MLP_SHARE, "circulating", status,
+                 f"judged on the dense presets' block weights (±{MLP_SHARE_TOLERANCE:.0%}): "
+                 + words)  # fmt: skip
+
+
 # ----------------------------------------------------------------------------- multi-hop claim
 CLAIM_MULTI_HOP = "attention-only is 3-7 % worse on multi-hop reasoning"
 
