@@ -6,7 +6,7 @@ import warnings
 
 import pytest
 
-from tests.harness import ROOT, run_notebook
+from tests.harness import ROOT, printed_text, run_notebook, verdict_problems
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
@@ -29,19 +29,41 @@ def test_parameters_cell_and_no_stored_outputs(path):
 def executed(tmp_path_factory):
     """Execute each notebook once (ci preset) and share its records between tests."""
     cache: dict[str, dict] = {}
+    folders: dict[str, object] = {}
 
     def get(stem: str) -> dict:
         if stem not in cache:
+            folders[stem] = tmp_path_factory.mktemp(stem)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 cache[stem] = run_notebook(
                     ROOT / "notebooks" / f"{stem}.ipynb",
-                    tmp_path_factory.mktemp(stem),
+                    folders[stem],
                     {"preset": "ci"},
                 )
         return cache[stem]
 
+    def printed(stem: str) -> str:
+        get(stem)
+        return printed_text(folders[stem] / f"{stem}.ipynb")
+
+    get.printed = printed
     return get
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_printed_verdicts_carry_their_interval_and_never_say_same(executed, path):
+    """What a notebook prints: every verdict word followed by its interval or margin, and
+    "same" never used as a verdict (the statistics core's four verdicts only)."""
+    problems = verdict_problems(executed.printed(path.stem))
+    assert not problems, "\n".join(problems)
+
+
+def test_readme_verdicts_carry_their_interval_and_never_say_same():
+    from lora_lab.findings import readme_summary
+
+    problems = verdict_problems(readme_summary(ROOT / "README.md"))
+    assert not problems, "\n".join(problems)
 
 
 def test_00_lora_from_the_inside(executed):

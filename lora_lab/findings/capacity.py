@@ -749,4 +749,7 @@ def summary(results: Any = None) -> str:
             "training: " + "; ".join(f"{r.label}: {r.verdict_text}" for r in c.itertuples()) + "."
         )
     lines.append(small_data_claim(sd_runs).text + ".")
+    gaps_for_claim = small_data_confirm_gaps(confirm) if confirm is not None else gaps
+    lines.append(rank_8_16_claim(gaps_for_claim).text + ".")
+    lines.append(large_data_claim(rc_runs).text + ".")
     return " ".join(lines)

@@ -578,6 +578,10 @@ def summary(record: dict | None = None) -> str:
         text
         + f" A fused-layer r=1 step is cheaper than FullFT's {where}. Targets: "
         + _targets_sentence(targets(times))
+        + ". "
+        + savings_claim(record).text
+        + ". "
+        + rl_memory_claim().text
         + "."
     )
 

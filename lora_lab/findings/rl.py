@@ -27,6 +27,7 @@ from lora_lab.findings.capacity import capacity_table
 from lora_lab.findings.common import contrast, gap, verdict_columns
 from lora_lab.lora import LoraConfig
 from lora_lab.plots import set_style
+from lora_lab.stats import interval_text
 from lora_lab.sweeps.experiment import Experiment, confirmation, grid, lr_grid, results_dir
 from lora_lab.sweeps.lr_search import LRSearch, interior_optima, lattice_index
 from lora_lab.tasks import make_task
@@ -300,7 +301,7 @@ def band_verdicts(bands: pd.DataFrame, per_decade: int = 3) -> pd.DataFrame:
         elif diff <= -step + 1e-9:
             verdict = "narrower" if b.bounded else "no narrower than measured (band unbounded)"
         else:
-            verdict = "same width"
+            verdict = "not resolved (widths within one grid step)"
         rows.append({"label": b.label, "width_decades": b.width_decades,
                      "fullft_width_decades": full.width_decades, "difference": diff,
                      "verdict": verdict})  # fmt: skip
@@ -662,51 +663,57 @@ class RLPanel(LivePanel):
 def summary(results: Any = None) -> str:
     """Finding 5 in one paragraph, every number computed from the shipped records."""
     runs, sft = load("rl_rank", results), load("rl_sft", results)
+    confirm = load_confirm(results)
     curves = load_curve_frame("rl_rank", results)
-    table = reward_table(runs).set_index("label")
+    table = reward_table(runs, confirm).set_index("label")
     best, sft_best = optima(runs), optima(sft, "final_loss", per_decade=6)
     bands = lr_bands(runs).set_index("label")
-    contrast = sft_contrast(runs, sft).set_index("label")
+    contrast = sft_contrast(runs, sft, confirm).set_index("label")
     full = table.loc["FullFT"]
+    fresh = (f"{int(confirm.seed.nunique())} fresh seeds at the LRs the search chose"
+             if confirm is not None else "the search's seeds")  # fmt: skip
     parts = [
         f"What the shipped sweeps say about finding 5 (policy-gradient RL on `arith` from "
         f"`tiny-arith`, the tiny base after 100 SFT steps, held-out greedy accuracy "
         f"{start_accuracy(curves):.2f} at the start; {STEPS} steps x {PROMPTS_PER_STEP} "
-        f"prompts x {GROUP_SIZE} samples = {EPISODES:,} episodes; {runs.seed.nunique()} seeds; "
-        f"{int(best.interior.sum())} of {len(best)} best LRs interior at 2.15x). Held-out "
-        f"accuracy at each method's best LR: FullFT {full.accuracy:.3f} (LR {full.best_lr:.3g})"
+        f"prompts x {GROUP_SIZE} samples = {EPISODES:,} episodes, constant LR; LR searched on "
+        f"{runs.seed.nunique()} seeds, {int(best.interior.sum())} of {len(best)} best LRs "
+        f"interior at 2.15x; verdicts on {fresh}, paired t, margin ±{RL_MARGIN} accuracy). "
+        f"Held-out accuracy: FullFT {full.accuracy:.3f} at LR {full.best_lr:.3g} (search seeds)"
     ]
     for label in table.index.drop("FullFT"):
         t = table.loc[label]
-        verdict = "same within the interval" if t.verdict == "same" else t.verdict
-        parts.append(
-            f"{label} {t.accuracy:.3f} (LR {t.best_lr:.3g}; minus FullFT {t.minus_fullft:+.3f} "
-            f"[{t.lo:+.3f}, {t.hi:+.3f}], {verdict})"
-        )
-    text = ", ".join(parts) + ". "
+        parts.append(f"{label} at LR {t.best_lr:.3g}, minus FullFT: {t.verdict_text}")
+    text = "; ".join(parts) + ". "
     ratios = ", ".join(f"{lab} {table.best_lr[lab] / full.best_lr:.2g}x"
                        for lab in table.index.drop("FullFT"))  # fmt: skip
-    text += f"Best LR relative to FullFT's (2.15x resolution): {ratios}. "
+    text += (f"Best LR relative to FullFT's, as grid points 2.15x apart (3 seeds cannot locate "
+             f"these optima more finely): {ratios}. ")  # fmt: skip
+    rests = ", ".join(
+        f"{lab} {interval_text(table.lo[lab], table.hi[lab])}" for lab in ("r=1", "r=4")
+    )
     text += (f"The circulating \"RL parity needs rank 4-8\": "
-             f"{parity_claim_verdict(reward_table(runs))}. ")  # fmt: skip
+             f"{parity_claim_verdict(table.reset_index())} ({rests}, 95 %, margin "
+             f"±{RL_MARGIN}). ")  # fmt: skip
     widths = ", ".join(
         f"{lab} {b.width_decades:.2f}{'' if b.bounded else '+'}" for lab, b in bands.iterrows()
     )
     text += (f"LR bands within {BAND_MARGIN:.2f} of the best, in decades ('+': an end not "
-             f"bounded): {widths}. ")  # fmt: skip
+             f"bounded; widths come in 1/3-decade steps): {widths}. ")  # fmt: skip
     r1 = contrast.loc["r=1"]
     text += (
         f"The contrast, SFT on the same problems from the same start ({EPISODES:,} examples; "
         f"{int(sft_best.interior.sum())} of {len(sft_best)} best LRs by held-out NLL interior "
-        f"at 1.47x): r=1 minus FullFT in held-out accuracy after RL {r1.rl_minus_fullft:+.3f} "
-        f"[{r1.rl_lo:+.3f}, {r1.rl_hi:+.3f}], after SFT {r1.sft_minus_fullft:+.3f} "
-        f"[{r1.sft_lo:+.3f}, {r1.sft_hi:+.3f}] (NLL {r1.sft_nll_minus_fullft:+.3f} "
-        f"[{r1.nll_lo:+.3f}, {r1.nll_hi:+.3f}]); as multiples of FullFT's, r=1's held-out "
-        f"errors are {r1.rl_error_ratio:.2f}x [{r1.rl_error_ratio_lo:.2f}, "
-        f"{r1.rl_error_ratio_hi:.2f}] after RL and {r1.sft_error_ratio:.2f}x "
-        f"[{r1.sft_error_ratio_lo:.2f}, {r1.sft_error_ratio_hi:.2f}] after SFT (NLL "
-        f"{r1.sft_nll_ratio:.2f}x); the post's prediction (rank 1 lags in SFT, "
-        f"not in RL): {prediction_verdict(sft_contrast(runs, sft))}. "
+        f"at 1.47x; {sft.seed.nunique()} seeds): r=1 minus FullFT in held-out accuracy after "
+        f"RL: {r1.rl_verdict_text}; after SFT: {r1.sft_verdict_text}; in SFT's held-out NLL: "
+        f"{r1.nll_verdict_text}. As multiples of FullFT's, r=1's held-out errors are "
+        f"{r1.rl_error_ratio:.2f}x [{r1.rl_error_ratio_lo:.2f}, {r1.rl_error_ratio_hi:.2f}] "
+        f"after RL and {r1.sft_error_ratio:.2f}x [{r1.sft_error_ratio_lo:.2f}, "
+        f"{r1.sft_error_ratio_hi:.2f}] after SFT (NLL {r1.sft_nll_ratio:.2f}x "
+        f"[{r1.sft_nll_ratio_lo:.2f}, {r1.sft_nll_ratio_hi:.2f}]); the post's prediction "
+        f"(rank 1 lags in SFT, not in RL): {prediction_verdict(contrast.reset_index())} (RL "
+        f"{interval_text(r1.rl_lo, r1.rl_hi)}, SFT {interval_text(r1.sft_lo, r1.sft_hi)}, NLL "
+        f"{interval_text(r1.nll_lo, r1.nll_hi)}, 95 %). "
     )
     task = make_task("arith", **ARITH_RL_KWARGS)
     bits = bits_table(runs, sft, load_curve_frame("rl_sft", results), task)

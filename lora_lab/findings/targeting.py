@@ -722,6 +722,7 @@ def summary(results: Any = None) -> str:
             parts.append(multi_hop_claim(runs).text + ".")
     if _shipped("targeting_moe", results):
         parts.append(_moe_sentence(results))
+    parts.append(mlp_share_claim().text + ".")
     budgets = ", ".join(
         f"{b}: " + " / ".join(f"{t} r={r}" for t, r in ranks.items())
         for b, ranks in MATCHED_RANKS.items()
