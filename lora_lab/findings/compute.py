@@ -58,6 +58,9 @@ from lora_lab.widgets import WIDE, LivePanel
 EXPERIMENTS: tuple = ()  # measured live: nothing to sweep
 
 WIDTHS = (64, 128, 256, 512, 1024)
+# The post's estimate: a LoRA step costs about 2/3 of a FullFT step's FLOPs (no weight gradients
+# for the frozen matrices: forward 1, backward 1 instead of 2).
+POST_FLOP_RATIO = 2 / 3
 RANKS = (1, 8, 64)
 METHODS = ("FullFT", "LoRA (reference)", "LoRA (fused)", "PEFT")
 
