@@ -21,6 +21,7 @@ from lora_lab.analysis import best_over_lr, load_runs, optimal_lr
 from lora_lab.findings.common import (
     Claim,
     contrast,
+    interior_text,
     seed_lr_matrix,
     untestable,
     verdict_columns,
@@ -427,14 +428,6 @@ def best_lr_lookup(runs: pd.DataFrame) -> dict[tuple[int, str], float]:
 
 
 # ----------------------------------------------------------------------------- summary
-def _interior_words(runs: pd.DataFrame) -> str:
-    opt = optimal_lr(runs, ["batch_size", "label"])
-    n_in = int(opt.interior.sum())
-    if n_in == len(opt):
-        return f"all {len(opt)} best LRs interior at 1.47x"
-    return f"{n_in} of {len(opt)} best LRs interior at 1.47x, the others bounds"
-
-
 def summary(results: Any = None) -> str:
     """Finding 3 in one paragraph, every number computed from the shipped records."""
     runs = load_runs(results_dir("batch_size", root=results))
@@ -447,11 +440,12 @@ def summary(results: Any = None) -> str:
     best = best_over_lr(runs, ["batch_size", "label"]).set_index(["batch_size", "label"])
     full = [best.loc[(b, REFERENCE), "best_loss"] for b in batches]
     n_examples = int(BATCH_EPOCHS * BATCH_INSTRUCT["n_train"])
+    interior = interior_text(optimal_lr(runs, ["batch_size", "label"]))
     text = [
         f"What the shipped `batch_size` sweep says about finding 3 (tiny base, `instruct`: "
         f"{n_examples:,} examples per run, batch {batches[0]} to {batches[-1]} = "
         f"{n_examples // batches[0]} to {n_examples // batches[-1]} steps, constant LR "
-        f"without warmup; {runs.seed.nunique()} seeds; {_interior_words(runs)}; 95 % "
+        f"without warmup; {runs.seed.nunique()} seeds; {interior}; 95 % "
         f"paired-seed t intervals, equivalence margin ±{MARGIN} nats; notebook 03 recomputes "
         f"all of it). FullFT's best loss goes {full[0]:.3f} at batch {batches[0]} to "
         f"{full[-1]:.3f} at batch {batches[-1]}."

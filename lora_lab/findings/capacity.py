@@ -27,7 +27,7 @@ from lora_lab.analysis import (
     optimal_lr,
     pointwise_min_curves,
 )
-from lora_lab.findings.common import Claim, contrast, gap, verdict_columns
+from lora_lab.findings.common import Claim, contrast, gap, interior_text, verdict_columns
 from lora_lab.lora import LoraConfig, count_lora_params
 from lora_lab.model import ModelConfig
 from lora_lab.plots import line_styles
@@ -654,17 +654,6 @@ class CapacityPanel(LivePanel):
 # ----------------------------------------------------------------------------- summary
 
 
-def _edges(runs: pd.DataFrame, by: list[str]) -> str:
-    opt = optimal_lr(runs, by)
-    n_edge = int(opt.at_edge.sum())
-    n_coarse = int((~opt.interior & ~opt.at_edge).sum())
-    if n_edge == 0 and n_coarse == 0:
-        return f"all {len(opt)} best LRs interior at 1.47x"
-    return f"{n_edge} of {len(opt)} best LRs at a grid edge (bounds, not optima)" + (
-        f", {n_coarse} inside but coarser than 1.47x" if n_coarse else ""
-    )
-
-
 def _climbing(curves: pd.DataFrame, table: pd.DataFrame, n: int, label: str) -> float:
     """Bits at the end over bits halfway through, for one method at its best LR."""
     lr = table[(table.n_facts == n) & (table.label == label)].lr.iloc[0]
@@ -686,7 +675,8 @@ def summary(results: Any = None) -> str:
         f"What the shipped sweeps say about finding 1 (tiny base, d = 64; notebook 01 "
         f"recomputes all of it). On `facts` ({BITS_PER_FACT:.1f} bits per fact) at one budget "
         f"of {int(cap_runs.steps.max())} steps x {int(cap_runs.batch_size.max())} "
-        f"({cap_runs.seed.nunique()} seeds; {_edges(cap_runs, ['task_n_entities', 'label'])}), "
+        f"({cap_runs.seed.nunique()} seeds; "
+        f"{interior_text(optimal_lr(cap_runs, ['task_n_entities', 'label']))}), "
         f"FullFT stores {frac} of N = {', '.join(f'{n:,}' for n in ns)} facts."
     ]
     n_max = ns[-1]
@@ -725,7 +715,8 @@ def summary(results: Any = None) -> str:
     finals = ", ".join(f"{lbl} {final[lbl]:.2f}" for lbl in sort_labels(final.index))
     lines.append(
         f"On 16k instruction examples ({int(best.step.max()):,} steps, "
-        f"{rc_runs.seed.nunique()} seeds; {_edges(rc_runs, ['label'])}) the ranks leave the "
+        f"{rc_runs.seed.nunique()} seeds; {interior_text(optimal_lr(rc_runs, ['label']))}) "
+        "the ranks leave the "
         f"FullFT curve (by more than {tol:.3f} nats): {', '.join(deps)}; final losses "
         f"{finals}."
     )
@@ -738,7 +729,8 @@ def summary(results: Any = None) -> str:
                      for lbl in sort_labels(gaps.label))  # fmt: skip
     lines.append(
         f"On 1,000 instruction examples ({sd_runs.seed.nunique()} seeds; "
-        f"{_edges(sd_runs, ['label'])}; margin ±{MARGIN} nats), gaps to FullFT with early "
+        f"{interior_text(optimal_lr(sd_runs, ['label']))}; margin ±{MARGIN} nats), gaps to "
+        "FullFT with early "
         f"stopping: {early}. At the end of training: {last}."
     )
     confirm = load_small_data_confirm(results)

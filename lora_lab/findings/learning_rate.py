@@ -24,7 +24,7 @@ from lora_lab.analysis import (
     optimal_lr,
     ratio_by_budget,
 )
-from lora_lab.findings.common import ratio_text
+from lora_lab.findings.common import interior_text, ratio_text
 from lora_lab.lora import LoraConfig, inject_lora, lora_layers
 from lora_lab.model import PRESETS
 from lora_lab.stats import Estimate, optimum_location, optimum_ratio
@@ -367,17 +367,6 @@ def first_update_table(
 # ----------------------------------------------------------------------------- summary
 
 
-def _resolution_note(optima: pd.DataFrame) -> str:
-    coarse = optima[~optima.interior]
-    if coarse.empty:
-        return "every optimum interior at 1.47x"
-    res = float(np.nanmax(optima.resolution))
-    return (
-        f"{len(coarse)} of {len(optima)} optima not resolved to 1.47x (neighbours "
-        f"{res:.2f}x apart; the parabola interpolates between them)"
-    )
-
-
 def _ratio(x: Any) -> str:
     return ratio_text(Estimate(x.ratio, x.lo, x.hi, int(x.n_seeds), "optimum ratio"))
 
@@ -405,7 +394,7 @@ def summary(results: Any = None) -> str:
     below_10 = bool((ratios.hi < 10).all())
     text = (
         f"What the shipped `lr_rule` sweep says about finding 2 (tiny base, `instruct`, {steps} "
-        f"steps, constant LR, {seeds} seeds; {_resolution_note(optima)}; a ratio's 95 % "
+        f"steps, constant LR, {seeds} seeds; {interior_text(optima)}; a ratio's 95 % "
         "interval carries both optima's locations, each the grid points no other beats; "
         f"notebook 02 recomputes all of it). Optimal LR over FullFT's: "
         + "; ".join(parts)

@@ -24,7 +24,7 @@ import torch
 
 from lora_lab.analysis import load_curves, load_runs
 from lora_lab.findings.capacity import capacity_table
-from lora_lab.findings.common import contrast, gap, verdict_columns
+from lora_lab.findings.common import contrast, gap, interior_text, verdict_columns
 from lora_lab.lora import LoraConfig
 from lora_lab.plots import set_style
 from lora_lab.stats import interval_text
@@ -677,8 +677,8 @@ def summary(results: Any = None) -> str:
         f"`tiny-arith`, the tiny base after 100 SFT steps, held-out greedy accuracy "
         f"{start_accuracy(curves):.2f} at the start; {STEPS} steps x {PROMPTS_PER_STEP} "
         f"prompts x {GROUP_SIZE} samples = {EPISODES:,} episodes, constant LR; LR searched on "
-        f"{runs.seed.nunique()} seeds, {int(best.interior.sum())} of {len(best)} best LRs "
-        f"interior at 2.15x; verdicts on {fresh}, paired t, margin ±{RL_MARGIN} accuracy). "
+        f"{runs.seed.nunique()} seeds, {interior_text(best, per_decade=3)}; "
+        f"verdicts on {fresh}, paired t, margin ±{RL_MARGIN} accuracy). "
         f"Held-out accuracy: FullFT {full.accuracy:.3f} at LR {full.best_lr:.3g} (search seeds)"
     ]
     for label in table.index.drop("FullFT"):
@@ -703,8 +703,8 @@ def summary(results: Any = None) -> str:
     r1 = contrast.loc["r=1"]
     text += (
         f"The contrast, SFT on the same problems from the same start ({EPISODES:,} examples; "
-        f"{int(sft_best.interior.sum())} of {len(sft_best)} best LRs by held-out NLL interior "
-        f"at 1.47x; {sft.seed.nunique()} seeds): r=1 minus FullFT in held-out accuracy after "
+        f"by held-out NLL {interior_text(sft_best)}; {sft.seed.nunique()} seeds): r=1 minus "
+        "FullFT in held-out accuracy after "
         f"RL: {r1.rl_verdict_text}; after SFT: {r1.sft_verdict_text}; in SFT's held-out NLL: "
         f"{r1.nll_verdict_text}. As multiples of FullFT's, r=1's held-out errors are "
         f"{r1.rl_error_ratio:.2f}x [{r1.rl_error_ratio_lo:.2f}, {r1.rl_error_ratio_hi:.2f}] "

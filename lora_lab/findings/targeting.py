@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from lora_lab.analysis import best_over_lr, load_curves, load_runs, optimal_lr
-from lora_lab.findings.common import Claim, contrast, gap, verdict_columns
+from lora_lab.findings.common import Claim, contrast, gap, interior_text, verdict_columns
 from lora_lab.lora import LoraConfig, inject_lora
 from lora_lab.lora.inject import count_lora_params
 from lora_lab.model import PRESETS
@@ -680,7 +680,7 @@ def _moe_sentence(results: Any) -> str:
     after = ", ".join(f"{lab} {r.imbalance_after:.2f}" for lab, r in table.iterrows())
     return (
         f"On the `small-moe` base (`instruct`, {runs.seed.nunique()} seeds, "
-        f"{int(opt.interior.sum())} of {len(opt)} best LRs interior): {words}. Router load "
+        f"{interior_text(opt)}): {words}. Router load "
         f"imbalance (busiest expert / balanced share) {table.imbalance_before.iloc[0]:.2f} "
         f"before fine-tuning; after: {after}."
     )
@@ -705,7 +705,7 @@ def summary(results: Any = None) -> str:
         task = name.removeprefix("targeting_")
         parts.append(
             f"On `{task}` ({METRICS[task]}, {runs.seed.nunique()} seeds, "
-            f"{int(opt.interior.sum())} of {len(opt)} best LRs interior at 1.47x): {words}."
+            f"{interior_text(opt)}): {words}."
         )
         confirm = load_confirm(results) if task == "instruct" else None
         if confirm is not None:
