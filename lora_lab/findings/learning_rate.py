@@ -259,7 +259,7 @@ def post_comparison(ratios: pd.DataFrame, optima: pd.DataFrame, by_budget: pd.Da
     excludes = [lab for lab, x in r.iterrows() if x.hi < POST_RATIO]
     lines = [
         "LoRA / FullFT optimal LR (95 %, both locations carried): "
-        + "; ".join(f"{lab} {ratio_text(Estimate(x.ratio, x.lo, x.hi, 0, ''))} ({x.verdict})"
+        + "; ".join(f"{lab}: {x.verdict} {ratio_text(Estimate(x.ratio, x.lo, x.hi, 0, ''))}"
                     for lab, x in r.iterrows())  # fmt: skip
         + f". The post's ~{POST_RATIO:g}x is excluded for "
         + (", ".join(excludes) if excludes else "none of them") + ".",
@@ -378,8 +378,8 @@ def summary(results: Any = None) -> str:
     steps = int(runs.steps.max())
     optima = optimal_lr(runs, ["label"])
     ratios = ratio_table(runs).set_index("label")
-    words = {"above": "above 1", "below": "below 1", "not resolved": "1 not excluded"}
-    parts = [f"{label} {_ratio(x)} ({words[x.verdict]})" for label, x in ratios.iterrows()]
+    words = {"above": "above 1", "below": "below 1", "not resolved": "not resolved from 1"}
+    parts = [f"{label}: {words[x.verdict]}, {_ratio(x)}" for label, x in ratios.iterrows()]
     inv = rank_spread(optima)
     short = ratio_by_budget(
         curves, {r: {"label": f"r={r}"} for r in (4, 16, 64)}, {"label": "FullFT"}, [100, steps]
@@ -412,8 +412,8 @@ def summary(results: Any = None) -> str:
             f" With {n} seeds at the best LR and both neighbours (the confirmation's fresh "
             "seeds added): "
             + "; ".join(
-                f"{lab} / FullFT {ratio_text(Estimate(r.ratio, r.ratio_lo, r.ratio_hi, n, ''))}"
-                f" ({words[r.verdict]})"
+                f"{lab} / FullFT: {words[r.verdict]}, "
+                f"{ratio_text(Estimate(r.ratio, r.ratio_lo, r.ratio_hi, n, ''))}"
                 for lab, r in loc.drop(index="FullFT").iterrows()
             )
             + "."

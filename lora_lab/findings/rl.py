@@ -301,7 +301,7 @@ def band_verdicts(bands: pd.DataFrame, per_decade: int = 3) -> pd.DataFrame:
         elif diff <= -step + 1e-9:
             verdict = "narrower" if b.bounded else "no narrower than measured (band unbounded)"
         else:
-            verdict = "not resolved (widths within one grid step)"
+            verdict = "within one grid step of FullFT's"
         rows.append({"label": b.label, "width_decades": b.width_decades,
                      "fullft_width_decades": full.width_decades, "difference": diff,
                      "verdict": verdict})  # fmt: skip
@@ -406,6 +406,21 @@ def parity_claim_verdict(table: pd.DataFrame) -> str:
     if k1 is False and k4 is False:
         return "not supported: rank 4 lags too"
     return "not resolved: rank 1's gap to FullFT is not resolved"
+
+
+def parity_claim_text(table: pd.DataFrame) -> str:
+    """:func:`parity_claim_verdict` with the intervals it rests on (accuracy minus FullFT)."""
+    t = table.set_index("label")
+    rests = ", ".join(f"{lab} {interval_text(t.lo[lab], t.hi[lab])}" for lab in ("r=1", "r=4"))
+    return f"{parity_claim_verdict(table)} ({rests}, 95 %, margin ±{RL_MARGIN})"
+
+
+def prediction_text(contrast: pd.DataFrame, label: str = "r=1") -> str:
+    """:func:`prediction_verdict` with the intervals it rests on."""
+    r = contrast.set_index("label").loc[label]
+    return (f"{prediction_verdict(contrast, label)} (RL {interval_text(r.rl_lo, r.rl_hi)}, SFT "
+            f"{interval_text(r.sft_lo, r.sft_hi)} accuracy; NLL "
+            f"{interval_text(r.nll_lo, r.nll_hi)}; 95 %)")  # fmt: skip
 
 
 def bits_table(rl_runs: pd.DataFrame, sft_runs: pd.DataFrame,
@@ -689,12 +704,8 @@ def summary(results: Any = None) -> str:
                        for lab in table.index.drop("FullFT"))  # fmt: skip
     text += (f"Best LR relative to FullFT's, as grid points 2.15x apart (3 seeds cannot locate "
              f"these optima more finely): {ratios}. ")  # fmt: skip
-    rests = ", ".join(
-        f"{lab} {interval_text(table.lo[lab], table.hi[lab])}" for lab in ("r=1", "r=4")
-    )
     text += (f"The circulating \"RL parity needs rank 4-8\": "
-             f"{parity_claim_verdict(table.reset_index())} ({rests}, 95 %, margin "
-             f"±{RL_MARGIN}). ")  # fmt: skip
+             f"{parity_claim_text(table.reset_index())}. ")  # fmt: skip
     widths = ", ".join(
         f"{lab} {b.width_decades:.2f}{'' if b.bounded else '+'}" for lab, b in bands.iterrows()
     )
@@ -711,9 +722,7 @@ def summary(results: Any = None) -> str:
         f"after RL and {r1.sft_error_ratio:.2f}x [{r1.sft_error_ratio_lo:.2f}, "
         f"{r1.sft_error_ratio_hi:.2f}] after SFT (NLL {r1.sft_nll_ratio:.2f}x "
         f"[{r1.sft_nll_ratio_lo:.2f}, {r1.sft_nll_ratio_hi:.2f}]); the post's prediction "
-        f"(rank 1 lags in SFT, not in RL): {prediction_verdict(contrast.reset_index())} (RL "
-        f"{interval_text(r1.rl_lo, r1.rl_hi)}, SFT {interval_text(r1.sft_lo, r1.sft_hi)}, NLL "
-        f"{interval_text(r1.nll_lo, r1.nll_hi)}, 95 %). "
+        f"(rank 1 lags in SFT, not in RL): {prediction_text(contrast.reset_index())}. "
     )
     task = make_task("arith", **ARITH_RL_KWARGS)
     bits = bits_table(runs, sft, load_curve_frame("rl_sft", results), task)
