@@ -172,6 +172,31 @@ def above_one(e: Estimate) -> str:
     return "not resolved"
 
 
+# ----------------------------------------------------------------------------- panels
+
+
+def sweep_curve_overlay(
+    curves: pd.DataFrame, reference: str = "FullFT", labels: list[str] | None = None
+) -> Any:
+    """An ``overlay(ax)`` for a live panel: the sweep's best-over-LR curves (the post's
+    pointwise minimum over LR of the seed-mean curves), ``reference`` solid black, the rest
+    dashed grey, each in the legend. ``curves`` is ``load_curves`` output with ``label``."""
+    from lora_lab.analysis import pointwise_min_curves
+
+    best = pointwise_min_curves(curves, ["label"])
+    if labels is not None:
+        best = best[best.label.isin(labels)]
+
+    def overlay(ax: Any) -> None:
+        for lbl, d in best.groupby("label"):
+            d = d[d.step > 0]
+            mine = lbl == reference
+            ax.plot(d.step, d.eval_loss, color="black" if mine else "0.6", lw=1,
+                    ls="-" if mine else "--", label=f"sweep: {lbl} (best LR)")  # fmt: skip
+
+    return overlay
+
+
 # ----------------------------------------------------------------------------- claims
 
 CLAIM_STATUSES = ("holds", "does not hold", "not resolved", "not testable in this design",
