@@ -69,3 +69,15 @@ def printed_text(notebook: str | Path) -> str:
         for o in c.get("outputs", [])
         if o.get("output_type") == "stream"
     )
+
+
+def expected_verdict(row, subject: str) -> str:
+    """The verdict a table row's own interval and margin imply (``lo``, ``hi``, ``eq_lo``,
+    ``eq_hi``, ``margin`` as :func:`lora_lab.findings.common.verdict_columns` writes them)."""
+    if row.lo > 0:
+        return f"{subject} worse"
+    if row.hi < 0:
+        return f"{subject} better"
+    if -row.margin <= row.eq_lo and row.eq_hi <= row.margin:
+        return f"equivalent within ±{row.margin:.3g}"
+    return "not resolved"

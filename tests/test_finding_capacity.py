@@ -30,6 +30,7 @@ from lora_lab.findings.capacity import (
 )
 from lora_lab.sweeps import ResultStore, results_dir
 from lora_lab.sweeps.runner import search_finished
+from tests.harness import expected_verdict
 
 
 @pytest.fixture(scope="module")
@@ -163,16 +164,6 @@ def test_small_data_best_lrs_are_interior(small_data):
     assert small_data[0].seed.nunique() >= 3
 
 
-def _expected_word(row, subject: str = "LoRA") -> str:
-    if row.lo > 0:
-        return f"{subject} worse"
-    if row.hi < 0:
-        return f"{subject} better"
-    if -row.margin <= row.eq_lo and row.eq_hi <= row.margin:
-        return f"equivalent within ±{row.margin:.3g}"
-    return "not resolved"
-
-
 def test_small_data_verdicts_follow_their_intervals(small_data):
     """What notebook 01 states on 1,000 examples: each gap to FullFT with its interval and
     the verdict that the interval and the margin imply. With 3 seeds (an earlier version
@@ -180,7 +171,7 @@ def test_small_data_verdicts_follow_their_intervals(small_data):
     gaps = small_data_gaps(*small_data)
     for g in gaps.itertuples():
         subject = "LoRA" if g.label.startswith("r=") else g.label
-        assert g.verdict == _expected_word(g, subject), g
+        assert g.verdict == expected_verdict(g, subject), g
         assert "[" in g.verdict_text and "same" not in g.verdict_text
 
 
@@ -196,7 +187,7 @@ def test_small_data_confirmation_on_fresh_seeds():
     gaps = small_data_confirm_gaps(confirm).set_index("label")
     assert set(gaps.index) == {"r=8", "r=16"} and (gaps.seeds == 7).all()
     for label, g in gaps.iterrows():
-        assert g.verdict == _expected_word(g), label
+        assert g.verdict == expected_verdict(g, "LoRA"), label
 
 
 @pytest.fixture(scope="module")
@@ -219,7 +210,7 @@ def test_full_rank_control_separates_frozen_layers_from_rank(rank_curves):
     the one its interval implies; the full-rank adapter is behind on every seed."""
     control = full_rank_control(rank_curves).set_index("label")
     for label, row in control.iterrows():
-        assert row.verdict == _expected_word(row, "LoRA" if label == "r=64" else label), row
+        assert row.verdict == expected_verdict(row, "LoRA" if label == "r=64" else label), row
     assert control.gap["r=64"] > 0 and control.seeds_behind["r=64"] == "3/3", control
     # and the low ranks are worse than the full-rank adapter: that part is capacity
     best = rank_curves.groupby(["label", "lr"]).final_loss.mean().groupby("label").min()

@@ -15,6 +15,7 @@ from lora_lab.findings.targeting import (
 )
 from lora_lab.tasks import make_facts
 from lora_lab.training import load_base
+from tests.harness import expected_verdict
 
 
 def test_matched_budgets_are_within_the_stated_tolerance():
@@ -144,17 +145,6 @@ def test_shipped_targeting_sweeps_are_complete_searched_and_interior(shipped):
         assert len(counts) == 3 and max(counts) / min(counts) - 1 <= 2 * MATCH_TOLERANCE
 
 
-def _expected_word(row, subject: str) -> str:
-    """The verdict that a row's own interval and margin imply."""
-    if row.lo > 0:
-        return f"{subject} worse"
-    if row.hi < 0:
-        return f"{subject} better"
-    if -row.margin <= row.eq_lo and row.eq_hi <= row.margin:
-        return f"equivalent within ±{row.margin:.3g}"
-    return "not resolved"
-
-
 def test_the_task_decides_the_ordering(shipped):
     """Notebook 04's statements, per task, as the calibrated intervals support them: every
     verdict is the one its interval and margin imply; on facts attention-only is worse than
@@ -164,7 +154,7 @@ def test_the_task_decides_the_ordering(shipped):
     name, runs = shipped
     c = placement_contrasts(runs).set_index(["budget", "contrast"])
     for (budget, contrast), row in c.iterrows():
-        assert row.verdict == _expected_word(row, contrast.split(" - ")[0]), (budget, contrast)
+        assert row.verdict == expected_verdict(row, contrast.split(" - ")[0]), (budget, contrast)
         assert "[" in row.verdict_text and "same" not in row.verdict_text
     if name == "targeting_facts":
         for budget in ("small", "large"):
@@ -190,7 +180,7 @@ def test_the_instruct_confirmation_reruns_the_chosen_conditions_on_fresh_seeds()
     c = placement_contrasts(confirm).set_index(["budget", "contrast"])
     assert set(c.index.get_level_values("budget")) == {"large", "same rank"}
     for (budget, contrast), row in c.iterrows():
-        assert row.verdict == _expected_word(row, contrast.split(" - ")[0]), (budget, contrast)
+        assert row.verdict == expected_verdict(row, contrast.split(" - ")[0]), (budget, contrast)
         assert row.seeds == 7
 
 
@@ -305,5 +295,5 @@ def test_moe_statements_on_the_shipped_records():
     assert table.trainable_params["r=8 expert_r=8"] > table.trainable_params["r=8"]
     c = moe_contrasts(runs).set_index("contrast")
     for contrast, row in c.iterrows():
-        assert row.verdict == _expected_word(row, contrast.split(" - ")[0]), contrast
+        assert row.verdict == expected_verdict(row, contrast.split(" - ")[0]), contrast
     assert (table.imbalance_after < table.imbalance_before).all()
