@@ -395,7 +395,7 @@ def summary(results: Any = None) -> str:
         for w in width.itertuples()
     )
     seeds = runs.seed.nunique()
-    below_10 = bool((ratios.hi < 10).all())
+    below_10 = bool((ratios.hi < POST_RATIO).all())
     text = (
         f"What the shipped `lr_rule` sweep says about finding 2 (tiny base, `instruct`, {steps} "
         f"steps, constant LR, {seeds} seeds; {interior_text(optima)}; a ratio's 95 % "
@@ -403,10 +403,10 @@ def summary(results: Any = None) -> str:
         f"notebook 02 recomputes all of it). Optimal LR over FullFT's: "
         + "; ".join(parts)
         + f" — {'every interval below' if below_10 else 'not every interval excludes'} the "
-        f"post's ~10x. Ranks 4–64 share an optimum within {inv['spread']:.2f}x (parabola "
+        f"post's ~{POST_RATIO:g}x. Ranks 4–64 share an optimum within {inv['spread']:.2f}x (parabola "
         f"vertices); rank 1's is {inv['rank1_vs_geomean']:.2f}x their geometric mean. Mean "
-        f"point ratio over r = 4–64 at {SHORT_BUDGET} steps {mean[SHORT_BUDGET]:.2f}x vs {mean[steps]:.2f}x at "
-        f"{steps}. r=16 / FullFT across widths (`lr_width`, 200 steps): {widths}."
+        f"point ratio over r = 4–64 at {SHORT_BUDGET} steps {mean[SHORT_BUDGET]:.2f}x vs "
+        f"{mean[steps]:.2f}x at {steps}. r=16 / FullFT across widths (`lr_width`, 200 steps): {widths}."
     )
     confirm = load_confirm(results)
     if confirm is not None:
