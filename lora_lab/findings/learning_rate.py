@@ -403,10 +403,11 @@ def summary(results: Any = None) -> str:
         f"notebook 02 recomputes all of it). Optimal LR over FullFT's: "
         + "; ".join(parts)
         + f" — {'every interval below' if below_10 else 'not every interval excludes'} the "
-        f"post's ~{POST_RATIO:g}x. Ranks 4–64 share an optimum within {inv['spread']:.2f}x (parabola "
-        f"vertices); rank 1's is {inv['rank1_vs_geomean']:.2f}x their geometric mean. Mean "
+        f"post's ~{POST_RATIO:g}x. Ranks 4–64 share an optimum within {inv['spread']:.2f}x "
+        f"(parabola vertices); rank 1's is {inv['rank1_vs_geomean']:.2f}x their geometric mean. Mean "
         f"point ratio over r = 4–64 at {SHORT_BUDGET} steps {mean[SHORT_BUDGET]:.2f}x vs "
-        f"{mean[steps]:.2f}x at {steps}. r=16 / FullFT across widths (`lr_width`, 200 steps): {widths}."
+        f"{mean[steps]:.2f}x at {steps}. r=16 / FullFT across widths (`lr_width`, 200 "
+        f"steps): {widths}."
     )
     confirm = load_confirm(results)
     if confirm is not None:
