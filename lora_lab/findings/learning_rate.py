@@ -389,7 +389,8 @@ def summary(results: Any = None) -> str:
         [SHORT_BUDGET, steps],
     )
     mean = short.groupby("steps").ratio.mean()
-    width = width_table(load_runs(results_dir("lr_width", root=results)))
+    width_runs = load_runs(results_dir("lr_width", root=results))
+    width = width_table(width_runs)
     widths = ", ".join(
         f"d = {w.d_model}: {_ratio(w)}" + ("" if w.interior else ", not interior at 1.47x")
         for w in width.itertuples()
@@ -404,10 +405,10 @@ def summary(results: Any = None) -> str:
         + "; ".join(parts)
         + f" — {'every interval below' if below_10 else 'not every interval excludes'} the "
         f"post's ~{POST_RATIO:g}x. Ranks 4–64 share an optimum within {inv['spread']:.2f}x "
-        f"(parabola vertices); rank 1's is {inv['rank1_vs_geomean']:.2f}x their geometric mean. Mean "
-        f"point ratio over r = 4–64 at {SHORT_BUDGET} steps {mean[SHORT_BUDGET]:.2f}x vs "
-        f"{mean[steps]:.2f}x at {steps}. r=16 / FullFT across widths (`lr_width`, 200 "
-        f"steps): {widths}."
+        f"(parabola vertices); rank 1's is {inv['rank1_vs_geomean']:.2f}x their geometric "
+        f"mean. Mean point ratio over r = 4–64 at {SHORT_BUDGET} steps {mean[SHORT_BUDGET]:.2f}x vs "
+        f"{mean[steps]:.2f}x at {steps}. r=16 / FullFT across widths (`lr_width`, "
+        f"{int(width_runs.steps.max())} steps): {widths}."
     )
     confirm = load_confirm(results)
     if confirm is not None:
