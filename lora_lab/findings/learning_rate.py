@@ -406,7 +406,8 @@ def summary(results: Any = None) -> str:
         + f" — {'every interval below' if below_10 else 'not every interval excludes'} the "
         f"post's ~{POST_RATIO:g}x. Ranks 4–64 share an optimum within {inv['spread']:.2f}x "
         f"(parabola vertices); rank 1's is {inv['rank1_vs_geomean']:.2f}x their geometric "
-        f"mean. Mean point ratio over r = 4–64 at {SHORT_BUDGET} steps {mean[SHORT_BUDGET]:.2f}x vs "
+        f"mean. Mean point ratio over r = 4–64 at {SHORT_BUDGET} steps "
+        f"{mean[SHORT_BUDGET]:.2f}x vs "
         f"{mean[steps]:.2f}x at {steps}. r=16 / FullFT across widths (`lr_width`, "
         f"{int(width_runs.steps.max())} steps): {widths}."
     )
