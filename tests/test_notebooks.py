@@ -182,7 +182,9 @@ def test_04_layer_targeting(executed):
     for key, (diff, lo, hi, verdict) in rec["moe_contrasts"].items():
         assert lo <= diff <= hi and _follows(verdict, lo, hi, key.split(" - ")[0]), key
     assert all(after < before for before, after in rec["moe_imbalance"].values())
-    for name in ("contrasts_instruct", "contrasts_facts", "contrasts_two_hop"):
+    assert "contrasts_instruct_confirm" in rec  # the fresh-seed verdicts are shown
+    for name in ("contrasts_instruct", "contrasts_facts", "contrasts_two_hop",
+                 "contrasts_instruct_confirm"):  # fmt: skip
         for key, (diff, lo, hi, verdict) in rec[name].items():
             assert lo <= diff <= hi, key
             assert _follows(verdict, lo, hi, key.split(": ")[1].split(" - ")[0]), key
