@@ -26,6 +26,7 @@ from lora_lab.analysis import (
     load_runs,
     optimal_lr,
     pointwise_min_curves,
+    steps_to_match,
 )
 from lora_lab.findings.common import Claim, contrast, gap, interior_text, verdict_columns
 from lora_lab.lora import LoraConfig, count_lora_params
@@ -357,6 +358,66 @@ def measured_bits_per_param(
 
 
 # ----------------------------------------------------------------------------- curves and gaps
+
+
+def suggest_rank_check(table: pd.DataFrame, base: torch.nn.Module,
+                       verbose: bool = True) -> tuple[pd.DataFrame, int, float]:  # fmt: skip
+    """:func:`suggest_rank` checked on the N values it was not fitted on: the bits per
+    parameter are measured on the largest N of ``table`` (:func:`capacity_table` with a
+    ``bound`` column), then for every other N the suggested rank must have room and the
+    next smaller rank must not. Tinker's tokens rule is checked beside it. Returns the
+    checks, the N fitted on and the fitted bits per parameter."""
+    fit_n = int(table.n_facts.max())
+    bpp = measured_bits_per_param(table, n_values=[fit_n])
+    ranks = tuple(int(r) for r in sorted(table.r.dropna().unique()))
+    rows = []
+    for n in sorted(table.n_facts.unique()):
+        if n == fit_n:
+            continue
+        data = make_task("facts", n_entities=int(n), seed=0).train
+        if verbose:
+            print(f"N={n:,}:", end=" ")
+        r_bits = suggest_rank(base, data, bits_per_param=bpp, ranks=ranks, verbose=verbose)
+        r_tinker = suggest_rank(base, completion_tokens=data.completion_tokens, ranks=ranks,
+                                verbose=False)  # fmt: skip
+        d = table[table.n_facts == n].set_index("label")
+        room = not bool(d.loc[f"r={r_bits}", "bound"])
+        smaller = [r for r in ranks if r < r_bits]
+        smaller_bound = bool(d.loc[f"r={smaller[-1]}", "bound"]) if smaller else True
+        rows.append({"n_facts": n, "bits": data.info_bits, "suggested_r": r_bits,
+                     "tinker_r": r_tinker, "suggested_not_bound": room,
+                     "next_smaller_bound": smaller_bound, "holds": room and smaller_bound,
+                     "tinker_r_not_bound": not bool(d.loc[f"r={r_tinker}", "bound"])})  # fmt: skip
+    return pd.DataFrame(rows), fit_n, bpp
+
+
+def late_growth(curves: pd.DataFrame, table: pd.DataFrame, n: int,
+                from_step: int = 100) -> tuple[pd.DataFrame, pd.Series]:  # fmt: skip
+    """The bits-stored curves at N = ``n`` (seed mean, each method at its best LR) and how
+    much each grew from ``from_step`` to the end: "no hard floor" in numbers."""
+    best_lr = table[table.n_facts == n].set_index("label").lr
+    c = curves[curves.task_n_entities == n]
+    c = c[c.lr == c.label.map(best_lr)]
+    bits = c.groupby(["label", "step"]).bits_stored.mean().reset_index()
+    late = bits[bits.step >= from_step].pivot(index="step", columns="label", values="bits_stored")
+    growth = (late.iloc[-1] / late.iloc[0]).rename(f"bits at end / bits at step {from_step}")
+    return bits, growth
+
+
+def steps_ratio_bounds(best: pd.DataFrame, labels: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """How many more steps each adapter needs to reach FullFT's loss (the circulating
+    "2-5x more steps on large data"): :func:`steps_to_match` for every label, and per label
+    the last FullFT step it matched (with the ratio there) and the first it never matched
+    within the run (where the ratio is at least run length / that step)."""
+    stm = pd.concat([steps_to_match(best, lbl).assign(label=lbl) for lbl in labels])
+    last = stm.dropna().sort_values("reference_step").groupby("label").tail(1).set_index("label")
+    unreached = stm[stm.steps_needed.isna()].groupby("label").reference_step.min()
+    run_len = best.step.max()
+    bounds = pd.DataFrame({"last matched FullFT step": last.reference_step,
+                           "steps LoRA needed": last.steps_needed, "ratio there": last.step_ratio,
+                           "first FullFT step never matched": unreached,
+                           "ratio there is at least": run_len / unreached})  # fmt: skip
+    return stm, bounds
 
 
 def noise_tolerance(spread: float, floor: float = 0.02) -> float:
