@@ -265,3 +265,35 @@ def test_curve_seed_spread_is_the_median_seed_std():
     ]
     spread = curve_seed_spread(pd.DataFrame(rows))
     assert spread == pytest.approx(0.2 / math.sqrt(2))  # step 0 (identical start) left out
+
+
+@pytest.mark.parametrize(
+    "parent, metric",
+    [("rl_rank", "error"), ("lr_rule", "final_loss"), ("small_data", "final_loss"),
+     ("targeting_instruct", "final_loss")],
+)  # fmt: skip
+def test_confirmation_sweeps_rerun_the_searched_best_lrs_on_fresh_seeds(parent, metric):
+    """Each *_confirm experiment reruns its parent's conditions at the LR the parent's search
+    found best (and, for lr_rule, both lattice neighbours), on seeds the parent never used,
+    with every other spec field unchanged."""
+    from lora_lab.findings import get_experiment
+    from lora_lab.sweeps import results_dir
+
+    runs = load_runs(results_dir(parent))
+    if metric == "error":
+        runs["error"] = 1 - runs.accuracy
+    confirm = get_experiment(f"{parent}_confirm")
+    specs = confirm.specs("full")
+    assert not {s.seed for s in specs} & set(runs.seed)
+    means = runs.groupby(["label", "lr"])[metric].mean()
+    for label in {s.label for s in specs}:
+        lrs = sorted({s.lr for s in specs if s.label == label})
+        curve = means[label].sort_index()
+        best = float(curve.idxmin())
+        assert best in lrs, (label, best, lrs)
+        grid = list(curve.index)
+        i = grid.index(best)
+        assert set(lrs) <= set(grid[max(0, i - 1) : i + 2]), (label, lrs)
+    parent_fields = {k for s in get_experiment(parent).specs("full") for k in s.to_dict()}
+    for s in specs:
+        assert set(s.to_dict()) <= parent_fields
