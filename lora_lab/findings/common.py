@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lora_lab.analysis import pointwise_min_curves
 from lora_lab.stats import (
     Estimate,
     Verdict,
@@ -181,8 +182,6 @@ def sweep_curve_overlay(
     """An ``overlay(ax)`` for a live panel: the sweep's best-over-LR curves (the post's
     pointwise minimum over LR of the seed-mean curves), ``reference`` solid black, the rest
     dashed grey, each in the legend. ``curves`` is ``load_curves`` output with ``label``."""
-    from lora_lab.analysis import pointwise_min_curves
-
     best = pointwise_min_curves(curves, ["label"])
     if labels is not None:
         best = best[best.label.isin(labels)]

@@ -47,7 +47,7 @@ from lora_lab.lora import (
     use_layer_kind,
 )
 from lora_lab.lora.inject import count_lora_params
-from lora_lab.model import ModelConfig, build_model, save_model
+from lora_lab.model import PRESETS, ModelConfig, build_model, save_model
 from lora_lab.paths import benchmark_record
 from lora_lab.plots import set_style
 from lora_lab.progress import progress_bar
@@ -622,8 +622,6 @@ def rl_memory_claim(base: str = "tiny", r: int = 1, prompts: int = 8, group: int
     all layers (one AdamW step's parameters, gradients, optimizer state and saved
     activations; the merged sampling copy LoRA uses for decoding is added). Counted, not
     timed: the same on every machine."""
-    from lora_lab.model import PRESETS
-
     cfg = PRESETS[base]
     x = random_batch(cfg, prompts * group, min(seq, cfg.max_seq_len))
     model = build_model(cfg)

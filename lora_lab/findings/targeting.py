@@ -23,7 +23,7 @@ from lora_lab.analysis import best_over_lr, load_curves, load_runs, optimal_lr
 from lora_lab.findings.common import Claim, contrast, gap, interior_text, verdict_columns
 from lora_lab.lora import LoraConfig, inject_lora
 from lora_lab.lora.inject import count_lora_params
-from lora_lab.model import PRESETS
+from lora_lab.model import PRESETS, build_model
 from lora_lab.plots import set_style
 from lora_lab.stats import interval_text
 from lora_lab.sweeps.experiment import Experiment, confirmation, grid, lr_grid, results_dir
@@ -744,8 +744,6 @@ MLP_SHARE_TOLERANCE = 0.05  # "~70 %" read as 65-75 %
 def mlp_shares() -> pd.DataFrame:
     """Per preset: the MLPs' share (experts and router included) of the block weights and
     of all parameters (embeddings, lm_head and norms included), counted on the meta device."""
-    from lora_lab.model import build_model
-
     rows = []
     for name, cfg in PRESETS.items():
         with torch.device("meta"):
