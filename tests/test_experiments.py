@@ -269,8 +269,8 @@ def test_curve_seed_spread_is_the_median_seed_std():
 
 @pytest.mark.parametrize(
     "parent, metric",
-    [("rl_rank", "error"), ("lr_rule", "final_loss"), ("small_data", "final_loss"),
-     ("targeting_instruct", "final_loss")],
+    [("rl_rank", "error"), ("rl_sft", "error"), ("lr_rule", "final_loss"),
+     ("small_data", "final_loss"), ("targeting_instruct", "final_loss")],
 )  # fmt: skip
 def test_confirmation_sweeps_rerun_the_searched_best_lrs_on_fresh_seeds(parent, metric):
     """Each *_confirm experiment reruns its parent's conditions at the LR the parent's search

@@ -265,6 +265,8 @@ def test_05_rl(executed):
         assert rec["parity_claim"] == "supported: rank 1 lags, rank 4 keeps up"
     elif k1 is False and k4 is False:
         assert rec["parity_claim"] == "not supported: rank 4 lags too"
+    elif k1 is False:
+        assert rec["parity_claim"].startswith("not resolved: rank 1 lags")
     else:
         assert rec["parity_claim"].startswith("not resolved")
     contrast = rec["sft_contrast"]
