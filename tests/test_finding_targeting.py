@@ -182,6 +182,11 @@ def test_the_instruct_confirmation_reruns_the_chosen_conditions_on_fresh_seeds()
     for (budget, contrast), row in c.iterrows():
         assert row.verdict == expected_verdict(row, contrast.split(" - ")[0]), (budget, contrast)
         assert row.seeds == 7
+    # what notebook 04 states from the fresh seeds
+    assert c.verdict[("large", "attn - mlp")] == "attn better"
+    assert c.verdict[("same rank", "attn - mlp")] == "attn worse"
+    for budget in ("large", "same rank"):
+        assert c.verdict[(budget, "all - mlp")] == "all better", budget
 
 
 def test_attention_carries_the_larger_ntk_share_on_both_tasks():
