@@ -32,6 +32,7 @@ from lora_lab.findings.common import Claim, contrast, gap, interior_text, verdic
 from lora_lab.lora import LoraConfig, count_lora_params
 from lora_lab.model import ModelConfig
 from lora_lab.plots import line_styles
+from lora_lab.stats import seeds_for_margin
 from lora_lab.sweeps.experiment import (
     Experiment,
     confirmation,
@@ -476,7 +477,14 @@ def small_data_confirm_gaps(confirm: pd.DataFrame) -> pd.DataFrame:
     """The confirmation's gaps to FullFT at the end of training: one LR per method, chosen
     on other seeds, so each interval is the plain paired t over the fresh seeds."""
     labels = [lab for lab in sort_labels(confirm.label.unique()) if lab != "FullFT"]
-    return pd.DataFrame(_verdicts(confirm, labels, "FullFT", "final_loss", "LoRA"))
+    out = pd.DataFrame(_verdicts(confirm, labels, "FullFT", "final_loss", "LoRA"))
+    # how many seeds a 90 % interval of half-width MARGIN would take at this per-seed spread
+    # (a lower bound when the gap itself is not near 0): what to run before adding words
+    full = confirm[confirm.label == "FullFT"].set_index("seed").final_loss
+    spread = [float((confirm[confirm.label == lab].set_index("seed").final_loss - full).std())
+              for lab in out.label]  # fmt: skip
+    out["seeds_for_margin"] = [seeds_for_margin(sd, MARGIN) for sd in spread]
+    return out
 
 
 CLAIM_SMALL_DATA = "rank 16-64 on all layers is best practice for small data"
