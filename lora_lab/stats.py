@@ -188,7 +188,9 @@ def optimum_set(loss: np.ndarray, level: float = LEVEL) -> np.ndarray:
     both ran."""
     loss = np.asarray(loss, float)
     k = loss.shape[1]
-    usable = ~np.isinf(loss).any(0) & (np.isfinite(loss).sum(0) >= 1)
+    # a diverged run (inf) makes an LR unusable; a run not made (NaN) only shrinks the seeds
+    # its comparisons share
+    usable = ~np.isinf(loss).any(0) & (np.isfinite(loss).sum(0) >= 2)
     keep = np.zeros(k, bool)
     if not usable.any():
         return np.ones(k, bool)

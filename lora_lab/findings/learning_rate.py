@@ -220,25 +220,29 @@ def load_confirm(results: Any = None) -> pd.DataFrame | None:
 
 
 def confirm_locations(runs: pd.DataFrame, confirm: pd.DataFrame) -> pd.DataFrame:
-    """The best LRs located with every seed: the search's seeds and the confirmation's
-    fresh ones, at the three LRs the confirmation ran (the search's best and its lattice
-    neighbours). Per method: the best of the three (seed mean), its 95 % location set
-    (``lr_lo`` / ``lr_hi``: 0 / inf where the set reaches an end of the three) and the
-    ratio to FullFT's best with the interval that carries both locations."""
-    lrs = confirm.groupby("label").lr.unique()
-    keep = runs[[lr in set(lrs.get(lab, ())) for lab, lr in zip(runs.label, runs.lr)]]
+    """The best LRs located with every seed: the search's seeds at every LR it tried, plus
+    the confirmation's fresh seeds at the three LRs it ran (the search's best and its
+    lattice neighbours); comparisons pair the seeds both LRs ran. Per method: the best of
+    the LRs with every seed (seed mean), its 95 % location interval (``lr_lo`` / ``lr_hi``:
+    0 / inf where it reaches an end of what was tried) and the ratio to FullFT's best with
+    the interval that carries both locations."""
+    labels = sort_labels(confirm.label.unique())
     cols = ["label", "lr", "seed", "final_loss", "diverged"]
-    both = pd.concat([keep[cols], confirm[cols]], ignore_index=True)
+    both = pd.concat([runs[runs.label.isin(labels)][cols], confirm[cols]], ignore_index=True)
     seeds = np.sort(both.seed.unique())
-    mats = {lab: (np.sort(lrs[lab]), align_seeds(both[both.label == lab], seeds,
-                                                 np.sort(lrs[lab]), "final_loss"))
-            for lab in lrs.index}  # fmt: skip
+    mats = {}
+    for lab in labels:
+        mine = both[both.label == lab]
+        lrs = np.sort(mine.lr.unique())
+        mats[lab] = (lrs, align_seeds(mine, seeds, lrs, "final_loss"))
     rows = []
-    for label in sort_labels(lrs.index):
+    for label in labels:
         x, m = mats[label]
         loc = optimum_location(x, m)
-        row = {"label": label, "lrs": ", ".join(f"{v:.3g}" for v in x), "seeds": loc.n,
-               "best_lr": float(x[np.argmin(m.mean(0))]), "opt_lr": loc.value,
+        complete = np.isfinite(m).all(0)  # the LRs every seed ran
+        best = int(np.argmin(np.where(complete, np.nanmean(m, 0), np.inf)))
+        row = {"label": label, "seeds": int(np.isfinite(m[:, best]).sum()),
+               "best_lr": float(x[best]), "opt_lr": loc.value,
                "lr_lo": loc.lo, "lr_hi": loc.hi}  # fmt: skip
         if label != "FullFT":
             r = optimum_ratio(x, m, *mats["FullFT"])
@@ -246,37 +250,6 @@ def confirm_locations(runs: pd.DataFrame, confirm: pd.DataFrame) -> pd.DataFrame
                        verdict=ratio_words(r.lo, r.hi))  # fmt: skip
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def post_comparison(ratios: pd.DataFrame, optima: pd.DataFrame, by_budget: pd.DataFrame,
-                    width: pd.DataFrame) -> list[str]:  # fmt: skip
-    """What this sweep says against each of the post's numbers, one sentence each, computed
-    from :func:`ratio_table`, :func:`optimal_lr`, :func:`ratio_by_budget` and
-    :func:`width_table` outputs (notebook 02 prints them; nothing is typed)."""
-    r = ratios.set_index("label")
-    inv = rank_spread(optima)
-    steps = sorted(by_budget.steps.unique())
-    mean = by_budget.groupby("steps").ratio.mean()
-    excludes = [lab for lab, x in r.iterrows() if x.hi < POST_RATIO]
-    lines = [
-        "LoRA / FullFT optimal LR (95 %, both locations carried): "
-        + "; ".join(f"{lab}: {x.verdict} {ratio_text(Estimate(x.ratio, x.lo, x.hi, 0, ''))}"
-                    for lab, x in r.iterrows())  # fmt: skip
-        + f". The post's ~{POST_RATIO:g}x is excluded for "
-        + (", ".join(excludes) if excludes else "none of them") + ".",
-        f"Short runs: the point ratio over r = 4-64 is {mean[steps[0]]:.1f}x at {steps[0]} "
-        f"steps vs {mean[steps[-1]]:.1f}x at {steps[-1]} (the post: ~{POST_SHORT_RATIO:g}x "
-        f"under ~100 steps vs ~{POST_RATIO:g}x); the direction "
-        + ("agrees" if mean[steps[0]] > mean[steps[-1]] else "does not agree")
-        + ", the intervals overlap.",
-        f"Rank invariance: the r = 4-64 optima (parabola vertices) span {inv['spread']:.2f}x "
-        f"(the post: < {POST_RANK_SPREAD:g}x); rank 1's is {inv['rank1_vs_geomean']:.2f}x "
-        "their geometric mean (the post: rank 1 prefers a somewhat lower LR).",
-        "Width (r=16 / FullFT): " + ", ".join(
-            f"d = {w.d_model}: {ratio_text(Estimate(w.ratio, w.lo, w.hi, 0, ''))} against "
-            f"d/(2 alpha) = {w.d_over_2alpha:.2f}" for w in width.itertuples()) + ".",
-    ]  # fmt: skip
-    return lines
 
 
 def rank_spread(optima: pd.DataFrame, ranks: tuple[int, ...] = (4, 16, 64)) -> dict[str, float]:
@@ -423,6 +396,13 @@ def summary(results: Any = None) -> str:
                 f"{ratio_text(Estimate(r.ratio, r.ratio_lo, r.ratio_hi, n, ''))}"
                 for lab, r in loc.drop(index="FullFT").iterrows()
             )
+            + "; the post's ~"
+            + f"{POST_RATIO:g}x is "
+            + (
+                "excluded for both"
+                if (loc.ratio_hi.dropna() < POST_RATIO).all()
+                else "not excluded for every rank"
+            )  # fmt: skip
             + "."
         )
     return text
