@@ -399,7 +399,7 @@ def summary(results: Any = None) -> str:
             + "; the post's ~"
             + f"{POST_RATIO:g}x is "
             + (
-                "excluded for both"
+                "excluded for every rank confirmed"
                 if (loc.ratio_hi.dropna() < POST_RATIO).all()
                 else "not excluded for every rank"
             )  # fmt: skip
