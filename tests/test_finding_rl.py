@@ -89,7 +89,7 @@ def test_reward_table_gap_and_verdicts_follow_the_interval():
     confirmed = reward_table(same, fresh).set_index("label")
     assert confirmed.verdict["r=1"] == "LoRA worse"
     assert confirmed.search_verdict["r=1"] == "equivalent within ±0.03"
-    with pytest.raises(ValueError, match="not the search's best"):
+    with pytest.raises(ValueError, match="no run at the search's best"):
         reward_table(same, fresh.assign(lr=fresh.lr * 2))
 
 

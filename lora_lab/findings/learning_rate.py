@@ -252,6 +252,37 @@ def confirm_locations(runs: pd.DataFrame, confirm: pd.DataFrame) -> pd.DataFrame
     return pd.DataFrame(rows)
 
 
+def post_comparison(ratios: pd.DataFrame, optima: pd.DataFrame, by_budget: pd.DataFrame,
+                    width: pd.DataFrame) -> list[str]:  # fmt: skip
+    """What this sweep says against each of the post's numbers, one sentence each, computed
+    from :func:`ratio_table`, :func:`optimal_lr`, :func:`ratio_by_budget` and
+    :func:`width_table` outputs (notebook 02 prints them; nothing is typed)."""
+    r = ratios.set_index("label")
+    inv = rank_spread(optima)
+    steps = sorted(by_budget.steps.unique())
+    mean = by_budget.groupby("steps").ratio.mean()
+    excludes = [lab for lab, x in r.iterrows() if x.hi < POST_RATIO]
+    lines = [
+        "LoRA / FullFT optimal LR (95 %, both locations carried): "
+        + "; ".join(f"{lab}: {x.verdict} {ratio_text(Estimate(x.ratio, x.lo, x.hi, 0, ''))}"
+                    for lab, x in r.iterrows())  # fmt: skip
+        + f". The post's ~{POST_RATIO:g}x is excluded for "
+        + (", ".join(excludes) if excludes else "none of them") + ".",
+        f"Short runs: the point ratio over r = 4-64 is {mean[steps[0]]:.1f}x at {steps[0]} "
+        f"steps vs {mean[steps[-1]]:.1f}x at {steps[-1]} (the post: ~{POST_SHORT_RATIO:g}x "
+        f"under ~100 steps vs ~{POST_RATIO:g}x); the direction "
+        + ("agrees" if mean[steps[0]] > mean[steps[-1]] else "does not agree")
+        + ", the intervals overlap.",
+        f"Rank invariance: the r = 4-64 optima (parabola vertices) span {inv['spread']:.2f}x "
+        f"(the post: < {POST_RANK_SPREAD:g}x); rank 1's is {inv['rank1_vs_geomean']:.2f}x "
+        "their geometric mean (the post: rank 1 prefers a somewhat lower LR).",
+        "Width (r=16 / FullFT): " + ", ".join(
+            f"d = {w.d_model}: {ratio_text(Estimate(w.ratio, w.lo, w.hi, 0, ''))} against "
+            f"d/(2 alpha) = {w.d_over_2alpha:.2f}" for w in width.itertuples()) + ".",
+    ]  # fmt: skip
+    return lines
+
+
 def rank_spread(optima: pd.DataFrame, ranks: tuple[int, ...] = (4, 16, 64)) -> dict[str, float]:
     """How rank-invariant the optimum is: max/min of the optima of ``ranks``, and rank 1's
     optimum relative to their geometric mean."""
@@ -373,7 +404,8 @@ def summary(results: Any = None) -> str:
     text = (
         f"What the shipped `lr_rule` sweep says about finding 2 (tiny base, `instruct`, {steps} "
         f"steps, constant LR, {seeds} seeds; {interior_text(optima)}; a ratio's 95 % "
-        "interval carries both optima's locations, each the grid points no other beats; "
+        "interval carries both optima's locations (each the run of grid points around the "
+        "best that no inner neighbour beats, widened by one); "
         f"notebook 02 recomputes all of it). Optimal LR over FullFT's: "
         + "; ".join(parts)
         + f" — {'every interval below' if below_10 else 'not every interval excludes'} the "
