@@ -159,9 +159,13 @@ def lr_ratio(
 
 def ratio_text(e: Estimate) -> str:
     """``2.5x [1.5x, 4.6x]``; an unbounded side is written as such."""
-    lo = f"{e.lo:.2g}x" if e.lo > 0 else "0"
-    hi = f"{e.hi:.2g}x" if math.isfinite(e.hi) else "unbounded"
-    return f"{e.value:.2g}x [{lo}, {hi}]"
+
+    def x(v: float) -> str:
+        return f"{v:.2g}x" if v < 100 else f"{v:.0f}x"
+
+    lo = x(e.lo) if e.lo > 0 else "0"
+    hi = x(e.hi) if math.isfinite(e.hi) else "unbounded"
+    return f"{x(e.value)} [{lo}, {hi}]"
 
 
 def above_one(e: Estimate) -> str:

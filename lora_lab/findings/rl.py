@@ -22,12 +22,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lora_lab.analysis import load_curves, load_runs
+from lora_lab.analysis import load_curves, load_runs, lr_ratio
 from lora_lab.findings.capacity import capacity_table
-from lora_lab.findings.common import contrast, gap, interior_text, verdict_columns
+from lora_lab.findings.common import contrast, gap, interior_text, ratio_text, verdict_columns
 from lora_lab.lora import LoraConfig
 from lora_lab.plots import set_style
-from lora_lab.stats import interval_text
+from lora_lab.stats import Estimate, interval_text
 from lora_lab.sweeps.experiment import Experiment, confirmation, grid, lr_grid, results_dir
 from lora_lab.sweeps.lr_search import LRSearch, interior_optima, lattice_index
 from lora_lab.tasks import make_task
@@ -437,6 +437,12 @@ def parity_claim_verdict(table: pd.DataFrame) -> str:
     return "not resolved: rank 1's gap to FullFT is not resolved"
 
 
+def _lr_ratio_text(runs: pd.DataFrame, label: str) -> str:
+    """``label``'s best LR over FullFT's by held-out error, with both locations' interval."""
+    r = lr_ratio(runs, {"label": label}, {"label": "FullFT"}, "error")
+    return ratio_text(Estimate(r["ratio"], r["lo"], r["hi"], r["n_seeds"], "optimum ratio"))
+
+
 def parity_claim_text(table: pd.DataFrame) -> str:
     """:func:`parity_claim_verdict` with the intervals it rests on (accuracy minus FullFT)."""
     t = table.set_index("label")
@@ -730,10 +736,9 @@ def summary(results: Any = None) -> str:
         t = table.loc[label]
         parts.append(f"{label} at LR {t.best_lr:.3g}, minus FullFT: {t.verdict_text}")
     text = "; ".join(parts) + ". "
-    ratios = ", ".join(f"{lab} {table.best_lr[lab] / full.best_lr:.2g}x"
-                       for lab in table.index.drop("FullFT"))  # fmt: skip
-    text += (f"Best LR relative to FullFT's, as grid points 2.15x apart (3 seeds cannot locate "
-             f"these optima more finely): {ratios}. ")  # fmt: skip
+    ratios = "; ".join(f"{lab} {_lr_ratio_text(runs, lab)}" for lab in table.index.drop("FullFT"))
+    text += (f"Best LR relative to FullFT's (parabola vertices in log LR; 95 % intervals carry "
+             f"both optima's locations): {ratios}. ")  # fmt: skip
     text += (f"The circulating \"RL parity needs rank 4-8\": "
              f"{parity_claim_text(table.reset_index())}. ")  # fmt: skip
     widths = ", ".join(
