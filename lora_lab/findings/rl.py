@@ -437,7 +437,7 @@ def parity_claim_verdict(table: pd.DataFrame) -> str:
     return "not resolved: rank 1's gap to FullFT is not resolved"
 
 
-def _lr_ratio_text(runs: pd.DataFrame, label: str) -> str:
+def lr_ratio_text(runs: pd.DataFrame, label: str) -> str:
     """``label``'s best LR over FullFT's by held-out error, with both locations' interval."""
     r = lr_ratio(runs, {"label": label}, {"label": "FullFT"}, "error")
     return ratio_text(Estimate(r["ratio"], r["lo"], r["hi"], r["n_seeds"], "optimum ratio"))
@@ -736,7 +736,7 @@ def summary(results: Any = None) -> str:
         t = table.loc[label]
         parts.append(f"{label} at LR {t.best_lr:.3g}, minus FullFT: {t.verdict_text}")
     text = "; ".join(parts) + ". "
-    ratios = "; ".join(f"{lab} {_lr_ratio_text(runs, lab)}" for lab in table.index.drop("FullFT"))
+    ratios = "; ".join(f"{lab} {lr_ratio_text(runs, lab)}" for lab in table.index.drop("FullFT"))
     text += (f"Best LR relative to FullFT's (parabola vertices in log LR; 95 % intervals carry "
              f"both optima's locations): {ratios}. ")  # fmt: skip
     text += (f"The circulating \"RL parity needs rank 4-8\": "
