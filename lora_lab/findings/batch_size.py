@@ -95,7 +95,130 @@ BATCH_SIZE = Experiment(
     lr_search=LRSearch(),
 )
 
-EXPERIMENTS = (BATCH_SIZE,)
+# ----------------------------------------------------------------------------- warmup designs
+# Notebook 03's own hypothesis for the reversal above: with a constant LR and no warmup,
+# FullFT's first Adam steps move every weight by ~lr while LoRA starts from B = 0 (an implicit
+# warmup), so FullFT's usable LR is capped by early instability, most of all in short runs.
+# Two sweeps test it. Warmup is linear over the first ``fraction`` of each run's steps, for
+# every method (LR x (i + 1) / w at 0-based step i < w); the fraction is chosen so that w is a
+# whole number of at least 2 at every batch (w = 1 would be no warmup at all).
+
+
+def warmup_steps(examples: int, batch_size: int, fraction: float) -> int:
+    """Warmup steps for a run of ``examples`` at ``batch_size``: ``fraction`` of its steps,
+    refused unless that is a whole number >= 2 (so every batch gets the same fraction)."""
+    steps = examples / batch_size
+    w = steps * fraction
+    if steps != int(steps) or w != int(w) or w < 2:
+        raise ValueError(
+            f"{fraction} of {steps:g} steps is {w:g} warmup steps; need a whole number >= 2"
+        )
+    return int(w)
+
+
+def _warmup_grid(
+    batch_sizes: tuple[int, ...],
+    examples: int,
+    fraction: float,
+    centres: dict[str, Callable[[int], float]],
+    seeds: tuple[int, ...],
+) -> list[dict]:
+    specs: list[dict] = []
+    for seed in seeds:
+        for b in batch_sizes:
+
+            def lrs(kind: str, b: int = b) -> list[float]:
+                k = lattice_index(centres[kind](b), PER_DECADE)
+                return [lattice_lr(k + d, PER_DECADE) for d in (-2, 0, 2)]
+
+            specs += method_grid(
+                seeds=[seed], full_lrs=lrs("full"), blocks_lrs=lrs("full"),
+                ranks=list(BATCH_RANKS), lora_lrs=lrs("lora"), batch_size=b,
+                warmup_steps=warmup_steps(examples, b, fraction),
+            )  # fmt: skip
+    return specs
+
+
+# (1) the shipped design (512 examples x 2 epochs) with warmup over the first half of every
+# run (the only fraction that is a whole number >= 2 at batch 256's 4 steps). Search centres:
+# two lattice points above the no-warmup FullFT optima (warmup should raise them), LoRA one.
+WARMUP_BATCH_SIZES = (16, 32, 64, 128, 256)
+WARMUP_FRACTION = 0.5
+BATCH_WARMUP = Experiment(
+    name="batch_size_warmup",
+    description="batch_size's design (512 instruction examples x 2 epochs, tiny) at batch "
+    "16..256 with linear warmup over the first half of every run, every method; FullFT, full "
+    "(blocks only), LoRA r=1/4/64; 3 seeds, LR searched to 1.47x",
+    base="tiny",
+    task="instruct",
+    task_kwargs=BATCH_INSTRUCT,
+    defaults={"epochs": BATCH_EPOCHS, "evals_per_decade": 4, "eval_limit": 256},
+    grids={
+        "full": _warmup_grid(
+            WARMUP_BATCH_SIZES,
+            BATCH_EPOCHS * BATCH_INSTRUCT["n_train"],
+            WARMUP_FRACTION,
+            {"full": lambda b: 1e-3, "lora": lambda b: 3.16e-3},
+            BATCH_SEEDS,
+        ),  # fmt: skip
+        "ci": grid(method="full", lr=2.15e-3, seed=0, batch_size=64, epochs=0.125, warmup_steps=2)
+        + grid(
+            method="lora",
+            r=64,
+            target_modules="all",
+            lr=4.64e-3,
+            seed=0,
+            batch_size=64,
+            epochs=0.125,
+            warmup_steps=2,
+        ),
+    },  # fmt: skip
+    lr_search=LRSearch(),
+)
+
+# (2) the post's regime: 8x the examples (4,096 x 2 epochs = 8,192 per run), batch 16..512, so
+# the largest batch still takes 16 steps and the smallest 512; warmup over the first eighth of
+# every run (2..64 steps). Search centres from a 2-seed pilot of this design (full (blocks
+# only) best at 2.15e-3 at batch 16 and 256 with warmup), scaled gently (batch^0.25) in case.
+LONG_INSTRUCT = {"n_train": 4096, "n_test": 500, "seed": 0}
+LONG_BATCH_SIZES = (16, 32, 64, 128, 256, 512)
+LONG_FRACTION = 0.125
+BATCH_LONG = Experiment(
+    name="batch_size_long",
+    description="The post's regime: 4,096 instruction examples x 2 epochs (8,192 per run, "
+    "tiny) at batch 16..512 = 512..16 steps, linear warmup over the first eighth of every run, "
+    "every method; FullFT, full (blocks only), LoRA r=1/4/64; 3 seeds, LR searched to 1.47x",
+    base="tiny",
+    task="instruct",
+    task_kwargs=LONG_INSTRUCT,
+    defaults={"epochs": BATCH_EPOCHS, "evals_per_decade": 4, "eval_limit": 256},
+    grids={
+        "full": _warmup_grid(
+            LONG_BATCH_SIZES,
+            BATCH_EPOCHS * LONG_INSTRUCT["n_train"],
+            LONG_FRACTION,
+            {
+                "full": lambda b: 2.15e-3 * (b / 64) ** 0.25,
+                "lora": lambda b: 6.81e-3 * (b / 64) ** 0.25,
+            },
+            BATCH_SEEDS,
+        ),  # fmt: skip
+        "ci": grid(method="full", lr=2.15e-3, seed=0, batch_size=64, epochs=1 / 32, warmup_steps=2)
+        + grid(
+            method="lora",
+            r=64,
+            target_modules="all",
+            lr=6.81e-3,
+            seed=0,
+            batch_size=64,
+            epochs=1 / 32,
+            warmup_steps=2,
+        ),
+    },  # fmt: skip
+    lr_search=LRSearch(),
+)
+
+EXPERIMENTS = (BATCH_SIZE, BATCH_WARMUP, BATCH_LONG)
 
 
 # ----------------------------------------------------------------------------- analysis
