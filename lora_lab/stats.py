@@ -25,6 +25,7 @@ U (simulated, with ties).
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from dataclasses import dataclass
 
@@ -121,14 +122,33 @@ def best_gap(a: np.ndarray, b: np.ndarray | None = None, level: float = LEVEL) -
     the same seeds picked covers as little as 88 % with 8 tied LRs)."""
     a = np.asarray(a, float)
     b = np.zeros((a.shape[0], 1)) if b is None else np.asarray(b, float)
-    if a.shape[0] != b.shape[0]:
-        raise ValueError(f"paired seeds: {a.shape[0]} rows against {b.shape[0]}")
-    set_a = np.nonzero(optimum_set(a, CANDIDATE_LEVEL))[0]
-    set_b = np.nonzero(optimum_set(b, CANDIDATE_LEVEL))[0]
-    ja, jb = int(np.argmin(_usable_means(a))), int(np.argmin(_usable_means(b)))
+    return best_combination([a, b], [1.0, -1.0], level)
+
+
+def best_combination(
+    losses: list[np.ndarray], weights: list[float], level: float = LEVEL
+) -> Estimate:
+    """``sum(w_i * loss_i at its best LR)``, seeds paired across every matrix (same rows):
+    :func:`best_gap` for any number of conditions. A difference of two gaps, ``[a, b, c,
+    d]`` with weights ``[1, -1, -1, 1]``, asks whether a gap changed between two designs.
+
+    Same construction as :func:`best_gap`: the point at each matrix's seed-mean best LR; the
+    interval the union of paired t intervals over every combination of LRs that could be
+    each one's best (a union over more candidates covers at least as well)."""
+    mats = [np.asarray(m, float) for m in losses]
+    if len(mats) != len(weights) or not mats:
+        raise ValueError(f"{len(mats)} loss matrices against {len(weights)} weights")
+    if len({m.shape[0] for m in mats}) != 1:
+        raise ValueError(f"paired seeds: rows {[m.shape[0] for m in mats]} differ")
+    sets = [np.nonzero(optimum_set(m, CANDIDATE_LEVEL))[0] for m in mats]
+    picks = [int(np.argmin(_usable_means(m))) for m in mats]
+
+    def combined(cols: tuple[int, ...]) -> np.ndarray:
+        return sum(w * m[:, j] for w, m, j in zip(weights, mats, cols))
+
     with np.errstate(invalid="ignore"):
-        point = t_interval(a[:, ja] - b[:, jb], level)
-        pairs = [t_interval(a[:, j] - b[:, k], level) for j in set_a for k in set_b]
+        point = t_interval(combined(tuple(picks)), level)
+        pairs = [t_interval(combined(cols), level) for cols in itertools.product(*sets)]
     several = len(pairs) > 1
     method = "paired t" + (", union over LRs that could be best" if several else "")
     if point.n < 2 or not all(p.resolved for p in pairs):

@@ -32,6 +32,7 @@ def run_from_controls(
     seed: int = 0,
     callback: Callable[[int, dict], None] | None = None,
     progress: bool = False,
+    warmup_steps: int = 0,
 ) -> RunResult:
     """Train one run from panel values (``rank=0`` or ``full_ft`` means FullFT). Give the
     ``eval_limit`` of the sweep a panel draws over, so both curves use the same examples."""
@@ -56,6 +57,7 @@ def run_from_controls(
         callback=callback,
         progress=progress,
         evals_per_decade=6,
+        warmup_steps=int(warmup_steps),
     )
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from lora_lab.stats import (
     Estimate,
+    best_combination,
     best_gap,
     optimum_location,
     optimum_ratio,
@@ -55,6 +56,33 @@ def test_best_lr_gap_intervals_cover_95_percent(scenario, n, kind):
         e = best_gap(*_draw(rng, n, kind, mu_a, mu_b))
         hits += e.lo <= truth <= e.hi
     assert hits / REPS >= 0.93, f"{scenario}, {n} seeds, {kind}: covered {hits / REPS:.3f}"
+
+
+@pytest.mark.parametrize("n", [3, 5])
+@pytest.mark.parametrize("scenario", ["one LR each", "near ties both sides", "a clear U-curve"])
+def test_a_change_of_gap_between_designs_covers_95_percent(scenario, n):
+    """Four conditions (a gap before and after a design change), seeds paired across all."""
+    mu_a, mu_b = SCENARIOS[scenario]
+    mats_mu = [mu_a, mu_b, mu_b, mu_a[::-1]]
+    truth = min(mu_a) - min(mu_b) - (min(mu_b) - min(mu_a))
+    rng = np.random.default_rng(n + 11 * len(scenario))
+    hits = 0
+    for _ in range(REPS // 2):
+        seed_effect = rng.standard_normal((n, 1))
+        mats = [np.array(mu) + seed_effect + rng.standard_normal((n, len(mu))) for mu in mats_mu]
+        e = best_combination(mats, [1, -1, -1, 1])
+        hits += e.lo <= truth <= e.hi
+    assert hits / (REPS // 2) >= 0.93, f"{scenario}, {n} seeds: {hits / (REPS // 2):.3f}"
+
+
+def test_best_gap_is_the_two_condition_combination():
+    rng = np.random.default_rng(3)
+    a, b = rng.standard_normal((4, 3)), rng.standard_normal((4, 2))
+    assert best_gap(a, b) == best_combination([a, b], [1, -1])
+    with pytest.raises(ValueError, match="paired seeds"):
+        best_combination([a, b[:3]], [1, -1])
+    with pytest.raises(ValueError, match="weights"):
+        best_combination([a, b], [1])
 
 
 def test_a_three_seed_percentile_bootstrap_would_fail_this_test():

@@ -20,14 +20,25 @@ import pandas as pd
 from lora_lab.analysis import best_over_lr, load_runs, optimal_lr
 from lora_lab.findings.common import (
     Claim,
+    above_one,
     contrast,
+    gap_change,
     interior_text,
+    lr_ratio,
+    ratio_text,
     seed_lr_matrix,
     untestable,
     verdict_columns,
 )
 from lora_lab.plots import line_styles, set_style
-from lora_lab.stats import interval_text, jackknife, paired_values, parabola_vertex, verdict
+from lora_lab.stats import (
+    Estimate,
+    interval_text,
+    jackknife,
+    paired_values,
+    parabola_vertex,
+    verdict,
+)
 from lora_lab.sweeps.experiment import Experiment, grid, method_grid, results_dir
 from lora_lab.sweeps.lr_search import LRSearch, lattice_index, lattice_lr
 from lora_lab.training.methods import label_sort_key, sort_labels
@@ -357,6 +368,9 @@ def lr_scaling(runs: pd.DataFrame) -> pd.DataFrame:
                 "exponent": e.value,
                 "lo": e.lo,
                 "hi": e.hi,
+                "eq_lo": e.eq_lo,
+                "eq_hi": e.eq_hi,
+                "seeds": e.n,
                 "sqrt_rule_inside": bool(e.resolved and e.lo <= 0.5 <= e.hi),
                 "all_interior": bool(o.interior.all()),
                 "lr_at_smallest": float(o.sort_values("batch_size").opt_lr.iloc[0]),
@@ -438,6 +452,219 @@ def circulating_claims(gaps: pd.DataFrame, trend: pd.DataFrame) -> list[Claim]:
                    f"the largest batch here is {largest}; for the record, LoRA's loss over "
                    f"FullFT's at batch {largest} (95 %): {relative}"),
     ]  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- designs
+# Three sweeps, three designs; every verdict below names the one it comes from.
+NO_WARMUP, WARMUP, POST_REGIME = "batch_size", "batch_size_warmup", "batch_size_long"
+DESIGNS = {
+    NO_WARMUP: "shipped design",
+    WARMUP: "shipped design + warmup",
+    POST_REGIME: "post's regime",
+}
+# the square-root rule (Tinker's guidance, LR ∝ sqrt(batch)): an exponent within this much
+# of 1/2 is "consistent with it" (stated before the new sweeps were read)
+SQRT_RULE = 0.5
+SQRT_MARGIN = 0.1
+# runs of at least this many steps form the "long runs" regime of the shipped design
+LONG_RUN_STEPS = 32
+
+
+def load_design(name: str, results: Any = None) -> pd.DataFrame:
+    """One design's runs (an experiment of :data:`DESIGNS`), with a ``design`` column."""
+    if name not in DESIGNS:
+        raise ValueError(f"design must be one of {list(DESIGNS)}, got {name!r}")
+    return load_runs(results_dir(name, root=results)).assign(design=name)
+
+
+def design_text(runs: pd.DataFrame) -> str:
+    """What a verdict rests on, read off its runs: "1,024 examples per run, batch 2..256 =
+    512..4 steps, constant LR, no warmup" (or "linear warmup over the first 50 % of steps")."""
+    ok = runs[~runs.diverged.astype(bool)]
+    examples = sorted({int(n) for n in ok.steps_done * ok.batch_size})
+    ex = f"{examples[0]:,}" if len(examples) == 1 else f"{examples[0]:,}-{examples[-1]:,}"
+    b_lo, b_hi = int(runs.batch_size.min()), int(runs.batch_size.max())
+    s_hi = int(ok[ok.batch_size == b_lo].steps_done.max())
+    s_lo = int(ok[ok.batch_size == b_hi].steps_done.max())
+    fractions = sorted({round(w / n, 4) for w, n in zip(ok.warmup_steps, ok.steps_done)})
+    if fractions == [0]:
+        schedule = "constant LR, no warmup"
+    elif len(fractions) == 1:
+        schedule = f"linear warmup over the first {fractions[0]:.1%} of steps, then constant"
+    else:
+        schedule = f"linear warmup over {fractions[0]:.1%}-{fractions[-1]:.1%} of steps"
+    return f"{ex} examples per run, batch {b_lo}-{b_hi} = {s_hi}-{s_lo} steps, {schedule}"
+
+
+def warmup_lr_ratios(plain: pd.DataFrame, warm: pd.DataFrame) -> pd.DataFrame:
+    """Per (batch, method) both designs ran: the best LR with warmup over the best LR
+    without, with the 95 % interval that carries both optima's locations."""
+    both = pd.concat([plain, warm], ignore_index=True)
+    rows = []
+    for (b, label), _ in warm.groupby(["batch_size", "label"]):
+        if not ((plain.batch_size == b) & (plain.label == label)).any():
+            continue
+        cond = {"batch_size": b, "label": label}
+        e = lr_ratio(both, {**cond, "design": WARMUP}, {**cond, "design": NO_WARMUP})
+        rows.append({"batch_size": b, "label": label, "ratio": e.value, "lo": e.lo, "hi": e.hi,
+                     "ratio_text": ratio_text(e), "above_one": above_one(e)})  # fmt: skip
+    out = pd.DataFrame(rows)
+    return out.sort_values(["label", "batch_size"], key=_label_then_value).reset_index(drop=True)
+
+
+def warmup_effect(
+    plain: pd.DataFrame, warm: pd.DataFrame, reference: str = REFERENCE
+) -> pd.DataFrame:
+    """Per (batch, method) both designs ran: the gap to ``reference`` without warmup, with
+    warmup, and how much warmup moved it (a difference of gaps, every condition at its own
+    best LR, seeds paired across designs: same seed, same data order and initialisation).
+    "worse" = warmup made the method's gap larger; margin :data:`MARGIN`."""
+    both = pd.concat([plain, warm], ignore_index=True)
+    rows = []
+    for (b, label), _ in warm.groupby(["batch_size", "label"]):
+        if label == reference or not ((plain.batch_size == b) & (plain.label == label)).any():
+            continue
+
+        def c(lbl: str, design: str, b: int = b) -> dict:
+            return {"batch_size": b, "label": lbl, "design": design}
+
+        kw = {"margin": MARGIN, "units": "nats/token"}
+        before = contrast(both, c(label, NO_WARMUP), c(reference, NO_WARMUP),
+                          subject=label, **kw)  # fmt: skip
+        after = contrast(both, c(label, WARMUP), c(reference, WARMUP), subject=label, **kw)
+        change = gap_change(both, (c(label, WARMUP), c(reference, WARMUP)),
+                            (c(label, NO_WARMUP), c(reference, NO_WARMUP)),
+                            subject="gap", **kw)  # fmt: skip
+        rows.append({"batch_size": b, "label": label,
+                     "steps": int(warm[warm.batch_size == b].steps_done.max()),
+                     "gap_without": before.estimate.value, "gap_with": after.estimate.value,
+                     **verdict_columns(change, "change_"),
+                     "without_text": before.text, "with_text": after.text,
+                     "with_verdict": after.word})  # fmt: skip
+    out = pd.DataFrame(rows)
+    return out.sort_values(["label", "batch_size"], key=_label_then_value).reset_index(drop=True)
+
+
+def trend_change(
+    plain: pd.DataFrame, warm: pd.DataFrame, reference: str = REFERENCE
+) -> pd.DataFrame:
+    """The gap's slope per doubling of batch, over the batches both designs ran: without
+    warmup, with it, and with minus without per seed (paired; margin as :func:`gap_trend`)."""
+    shared = sorted(set(plain.batch_size) & set(warm.batch_size))
+    p_gaps = seed_gaps(plain[plain.batch_size.isin(shared)], reference)
+    w_gaps = seed_gaps(warm[warm.batch_size.isin(shared)], reference)
+    x = np.log2(np.array(shared, float))
+    margin = MARGIN / float(x.max() - x.min())
+    rows = []
+    for label in sort_labels(w_gaps.index.get_level_values("label").unique()):
+        slopes = {}
+        for name, g in (("without", p_gaps), ("with", w_gaps)):
+            rows_ = g.xs(label, level="label")[shared]
+            slopes[name] = pd.Series([_slope(x, r) for r in rows_.to_numpy(float)],
+                                     index=rows_.index)  # fmt: skip
+        seeds = slopes["with"].index.intersection(slopes["without"].index)
+        v = {k: verdict(paired_values(slopes[k][seeds].to_numpy()), margin, "gap",
+                        units="nats per doubling") for k in slopes}  # fmt: skip
+        d = verdict(paired_values((slopes["with"] - slopes["without"])[seeds].to_numpy()),
+                    margin, "slope", units="nats per doubling")  # fmt: skip
+        rows.append({"label": label, "batches": f"{shared[0]}-{shared[-1]}",
+                     "slope_without": v["without"].estimate.value,
+                     "trend_without": _trend_word(v["without"]),
+                     "slope_with": v["with"].estimate.value, "trend_with": _trend_word(v["with"]),
+                     "trend_with_text": v["with"].text.replace(v["with"].word,
+                                                               _trend_word(v["with"]), 1),
+                     **verdict_columns(d, "change_")})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _trend_word(v: Any) -> str:
+    return {"gap better": "shrinks with batch", "gap worse": "grows with batch"}.get(v.word, v.word)
+
+
+CLAIM_WARMUP = "B = 0 is LoRA's built-in warmup: with warmup for every method the reversal goes"
+
+
+def warmup_claim(trend: pd.DataFrame, control: str = "r=64") -> Claim:
+    """Notebook 03's hypothesis, judged on the cleanest contrast: the full-rank adapter
+    against full (blocks only) (same matrices, same function class), the gap's slope per
+    doubling of batch. Holds when warmup makes the slope grow (change "worse") and the
+    reversal is gone (slope with warmup not "shrinks"); does not hold when the slope with
+    warmup still shrinks or warmup leaves it equivalent; otherwise not resolved."""
+    t = trend.set_index("label").loc[control]
+    evidence = (f"{control} minus full (blocks only), slope per doubling of batch "
+                f"{t.batches}: without warmup {t.slope_without:+.4f} ({t.trend_without}); with "
+                f"warmup {t.trend_with_text}; change {t.change_verdict_text}")  # fmt: skip
+    if t.change_verdict == "slope worse" and t.trend_with != "shrinks with batch":
+        status = "holds"
+    elif t.trend_with == "shrinks with batch" or t.change_verdict.startswith("equivalent"):
+        status = "does not hold"
+    else:
+        status = "not resolved"
+    return Claim(CLAIM_WARMUP, "notebook 03's hypothesis", status, evidence)
+
+
+CLAIM_POST = "LoRA pays more than FullFT for large batches, whatever its rank"
+
+
+def post_claim(trend: pd.DataFrame, design: str) -> Claim:
+    """Finding 3 in one design: holds when every rank's gap to FullFT grows with batch (the
+    slope's whole 95 % interval above 0); does not hold when some rank's shrinks or is
+    equivalent to flat within the margin; otherwise not resolved."""
+    ranks = trend[trend.label.str.startswith("r=")].set_index("label")
+    words = ranks.trend
+    evidence = f"{design}; gap to FullFT per doubling of batch: " + "; ".join(
+        f"{lab}: {t.trend_text}" for lab, t in ranks.iterrows()
+    )
+    if (words == "grows with batch").all():
+        status = "holds"
+    elif words.isin(["shrinks with batch"]).any() or words.str.startswith("equivalent").any():
+        status = "does not hold"
+    else:
+        status = "not resolved"
+    return Claim(CLAIM_POST, "the post, finding 3", status, evidence)
+
+
+def regimes(designs: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """The run sets LR exponents are fitted on: the shipped design split at
+    :data:`LONG_RUN_STEPS` steps (the exponent mixes two regimes otherwise), and each warmup
+    design whole. Keys name the regime and its batches."""
+    out = {}
+    plain = designs.get(NO_WARMUP)
+    if plain is not None:
+        steps = plain.groupby("batch_size").steps_done.max()
+        long_b = steps[steps >= LONG_RUN_STEPS].index
+        out[f"shipped, >= {LONG_RUN_STEPS} steps"] = plain[plain.batch_size.isin(long_b)]
+        out[f"shipped, < {LONG_RUN_STEPS} steps"] = plain[~plain.batch_size.isin(long_b)]
+    for name in (WARMUP, POST_REGIME):
+        if name in designs:
+            out[DESIGNS[name]] = designs[name]
+    return out
+
+
+def regime_exponents(designs: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Per regime and method: LR ∝ batch^p (:func:`lr_scaling`) and the square-root rule's
+    verdict on it: "below" / "above" when p's 95 % interval excludes 1/2, "consistent
+    (within ±0.1)" when its 90 % interval lies inside 1/2 ± :data:`SQRT_MARGIN`."""
+    rows = []
+    for regime, runs in regimes(designs).items():
+        steps = runs.groupby("batch_size").steps_done.max()
+        for r in lr_scaling(runs).itertuples():
+            shifted = [v - SQRT_RULE for v in (r.exponent, r.lo, r.hi, r.eq_lo, r.eq_hi)]
+            e = Estimate(*shifted[:3], r.seeds, "jackknife t", eq_lo=shifted[3],
+                         eq_hi=shifted[4])  # fmt: skip
+            v = verdict(e, SQRT_MARGIN, "p")
+            word = {"p worse": "above the square-root rule",
+                    "p better": "below the square-root rule"}.get(v.word, v.word)  # fmt: skip
+            if v.kind == "equivalent":
+                word = f"consistent with it (within ±{SQRT_MARGIN})"
+            rows.append({"regime": regime,
+                         "batches": f"{int(steps.index.min())}-{int(steps.index.max())}",
+                         "steps": f"{int(steps.max())}-{int(steps.min())}", "label": r.label,
+                         "exponent": r.exponent, "lo": r.lo, "hi": r.hi,
+                         "all_interior": r.all_interior, "sqrt_rule": word,
+                         "sqrt_rule_text": f"p = {r.exponent:.2f} "
+                         f"{interval_text(r.lo, r.hi, '.2f')}: {word}"})  # fmt: skip
+    return pd.DataFrame(rows)
 
 
 # ----------------------------------------------------------------------------- panel

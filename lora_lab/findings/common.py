@@ -24,6 +24,7 @@ from lora_lab.analysis import pointwise_min_curves
 from lora_lab.stats import (
     Estimate,
     Verdict,
+    best_combination,
     best_gap,
     lattice_steps,
     optimum_location,
@@ -97,6 +98,21 @@ def contrast(
     """``a`` against ``b`` at each one's best LR, as one of the four verdicts."""
     e = gap(runs, a, b, metric, higher_is_better)
     return verdict(e, margin, subject, lower_is_better=not higher_is_better, units=units)
+
+
+def gap_change(
+    runs: pd.DataFrame, after: tuple[Condition, Condition], before: tuple[Condition, Condition],
+    metric: str = "final_loss", margin: float | None = None, subject: str = "",
+    units: str = "",
+) -> Verdict:  # fmt: skip
+    """How much a gap moved: (``after[0]`` - ``after[1]``) - (``before[0]`` - ``before[1]``),
+    each condition at its own best LR, seeds paired across all four (e.g. LoRA's gap to
+    FullFT with warmup minus the same gap without). "worse" means the gap grew."""
+    conds = [after[0], after[1], before[0], before[1]]
+    seeds = np.sort(pd.concat([select(runs, c) for c in conds]).seed.unique())
+    mats = [seed_lr_matrix(runs, c, metric, seeds)[1] for c in conds]
+    e = best_combination(mats, [1.0, -1.0, -1.0, 1.0])
+    return verdict(e, margin, subject, units=units)
 
 
 def verdict_columns(v: Verdict, prefix: str = "") -> dict[str, Any]:
