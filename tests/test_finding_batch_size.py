@@ -120,6 +120,17 @@ def test_panel_trains_the_sweep_design_at_the_sweeps_best_lr():
     assert via_button.curves.equals(direct.curves)
     # evaluated on the sweep's examples, so the live curve is comparable with the overlay
     assert via_button.config["eval_limit"] == get_experiment("batch_size").defaults["eval_limit"]
+    # the warmup control: the same run with a linear warmup over the first half, at 2.15x
+    panel.warmup.value, panel.lr_scale.value = 0.5, 2.15
+    assert panel.lr() == pytest.approx(3e-3 * 2.15) and "warmup over the first" in panel.info.value
+    warm = panel.run()
+    assert warm.config["warmup_steps"] == round(panel.steps() / 2) >= 2
+    direct = batch_run_from_controls(base, task.train, task.train, batch_size=4, rank=4,
+                                     lr=3e-3 * 2.15, warmup_fraction=0.5)  # fmt: skip
+    assert warm.curves.equals(direct.curves) and not warm.curves.equals(via_button.curves)
+    with pytest.raises(ValueError, match="warmup_fraction"):
+        batch_run_from_controls(base, task.train, task.train, batch_size=4, rank=4, lr=1e-3,
+                                warmup_fraction=1.0)  # fmt: skip
     panel.rank.value = 64  # not in the lookup: the panel says so instead of raising
     assert "no best LR" in panel.info.value
     with pytest.raises(ValueError, match="no best LR"):

@@ -46,7 +46,8 @@ SUMMARY_END = "<!-- findings-summary:end -->"
 def summary_markdown() -> str:
     """What the shipped records say, one paragraph per finding that has a ``summary()``.
     README's findings section is exactly this text (a test compares them)."""
-    paragraphs = [f.summary() for f in FINDINGS if hasattr(f, "summary")]
+    # a finding's summary may hold several paragraphs, blank-line separated
+    paragraphs = [p for f in FINDINGS if hasattr(f, "summary") for p in f.summary().split("\n\n")]
     return "\n\n".join(
         textwrap.fill(p, width=96, break_long_words=False, break_on_hyphens=False)
         for p in paragraphs

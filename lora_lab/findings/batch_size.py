@@ -678,23 +678,34 @@ def batch_run_from_controls(
     lr: float,
     epochs: float = BATCH_EPOCHS,
     seed: int = 0,
+    warmup_fraction: float = 0.0,
     callback: Callable[[int, dict], None] | None = None,
 ) -> RunResult:
     """One run of the sweep's design from panel values: ``epochs`` over ``data`` at
-    ``batch_size`` (so a bigger batch takes fewer steps); ``rank=0`` is FullFT."""
+    ``batch_size`` (so a bigger batch takes fewer steps); ``rank=0`` is FullFT; a linear
+    warmup over the first ``warmup_fraction`` of the steps (0: constant LR from step 1)."""
+    if not 0 <= warmup_fraction < 1:
+        raise ValueError(f"warmup_fraction must be in [0, 1), got {warmup_fraction!r}")
     steps = max(1, math.ceil(epochs * len(data) / batch_size))
     return run_from_controls(
         base, data, eval_data=eval_data, rank=rank, lr=lr, batch_size=batch_size,
         targets="all", steps=steps, seed=seed, callback=callback,
         eval_limit=BATCH_SIZE.defaults["eval_limit"],  # the sweep's examples, comparable curves
+        warmup_steps=round(warmup_fraction * steps),
     )  # fmt: skip
+
+
+WARMUP_OPTIONS = (("off", 0.0), ("first half of the steps", WARMUP_FRACTION))
+LR_SCALES = (1.0, 2.15, 4.64)  # the sweep's best LR times this: 0, 2 and 4 lattice steps up
 
 
 class BatchPanel(LivePanel):
     """Pick a batch size and a method; Run trains the sweep's design (the same examples at
-    any batch) live at the sweep's best LR for that batch and method, over the sweep's
-    curves for that batch, against examples seen. ``best_lrs`` maps (batch, label) to LR
-    (:func:`best_lr_lookup`); ``curves`` is :func:`best_curves` of the sweep."""
+    any batch) live at the sweep's best LR for that batch and method (or a multiple of it),
+    with or without warmup, over the sweep's curves for that batch, against examples seen.
+    ``best_lrs`` maps (batch, label) to LR (:func:`best_lr_lookup`); ``curves`` is
+    :func:`best_curves` of the sweep. The warmup and LR controls are there to watch FullFT
+    at a large LR with and without warmup: the hypothesis the warmup sweep tests."""
 
     def __init__(
         self,
@@ -719,11 +730,19 @@ class BatchPanel(LivePanel):
         self.rank = w.SelectionSlider(
             options=rank_options(ranks), value=rank, description="method (rank)", style=WIDE
         )
+        self.lr_scale = w.SelectionSlider(
+            options=[(f"{x:g}x", x) for x in LR_SCALES], value=LR_SCALES[0],
+            description="LR (x best)", style=WIDE,
+        )  # fmt: skip
+        self.warmup = w.ToggleButtons(options=list(WARMUP_OPTIONS), value=0.0,
+                                      description="warmup", style=WIDE)  # fmt: skip
         self.info = w.HTML()
-        self.batch.observe(lambda _: self._describe(), names="value")
-        self.rank.observe(lambda _: self._describe(), names="value")
+        for control in (self.batch, self.rank, self.lr_scale, self.warmup):
+            control.observe(lambda _: self._describe(), names="value")
         self._describe()
-        self._build([[self.batch, self.rank], [self.info]], self.steps())
+        self._build(
+            [[self.batch, self.rank], [self.lr_scale, self.warmup], [self.info]], self.steps()
+        )
 
     def label(self) -> str:
         return "FullFT" if self.rank.value == 0 else f"r={self.rank.value}"
@@ -735,20 +754,24 @@ class BatchPanel(LivePanel):
         key = (int(self.batch.value), self.label())
         if key not in self.best_lrs:
             raise ValueError(f"the sweep has no best LR for batch {key[0]}, {key[1]}")
-        return float(self.best_lrs[key])
+        return float(self.best_lrs[key]) * float(self.lr_scale.value)
 
     def _describe(self) -> None:
         try:
             lr = f"<b>{self.lr():.3g}</b>"
         except ValueError as e:
             lr = f"<b>none</b> ({e})"
+        w = round(self.warmup.value * self.steps())
+        warm = f"warmup over the first {w} steps" if w else "no warmup"
         self.info.value = (
-            f"{self.steps()} steps of {self.batch.value} examples at the sweep's best LR for "
-            f"{self.label()} at this batch: {lr}"
+            f"{self.steps()} steps of {self.batch.value} examples, {warm}, at "
+            f"{self.lr_scale.value:g}x the sweep's best LR for {self.label()} at this batch: "
+            f"{lr}"
         )
 
     def values(self) -> dict[str, Any]:
-        return {"batch_size": self.batch.value, "rank": self.rank.value, "lr": self.lr()}
+        return {"batch_size": self.batch.value, "rank": self.rank.value, "lr": self.lr(),
+                "warmup_fraction": float(self.warmup.value)}  # fmt: skip
 
     def run(self) -> RunResult:
         vals = self.values()
@@ -762,7 +785,9 @@ class BatchPanel(LivePanel):
                     ax.plot(c.examples, c.eval_loss, lw=1, alpha=0.6, label=f"sweep: {name}")
             xs = [r["examples"] for r in rows]
             ys = [r["eval_loss"] for r in rows]
-            ax.plot(xs, ys, "o-", color="crimson", lw=2.5, label=f"live: {label}, batch {b}")
+            warm = ", warmup" if vals["warmup_fraction"] else ""
+            live = f"live: {label}, batch {b}, {self.lr_scale.value:g}x LR{warm}"
+            ax.plot(xs, ys, "o-", color="crimson", lw=2.5, label=live)
             ax.set_ylabel("eval loss")
 
         callback = self._live(self.steps(), draw, x="examples")
@@ -779,23 +804,38 @@ def best_lr_lookup(runs: pd.DataFrame) -> dict[tuple[int, str], float]:
 
 # ----------------------------------------------------------------------------- summary
 def summary(results: Any = None) -> str:
-    """Finding 3 in one paragraph, every number computed from the shipped records."""
-    runs = load_runs(results_dir("batch_size", root=results))
+    """Finding 3, one paragraph per design (blank-line separated), every number computed
+    from the shipped records."""
+    designs = {name: load_design(name, results) for name in DESIGNS}
+    paragraphs = [_shipped_summary(designs[NO_WARMUP])]
+    paragraphs.append(_warmup_summary(designs[NO_WARMUP], designs[WARMUP]))
+    paragraphs.append(_regime_summary(designs[POST_REGIME]))
+    ex = regime_exponents(designs)
+    parts = []
+    for regime, g in ex.groupby("regime", sort=False):
+        each = ", ".join(f"{r.label} {r.sqrt_rule_text}" for r in g.itertuples())
+        parts.append(f"{regime} (batch {g.batches.iloc[0]}, {g.steps.iloc[0]} steps): {each}")
+    paragraphs.append(
+        "Best LR against batch, LR ∝ batch^p, per regime (jackknife over seeds; the "
+        f"square-root rule p = {SQRT_RULE} is judged with margin ±{SQRT_MARGIN}): "
+        + "; ".join(parts)
+        + "."
+    )
+    return "\n\n".join(paragraphs)
+
+
+def _shipped_summary(runs: pd.DataFrame) -> str:
     gaps = gap_table(runs)
     trend = gap_trend(runs, against="r=64").set_index("label")
     control = gap_trend(runs, reference="full (blocks only)").set_index("label")
-    scaling = lr_scaling(runs).set_index("label")
     claims = circulating_claims(gaps, trend.reset_index())
     batches = sorted(runs.batch_size.unique())
     best = best_over_lr(runs, ["batch_size", "label"]).set_index(["batch_size", "label"])
     full = [best.loc[(b, REFERENCE), "best_loss"] for b in batches]
-    n_examples = int(BATCH_EPOCHS * BATCH_INSTRUCT["n_train"])
     interior = interior_text(optimal_lr(runs, ["batch_size", "label"]))
     text = [
-        f"What the shipped `batch_size` sweep says about finding 3 (tiny base, `instruct`: "
-        f"{n_examples:,} examples per run, batch {batches[0]} to {batches[-1]} = "
-        f"{n_examples // batches[0]} to {n_examples // batches[-1]} steps, constant LR "
-        f"without warmup; {runs.seed.nunique()} seeds; {interior}; 95 % "
+        f"What the shipped `batch_size` sweep says about finding 3 (tiny base, `instruct`, "
+        f"{design_text(runs)}; {runs.seed.nunique()} seeds; {interior}; 95 % "
         f"paired-seed t intervals, equivalence margin ±{MARGIN} nats; notebook 03 recomputes "
         f"all of it). FullFT's best loss goes {full[0]:.3f} at batch {batches[0]} to "
         f"{full[-1]:.3f} at batch {batches[-1]}."
@@ -803,8 +843,8 @@ def summary(results: Any = None) -> str:
     parts = [f"{label} {t.gap_smallest_batch:+.3f} -> {t.gap_largest_batch:+.3f}: "
              f"{t.trend_text}" for label, t in trend.iterrows()]  # fmt: skip
     text.append(
-        f"Gap to FullFT from batch {batches[0]} to {batches[-1]}, slope per doubling (the LR "
-        "choice not inside these intervals): " + "; ".join(parts) + "."
+        f"In this design, the gap to FullFT from batch {batches[0]} to {batches[-1]}, slope "
+        "per doubling (the LR choice not inside these intervals): " + "; ".join(parts) + "."
     )
     if "r=64" in control.index:
         c = control.loc["r=64"]
@@ -818,16 +858,52 @@ def summary(results: Any = None) -> str:
         + "; ".join(f"{lbl}: {trend.loc[lbl]['trend_vs_r=64_text']}" for lbl in ("r=1", "r=4"))
         + "."
     )
-    text.append(
-        "Best LR against batch, LR ∝ batch^p (jackknife over seeds): "
-        + ", ".join(
-            f"{lbl} p = {r.exponent:.2f} {interval_text(r.lo, r.hi, '.2f')}"
-            for lbl, r in scaling.iterrows()
-        )
-        + " (the square-root rule is p = 0.5)."
-    )
     text.append("Claims in circulation: " + "; ".join(c.text for c in claims) + ".")
     return " ".join(text)
+
+
+def _warmup_summary(plain: pd.DataFrame, warm: pd.DataFrame) -> str:
+    ratios = warmup_lr_ratios(plain, warm)
+    largest = int(warm.batch_size.max())
+    full = ratios[ratios.label == REFERENCE].set_index("batch_size")
+    effect = warmup_effect(plain, warm, reference="full (blocks only)")
+    r64 = effect[effect.label == "r=64"].set_index("batch_size")
+    trend = trend_change(plain, warm, reference="full (blocks only)")
+    claim = warmup_claim(trend)
+    interior = interior_text(optimal_lr(warm, ["batch_size", "label"]))
+    return (
+        f"Notebook 03's hypothesis, tested (`batch_size_warmup`: {design_text(warm)}; "
+        f"{warm.seed.nunique()} seeds, paired with the shipped sweep's; {interior}). FullFT's "
+        f"best LR with warmup over without: "
+        + ", ".join(f"batch {b} {r.ratio_text}" for b, r in full.iterrows())
+        + ". r=64 minus full (blocks only) without -> with warmup: "
+        + ", ".join(
+            f"batch {b} {r.gap_without:+.3f} -> {r.gap_with:+.3f}" for b, r in r64.iterrows()
+        )  # fmt: skip
+        + f"; the change at batch {largest}: {r64.loc[largest].change_verdict_text}. "
+        + claim.text
+        + "."
+    )
+
+
+def _regime_summary(runs: pd.DataFrame) -> str:
+    gaps = gap_table(runs)
+    trend = gap_trend(runs, against="r=64")
+    control = gap_trend(runs, reference="full (blocks only)").set_index("label")
+    smallest = gaps[gaps.batch_size == gaps.batch_size.min()].set_index("label")
+    interior = interior_text(optimal_lr(runs, ["batch_size", "label"]))
+    design = f"post's regime, {design_text(runs)}"
+    claim = post_claim(trend, design)
+    c = control.loc["r=64"]
+    return (
+        f"The post's regime (`batch_size_long`: tiny, `instruct`, {design_text(runs)}; "
+        f"{runs.seed.nunique()} seeds; {interior}). Capacity check at batch "
+        f"{int(gaps.batch_size.min())}: "
+        + "; ".join(f"{lab} {smallest.loc[lab].verdict_text}" for lab in ("r=1", "r=4", "r=64"))
+        + f". r=64 against full (blocks only), slope per doubling: {c.trend_text}. "
+        + claim.text
+        + "."
+    )
 
 
 # ----------------------------------------------------------------------------- plots
