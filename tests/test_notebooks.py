@@ -170,6 +170,23 @@ def test_03_batch_size(executed):
     assert {"FullFT", "r=1", "r=4", "r=64"} <= set(rec["lr_exponent"])
     claims = rec["claims"]  # both about batches beyond this design
     assert len(claims) == 2 and set(claims.values()) == {"not testable in this design"}
+    # the two warmup designs: every optimum interior, verdicts follow their intervals
+    assert rec["optima_interior_warmup"] is True and rec["optima_interior_long"] is True
+    for b, (change, lo, hi, verdict) in rec["warmup_change_r64_vs_blocks"].items():
+        assert lo <= change <= hi and _follows(verdict, lo, hi, "gap"), b
+    for key, (gap, lo, hi, verdict) in rec["long_gap_verdicts"].items():
+        label = key.split("@")[0]
+        assert lo <= gap <= hi, key
+        assert _follows(verdict, lo, hi, "LoRA" if label.startswith("r=") else label), key
+    statuses = {"holds", "does not hold", "not resolved"}
+    assert rec["warmup_claim"] in statuses and rec["post_claim_long"] in statuses
+    regimes = {key.split(" | ")[0] for key in rec["regime_exponents"]}
+    assert len(regimes) == 4  # shipped >= 32 steps, shipped < 32 steps, two warmup designs
+    for key, (p, lo, hi, word) in rec["regime_exponents"].items():
+        if lo > 0.5 or hi < 0.5:
+            assert word in ("above the square-root rule", "below the square-root rule"), key
+        else:
+            assert word == "not resolved" or word.startswith("consistent with it"), key
 
 
 def test_04_layer_targeting(executed):

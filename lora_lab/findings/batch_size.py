@@ -915,8 +915,8 @@ def _styled_axes(ax: Any, figsize: tuple[float, float]) -> tuple[Any, Any]:
 
 
 def plot_gaps(gaps: pd.DataFrame, ax: Any = None, title: str | None = None) -> Any:
-    """Gap to the reference against batch size, one line per method, 95 % seed-bootstrap
-    intervals as bars; zero (no gap) dashed."""
+    """Gap to the reference against batch size, one line per method, 95 % intervals (paired
+    seeds, the LR choice inside) as bars; zero (no gap) dashed."""
     fig, ax = _styled_axes(ax, (7.5, 4.6))
     styles = line_styles(gaps.label.unique())
     labels = sort_labels(gaps.label.unique())
@@ -938,6 +938,25 @@ def plot_gaps(gaps: pd.DataFrame, ax: Any = None, title: str | None = None) -> A
     ax.set_ylabel("loss minus FullFT's (nats)")
     ax.set_title(title or "Gap to FullFT at each method's best LR (95 % seed intervals)")
     ax.legend(frameon=True, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_gaps_by_design(gaps: dict[str, pd.DataFrame], titles: dict[str, str] | None = None) -> Any:
+    """:func:`plot_gaps` for several designs side by side on one y scale: the same methods,
+    the same question, a different design per panel (``gaps`` maps a design to its
+    :func:`gap_table`; ``titles`` names each panel's design)."""
+    import matplotlib.pyplot as plt
+
+    set_style()
+    fig, axes = plt.subplots(1, len(gaps), figsize=(5.6 * len(gaps), 4.4), sharey=True,
+                             squeeze=False)  # fmt: skip
+    for ax, (name, g) in zip(axes[0], gaps.items()):
+        plot_gaps(g, ax=ax, title=(titles or {}).get(name, name))
+        if ax is not axes[0][0]:
+            ax.set_ylabel("")
+            ax.get_legend().remove()
+        ax.set_xlabel("batch size (log2; fixed examples)")
     fig.tight_layout()
     return fig
 
