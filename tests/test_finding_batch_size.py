@@ -19,10 +19,12 @@ from lora_lab.findings.batch_size import (
     best_lr_lookup,
     centred_lrs,
     circulating_claims,
+    design_text,
     equal_steps_gaps,
     gap_table,
     gap_trend,
     lr_scaling,
+    warmup_steps,
 )
 from lora_lab.sweeps import ResultStore, results_dir
 from lora_lab.sweeps.runner import search_finished
@@ -103,6 +105,35 @@ def test_search_centres_follow_the_square_root_rule_on_the_lattice():
     assert len(get_experiment("batch_size").specs("full")) == 3 * len(BATCH_SIZES) * 5 * 3
 
 
+@pytest.mark.parametrize("name", ["batch_size_warmup", "batch_size_long"])
+def test_every_method_gets_the_same_warmup_fraction_at_every_batch(name):
+    exp = get_experiment(name)
+    n_examples = exp.defaults["epochs"] * exp.task_kwargs["n_train"]
+    fractions = {s.warmup_steps * s.batch_size / n_examples for s in exp.specs("full")}
+    assert len(fractions) == 1 and 0 < fractions.pop() < 1
+    assert min(s.warmup_steps for s in exp.specs("full")) >= 2  # 1 step would be no warmup
+    labels = {s.label for s in exp.specs("full")}
+    assert labels == {"FullFT", "full (blocks only)", "r=1", "r=4", "r=64"}
+    assert len({s.seed for s in exp.specs("full")}) >= 3
+
+
+def test_warmup_steps_refuse_a_fraction_that_is_not_whole_steps():
+    assert warmup_steps(1024, 256, 0.5) == 2 and warmup_steps(8192, 16, 0.125) == 64
+    with pytest.raises(ValueError, match="whole number >= 2"):
+        warmup_steps(1024, 256, 0.25)  # 1 step: no warmup at all
+    with pytest.raises(ValueError, match="whole number"):
+        warmup_steps(1024, 16, 0.1)
+
+
+def test_design_text_reads_the_design_off_the_runs():
+    runs = _synthetic({"r=4": 0.0}).assign(warmup_steps=lambda d: d.steps_done // 4)
+    assert design_text(runs) == (
+        "1,024 examples per run, batch 2-128 = 512-8 steps, "
+        "linear warmup over the first 25.0% of steps, then constant"
+    )
+    assert design_text(runs.assign(warmup_steps=0)).endswith("constant LR, no warmup")
+
+
 def test_panel_trains_the_sweep_design_at_the_sweeps_best_lr():
     from lora_lab.tasks import make_facts
     from lora_lab.training import load_base
@@ -145,10 +176,14 @@ def shipped():
     return runs, load_curves(folder)
 
 
-def test_shipped_sweep_is_complete_searched_and_has_provenance():
-    records, bad = ResultStore(results_dir("batch_size")).scan()
+SWEEPS = ["batch_size", "batch_size_warmup", "batch_size_long"]
+
+
+@pytest.mark.parametrize("name", SWEEPS)
+def test_shipped_sweep_is_complete_searched_and_has_provenance(name):
+    records, bad = ResultStore(results_dir(name)).scan()
     assert not bad
-    exp = get_experiment("batch_size")
+    exp = get_experiment(name)
     missing = [s for s in exp.specs("full") if s.key not in records]
     assert not missing, f"{len(missing)} specs of the full grid have no shipped record"
     assert search_finished(exp, "full", records), "the LR search is unfinished"
@@ -157,17 +192,26 @@ def test_shipped_sweep_is_complete_searched_and_has_provenance():
         assert prov["git_commit"] and prov["torch_version"] and prov["lora_lab_version"]
 
 
-def test_every_shipped_best_lr_is_interior(shipped):
-    runs, _ = shipped
+@pytest.mark.parametrize("name", SWEEPS)
+def test_every_shipped_best_lr_is_interior(name):
+    runs = load_runs(results_dir(name))
     opt = optimal_lr(runs, ["batch_size", "label"])
     assert opt.interior.all(), opt[~opt.interior]
     assert (opt.resolution < 1.5).all()
 
 
-def test_every_run_saw_the_same_examples(shipped):
-    runs, _ = shipped
+@pytest.mark.parametrize("name", SWEEPS)
+def test_every_run_saw_the_same_examples(name):
+    runs = load_runs(results_dir(name))
     examples = runs[~runs.diverged].steps_done * runs[~runs.diverged].batch_size
     assert examples.nunique() == 1
+
+
+def test_the_post_regime_takes_tens_of_steps_at_the_largest_batch():
+    runs = load_runs(results_dir("batch_size_long"))
+    top = runs[runs.batch_size == runs.batch_size.max()]
+    assert runs.batch_size.max() >= 512 and top.steps_done.max() >= 16
+    assert (runs.steps_done * runs.batch_size).max() >= 8192
 
 
 def test_claims_beyond_the_largest_batch_are_not_testable(shipped):
