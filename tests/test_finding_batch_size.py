@@ -324,3 +324,42 @@ def test_every_plot_labels_its_axes(shipped):
         assert all(ax.get_xlabel() for ax in axes)
         assert axes[0].get_ylabel()  # panels share the y axis of the first
         plt.close(fig)
+
+
+# ----------------------------------------------------------------------------- nb03 section 8
+@pytest.fixture(scope="module")
+def warmup_designs():
+    from lora_lab.findings.batch_size import NO_WARMUP, WARMUP, load_design
+
+    return load_design(NO_WARMUP), load_design(WARMUP)
+
+
+def test_warmup_for_every_method_does_not_take_loras_large_batch_gain_away(warmup_designs):
+    from lora_lab.findings.batch_size import trend_change, warmup_claim
+
+    plain, warm = warmup_designs
+    trend = trend_change(plain, warm, reference="full (blocks only)")
+    r64 = trend.set_index("label").loc["r=64"]
+    # the full-rank adapter against the same matrices trained directly: with warmup its gap
+    # still shrinks as the batch grows, and faster than without warmup
+    assert r64.trend_with == "shrinks with batch", r64
+    assert r64.change_verdict == "slope better", r64
+    assert warmup_claim(trend).status == "does not hold"
+
+
+def test_warmups_effect_on_fullfts_best_lr_is_not_resolved_with_three_seeds(warmup_designs):
+    from lora_lab.findings.batch_size import warmup_lr_ratios
+
+    ratios = warmup_lr_ratios(*warmup_designs)
+    full = ratios[ratios.label == "FullFT"].set_index("batch_size")
+    assert (full.above_one == "not resolved").all(), full
+    assert (full.ratio.loc[16:128] > 1).all()  # the points, for the record: all above 1 there
+
+
+def test_per_batch_changes_carry_the_lr_choice_and_are_wide(warmup_designs):
+    from lora_lab.findings.batch_size import warmup_effect
+
+    effect = warmup_effect(*warmup_designs, reference="full (blocks only)")
+    for r in effect.itertuples():
+        assert r.change_lo <= r.change_value <= r.change_hi
+    assert (effect[effect.label == "r=64"].change_verdict == "not resolved").all()

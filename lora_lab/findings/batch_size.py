@@ -592,7 +592,8 @@ def warmup_claim(trend: pd.DataFrame, control: str = "r=64") -> Claim:
     warmup still shrinks or warmup leaves it equivalent; otherwise not resolved."""
     t = trend.set_index("label").loc[control]
     evidence = (f"{control} minus full (blocks only), slope per doubling of batch "
-                f"{t.batches}: without warmup {t.slope_without:+.4f} ({t.trend_without}); with "
+                f"{t.batches} (per-seed slopes at the seed-mean best LRs, seeds paired across "
+                f"the designs): without warmup {t.slope_without:+.4f} ({t.trend_without}); with "
                 f"warmup {t.trend_with_text}; change {t.change_verdict_text}")  # fmt: skip
     if t.change_verdict == "slope worse" and t.trend_with != "shrinks with batch":
         status = "holds"
