@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,24 +147,29 @@ CONFIRM_SEEDS = tuple(range(3, 10))  # fresh seeds: the searched sweeps used 0, 
 
 def confirmation(
     parent: Experiment,
-    chosen: dict[str, list[float]],
+    chosen: dict[Any, list[float]],
     seeds: tuple[int, ...] = CONFIRM_SEEDS,
     why: str = "",
+    condition: Callable[[RunSpec], Any] = lambda spec: spec.label,
 ) -> Experiment:
-    """A follow-up to a searched sweep: the conditions ``chosen`` (label -> learning rates,
-    picked on the parent's seeds) rerun on fresh ``seeds``, everything else as the parent.
+    """A follow-up to a searched sweep: the conditions ``chosen`` (condition -> learning
+    rates, picked on the parent's seeds) rerun on fresh ``seeds``, everything else as the
+    parent. A condition is a spec's label unless ``condition`` says otherwise (e.g.
+    ``lambda s: (s.label, s.batch_size)`` where the parent crosses methods with batches).
 
     Why a separate sweep: an LR picked on the same seeds it is then judged on flatters its
     condition (the winner's curse). Judged on seeds that played no part in choosing it, the
     comparison at the chosen LRs is unbiased, and a paired-seed interval covers as it says.
     The parent's LR lattice and spec fields are reused, so its seeds can join these rows.
     """
-    by_label: dict[str, RunSpec] = {}
+    by_label: dict[Any, RunSpec] = {}
     for spec in parent.specs("full"):
-        by_label.setdefault(spec.label, spec)
-    unknown = sorted(set(chosen) - set(by_label))
+        by_label.setdefault(condition(spec), spec)
+    unknown = sorted(set(chosen) - set(by_label), key=str)
     if unknown:
-        raise ValueError(f"{parent.name} has no condition {unknown}; it has {sorted(by_label)}")
+        raise ValueError(
+            f"{parent.name} has no condition {unknown}; it has {sorted(by_label, key=str)}"
+        )
     own = {"experiment", "base", "task", "task_kwargs", "eval_split", "lr", "seed"}
     specs = [
         {**{k: v for k, v in by_label[label].to_dict().items() if k not in own},
@@ -175,7 +181,7 @@ def confirmation(
     n_lrs = sum(len(v) for v in chosen.values())
     return Experiment(
         name=f"{parent.name}_confirm",
-        description=f"{parent.name}'s chosen conditions ({', '.join(chosen)}; {n_lrs} "
+        description=f"{parent.name}'s chosen conditions ({', '.join(map(str, chosen))}; {n_lrs} "
         f"condition-LR pairs) on {len(seeds)} fresh seeds {seeds[0]}-{seeds[-1]}. {why}".strip(),
         base=parent.base,
         task=parent.task,
