@@ -182,7 +182,7 @@ def test_03_batch_size(executed):
     assert rec["warmup_claim"] in statuses and rec["post_claim_long"] in statuses
     regimes = {key.split(" | ")[0] for key in rec["regime_exponents"]}
     assert len(regimes) == 4  # shipped >= 32 steps, shipped < 32 steps, two warmup designs
-    for key, (p, lo, hi, word) in rec["regime_exponents"].items():
+    for key, (_p, lo, hi, word) in rec["regime_exponents"].items():
         if lo > 0.5 or hi < 0.5:
             assert word in ("above the square-root rule", "below the square-root rule"), key
         else:
