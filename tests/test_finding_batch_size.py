@@ -367,3 +367,50 @@ def test_per_batch_changes_carry_the_lr_choice_and_are_wide(warmup_designs):
     for r in effect.itertuples():
         assert r.change_lo <= r.change_value <= r.change_hi
     assert (effect[effect.label == "r=64"].change_verdict == "not resolved").all()
+
+
+# ----------------------------------------------------------------------------- nb03 sections 9-10
+@pytest.fixture(scope="module")
+def post_regime():
+    from lora_lab.findings.batch_size import POST_REGIME, load_design
+
+    runs = load_design(POST_REGIME)
+    control = gap_trend(runs, reference="full (blocks only)").set_index("label")
+    return {"runs": runs, "gaps": gap_table(runs), "trend": gap_trend(runs, against="r=64"),
+            "control": control}  # fmt: skip
+
+
+def test_in_the_post_regime_every_ranks_gap_shrinks_with_batch(post_regime):
+    from lora_lab.findings.batch_size import post_claim
+
+    trend = post_regime["trend"].set_index("label")
+    for label in ("r=1", "r=4", "r=64"):
+        assert trend.trend[label] == "shrinks with batch", trend.loc[label]
+    assert post_claim(post_regime["trend"], "post's regime").status == "does not hold"
+    # the parametrization control: the full-rank adapter against the same matrices
+    assert post_regime["control"].trend["r=64"] == "shrinks with batch"
+    assert post_regime["control"].gap_smallest_batch["r=64"] > 0  # behind after many steps
+
+
+def test_in_the_post_regime_low_ranks_are_capacity_bound_at_the_smallest_batch(post_regime):
+    g = post_regime["gaps"]
+    smallest = g[g.batch_size == g.batch_size.min()].set_index("label")
+    assert smallest.steps.iloc[0] >= 512
+    for label in ("r=1", "r=4"):
+        assert smallest.verdict[label] == "LoRA worse", smallest.loc[label]
+        assert smallest.lo[label] > 0.05  # far behind, not a margin call
+    assert smallest.gap["r=1"] > smallest.gap["r=4"] > smallest.gap["r=64"]
+
+
+def test_lr_exponents_per_regime():
+    from lora_lab.findings.batch_size import DESIGNS, load_design, regime_exponents
+
+    ex = regime_exponents({name: load_design(name) for name in DESIGNS})
+    by = {regime: g.set_index("label") for regime, g in ex.groupby("regime")}
+    long_runs = by["shipped, >= 32 steps"]
+    assert (long_runs.sqrt_rule == "not resolved").all()  # near 1/2, but too wide to call
+    assert ((long_runs.lo <= 0.5) & (long_runs.hi >= 0.5)).all()
+    assert (by["shipped, < 32 steps"].sqrt_rule == "below the square-root rule").all()
+    post = by["post's regime"]
+    for label in ("FullFT", "full (blocks only)"):
+        assert post.sqrt_rule[label] == "below the square-root rule", post.loc[label]
