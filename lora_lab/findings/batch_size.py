@@ -150,6 +150,14 @@ def _warmup_grid(
     return specs
 
 
+def _warmup_ci_grid(lora_lr: float, epochs: float) -> list[dict]:
+    """A few warmed-up steps of FullFT and r=64 at batch 64: the machinery, not a result."""
+    fixed = {"seed": 0, "batch_size": 64, "epochs": epochs, "warmup_steps": 2}
+    return grid(method="full", lr=2.15e-3, **fixed) + grid(
+        method="lora", r=64, target_modules="all", lr=lora_lr, **fixed
+    )
+
+
 # (1) the shipped design (512 examples x 2 epochs) with warmup over the first half of every
 # run (the only fraction that is a whole number >= 2 at batch 256's 4 steps). Search centres:
 # two lattice points above the no-warmup FullFT optima (warmup should raise them), LoRA one.
@@ -172,17 +180,7 @@ BATCH_WARMUP = Experiment(
             {"full": lambda b: 1e-3, "lora": lambda b: 3.16e-3},
             BATCH_SEEDS,
         ),  # fmt: skip
-        "ci": grid(method="full", lr=2.15e-3, seed=0, batch_size=64, epochs=0.125, warmup_steps=2)
-        + grid(
-            method="lora",
-            r=64,
-            target_modules="all",
-            lr=4.64e-3,
-            seed=0,
-            batch_size=64,
-            epochs=0.125,
-            warmup_steps=2,
-        ),
+        "ci": _warmup_ci_grid(lora_lr=4.64e-3, epochs=0.125),
     },  # fmt: skip
     lr_search=LRSearch(),
 )
@@ -214,17 +212,7 @@ BATCH_LONG = Experiment(
             },
             BATCH_SEEDS,
         ),  # fmt: skip
-        "ci": grid(method="full", lr=2.15e-3, seed=0, batch_size=64, epochs=1 / 32, warmup_steps=2)
-        + grid(
-            method="lora",
-            r=64,
-            target_modules="all",
-            lr=6.81e-3,
-            seed=0,
-            batch_size=64,
-            epochs=1 / 32,
-            warmup_steps=2,
-        ),
+        "ci": _warmup_ci_grid(lora_lr=6.81e-3, epochs=1 / 32),
     },  # fmt: skip
     lr_search=LRSearch(),
 )
