@@ -1,4 +1,4 @@
-"""``lora-lab`` command line: demo, pretrain, sweep, experiments, reproduce, info."""
+"""``lora-lab`` command line: demo, pretrain, sweep, experiments, reproduce, analyze, info."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from lora_lab._version import __version__
 from lora_lab.findings import EXPERIMENTS, get_experiment, summary_markdown, write_summary
 from lora_lab.lora import LoraConfig
 from lora_lab.model import PRESETS, build_model, count_parameters, read_model_metadata
+from lora_lab.own_runs.importers import FORMATS
 from lora_lab.paths import base_path, results_root, work_dir
 from lora_lab.reproduce import reproduce
 from lora_lab.sweeps.executors import EXECUTORS
@@ -192,6 +193,37 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_analyze(args: argparse.Namespace) -> int:
+    """Read a user's runs, analyse them as the notebooks do, write the report."""
+    from lora_lab.own_runs import analyze, write_report
+
+    mapping = dict(_mapping(m) for m in args.map)
+    print(f"reading {len(args.paths)} source(s) ...", file=sys.stderr)
+    result = analyze(args.paths, fmt=args.format, metric=args.metric,
+                     higher_is_better=args.higher_better, mapping=mapping,
+                     pattern=args.pattern, reference=args.reference,
+                     margin=args.margin)  # fmt: skip
+    t = result.table
+    print(f"{len(t.runs)} runs, {len(t.labels)} methods ({', '.join(t.labels)}), metric "
+          f"{t.metric}; reference {result.reference}; writing the report ...",
+          file=sys.stderr)  # fmt: skip
+    report = write_report(result, args.out)
+    for line in result.to_markdown().split("## Verdicts", 1)[1].split("\n\n## ", 1)[0].strip(
+    ).splitlines():
+        print(line)
+    if not result.next_runs.empty:
+        print(f"next runs: {int(result.next_runs.runs.sum())} (see {args.out}/next_runs.csv)")
+    print(f"report: {report}  summary: {report.parent / 'summary.md'}")
+    return 0
+
+
+def _mapping(text: str) -> tuple[str, str]:
+    ours, sep, theirs = text.partition("=")
+    if not sep or not ours.strip() or not theirs.strip():
+        raise ValueError(f"--map takes OURS=THEIRS (e.g. lr=learning_rate), got {text!r}")
+    return ours.strip(), theirs.strip()
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -308,6 +340,32 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default="reports", help="output folder")
     r.add_argument("--timeout", type=_positive_int, default=1800, help="seconds per cell")
     r.set_defaults(func=cmd_reproduce)
+
+    an = _parser(sub, "analyze", "analyse your own LoRA / FullFT sweeps: best LRs with their "
+                 "intervals, LR ratios, verdicts, what to run next")
+    an.add_argument("paths", nargs="+", metavar="PATH",
+                    help="a CSV / JSON Lines table, a folder of Hugging Face Trainer outputs, "
+                    "a W&B runs export or a lora_lab results folder")  # fmt: skip
+    an.add_argument("--format", default="auto", choices=FORMATS,
+                    help="what PATH holds (auto tells all but wandb apart)")  # fmt: skip
+    an.add_argument("--metric", default=None,
+                    help="column or logged key to compare (default: eval_loss, final_loss, "
+                    "loss or metric, whichever exists)")  # fmt: skip
+    an.add_argument("--higher-better", action="store_true",
+                    help="the metric is higher-is-better (accuracy, reward)")
+    an.add_argument("--map", action="append", default=[], metavar="OURS=THEIRS",
+                    help="read our column OURS (method, rank, target_modules, alpha, lr, seed, "
+                    "label, step, diverged) from the file's THEIRS; repeatable")  # fmt: skip
+    an.add_argument("--pattern", default=None,
+                    help="regex with named groups (method, rank, lr, seed, ...) over Trainer "
+                    "folder names")  # fmt: skip
+    an.add_argument("--reference", default=None,
+                    help="method the others are compared with (default: FullFT if present)")
+    an.add_argument("--margin", type=_positive_float, default=None,
+                    help="equivalence margin in the metric's units (none: never 'equivalent')")
+    an.add_argument("--out", default="lora_lab_analysis",
+                    help="folder for report.html, summary.md, runs.csv, next_runs.csv")
+    an.set_defaults(func=cmd_analyze)
 
     i = _parser(sub, "info", "versions, device, presets and shipped bases")
     i.add_argument("--json", action="store_true", help="print only JSON")

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -130,6 +130,27 @@ class LRSearch:
             if in_band[-1] and ks[-1] + self.extend_step <= hi_k:
                 wanted.add(ks[-1] + self.extend_step)
         return wanted
+
+    def next_lrs(self, means: Mapping[float, float]) -> list[float]:
+        """What this search would run next for one condition of a sweep made anywhere:
+        ``means`` maps each LR tried (any value, not only lattice points) to its seed-mean
+        loss (inf: diverged; NaN: not usable yet). LRs are placed on the nearest lattice
+        point; a condition with a single LR gets a point ``extend_step`` away on each side,
+        as a starting grid would have."""
+        losses: dict[int, float] = {}
+        for lr, value in means.items():
+            if math.isnan(value):
+                continue
+            k = lattice_index(lr, self.per_decade)
+            losses[k] = min(losses.get(k, math.inf), value)
+        if len(losses) == 1:
+            (k,) = losses
+            lo_k = lattice_index(self.lr_min, self.per_decade)
+            hi_k = lattice_index(self.lr_max, self.per_decade)
+            wanted = {j for j in (k - self.extend_step, k + self.extend_step) if lo_k <= j <= hi_k}
+        else:
+            wanted = self.next_indices(losses)
+        return [lattice_lr(k, self.per_decade) for k in sorted(wanted - set(losses))]
 
     def propose(self, specs: Sequence[RunSpec], records: dict[str, dict]) -> list[RunSpec]:
         """New specs (every seed of the condition at each new LR) that the search needs
