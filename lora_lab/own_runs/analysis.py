@@ -83,8 +83,9 @@ def analyze_table(
     runs = table.runs.assign(objective=sign * table.runs.value)
     optima = _optima(runs, labels, search, sign)
     locatable = set(optima.label[optima.n_lrs >= MIN_LRS])
-    ratios = _ratios(runs, labels, reference, locatable)
-    gaps = _gaps(table, labels, reference, margin)
+    at_edge = {o.label for o in optima.itertuples() if isinstance(o.edge, str) and o.edge}
+    ratios = _ratios(runs, labels, reference, locatable, at_edge)
+    gaps = _gaps(table, labels, reference, margin, optima)
     next_runs = _next_runs(runs, optima, search)
     curves = _best_curves(table)
     notes = list(table.notes)
@@ -113,18 +114,27 @@ def _optima(runs: pd.DataFrame, labels: list[str], search: LRSearch,
         if n_lrs < MIN_LRS:
             row.update(opt_lr=math.nan, lr_lo=0.0, lr_hi=math.inf, location_steps=math.inf,
                        interior=False)  # fmt: skip
-        row["status"] = _status(row, search)
+        row["status"] = _status(row, search, search.next_lrs(_cells(mine)))
         rows.append(row)
     cols = ["label", "n_lrs", "seeds", "runs", "best_lr", "best_value", "opt_lr", "lr_lo",
             "lr_hi", "location_steps", "interior", "edge", "at_edge", "resolution", "status"]
     return pd.DataFrame(rows)[cols]
 
 
-def _status(row: dict, search: LRSearch) -> str:
+def _cells(mine: pd.DataFrame) -> dict[float, float]:
+    """Seed-mean objective per LR of one method; inf where any seed diverged."""
+    cells = mine.groupby("lr").apply(
+        lambda g: math.inf if g.diverged.any() else g.objective.mean(), include_groups=False
+    )
+    return cells.to_dict()
+
+
+def _status(row: dict, search: LRSearch, next_lrs: list[float]) -> str:
     step = f"{search.resolution:.3g}x"
     if row["n_lrs"] < MIN_LRS:
-        return (f"cannot locate an optimum: {row['n_lrs']} LR(s) measured (need "
-                f"{MIN_LRS}: the best and a worse neighbour on each side)")  # fmt: skip
+        return (f"cannot locate an optimum: {row['n_lrs']} LR(s) measured (need {MIN_LRS}: "
+                "the best and a worse neighbour on each side); run these LRs next: "
+                + ", ".join(f"{lr:.3g}" for lr in next_lrs))  # fmt: skip
     if isinstance(row["edge"], str) and row["edge"]:
         return f"best LR at the {row['edge']} edge of the grid: a bound, not an optimum"
     if row["interior"]:
@@ -144,8 +154,8 @@ def _status(row: dict, search: LRSearch) -> str:
 # ----------------------------------------------------------------------------- ratios, gaps
 
 
-def _ratios(runs: pd.DataFrame, labels: list[str], reference: str,
-            locatable: set[str]) -> pd.DataFrame:  # fmt: skip
+def _ratios(runs: pd.DataFrame, labels: list[str], reference: str, locatable: set[str],
+            at_edge: set[str]) -> pd.DataFrame:  # fmt: skip
     rows = []
     for label in labels:
         if label == reference:
@@ -153,6 +163,9 @@ def _ratios(runs: pd.DataFrame, labels: list[str], reference: str,
         if label in locatable and reference in locatable:
             r = lr_ratio(runs, {"label": label}, {"label": reference}, metric="objective")
             word = above_one_words(r["lo"], r["hi"], r["n_seeds"])
+            edges = [x for x in (label, reference) if x in at_edge]
+            if edges:
+                word += f" (a bound: {' and '.join(edges)} best LR at the grid's edge)"
             rows.append({"label": label, "ratio": r["ratio"], "lo": r["lo"], "hi": r["hi"],
                          "seeds": r["n_seeds"], "interior": r["interior"], "verdict": word})
         else:
@@ -178,9 +191,10 @@ def _best_lr(group: pd.DataFrame) -> float:
     return float(mean.idxmin()) if mean.notna().any() else math.nan
 
 
-def _gaps(table: RunTable, labels: list[str], reference: str,
-          margin: float | None) -> pd.DataFrame:  # fmt: skip
+def _gaps(table: RunTable, labels: list[str], reference: str, margin: float | None,
+          optima: pd.DataFrame) -> pd.DataFrame:  # fmt: skip
     runs, rows = table.runs, []
+    status = optima.set_index("label")
     for label in labels:
         if label == reference:
             continue
@@ -189,8 +203,20 @@ def _gaps(table: RunTable, labels: list[str], reference: str,
                      units=table.metric)  # fmt: skip
         row = {"label": label, **verdict_columns(v)}
         row["seeds_for_margin"] = _seeds_needed(v.estimate, margin, v.kind)
+        row["read_at"] = "; ".join(
+            f"{x}: {_read_at(status.loc[x])}" for x in (label, reference)
+        )  # fmt: skip
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _read_at(o: pd.Series) -> str:
+    """Where a method's side of a gap was read, and what that implies."""
+    if o.n_lrs < MIN_LRS:
+        return f"its only {o.n_lrs} LR(s), not an optimum"
+    if isinstance(o.edge, str) and o.edge:
+        return f"the grid's {o.edge} edge, so it may do better beyond it"
+    return "its best LR"
 
 
 def _seeds_needed(e, margin: float | None, kind: str) -> float:
@@ -215,9 +241,7 @@ def _next_runs(runs: pd.DataFrame, optima: pd.DataFrame, search: LRSearch) -> pd
         seeds = sorted(mine.seed.unique())
         want_seeds = seeds + [s for s in range(max(seeds) + 1, max(seeds) + 1 + MIN_SEEDS)
                               ][: max(0, MIN_SEEDS - len(seeds))]  # fmt: skip
-        cells = mine.groupby("lr").apply(
-            lambda g: math.inf if g.diverged.any() else g.objective.mean(), include_groups=False
-        )
+        cells = pd.Series(_cells(mine))
         for lr in search.next_lrs(cells.to_dict()):
             why = ("no optimum located yet" if o.n_lrs < MIN_LRS
                    else f"best LR at the {o.edge} edge" if isinstance(o.edge, str) and o.edge

@@ -122,7 +122,7 @@ def _interval(lo: float, hi: float) -> str:
 
 
 def gap_table(a: Analysis) -> pd.DataFrame:
-    g = a.gaps[["label", "verdict_text", "seeds", "seeds_for_margin"]].rename(
+    g = a.gaps[["label", "verdict_text", "seeds", "seeds_for_margin", "read_at"]].rename(
         columns={"verdict_text": f"{a.metric} minus {a.reference}'s, each at its best LR"}
     )
     return g

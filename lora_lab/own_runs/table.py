@@ -119,19 +119,6 @@ def _numeric(df: pd.DataFrame, col: str, source: str, positive: bool = False) ->
     return num.astype(float)
 
 
-def pick_metric(columns, metric: str | None, source: str) -> str:
-    """The metric column: the one asked for, else the first of :data:`DEFAULT_METRICS`."""
-    if metric is not None:
-        return metric
-    for name in DEFAULT_METRICS:
-        if name in columns:
-            return name
-    raise RunTableError(
-        f"{source}: no metric given and none of {', '.join(DEFAULT_METRICS)} is a column; "
-        f"name one with --metric (the file has: {', '.join(map(str, columns))})"
-    )
-
-
 def tidy(
     df: pd.DataFrame,
     metric: str | None = None,
@@ -159,9 +146,12 @@ def tidy(
             f"(the file has: {', '.join(map(str, df.columns))})"
         )
     df = df.rename(columns={src: ours for ours, src in mapping.items()})
-    metric = pick_metric(df.columns, metric, source)
-    needed = [*REQUIRED, metric]
+    if metric is None:
+        metric = next((m for m in DEFAULT_METRICS if m in df.columns), None)
+    needed = [*REQUIRED, metric or "a metric (--metric NAME)"]
     missing = [c for c in needed if c not in df.columns]
+    if metric is None:
+        missing[-1] = f"a metric (none of {', '.join(DEFAULT_METRICS)}; name one with --metric)"
     if missing:
         raise RunTableError(
             f"{source}: missing columns: {', '.join(missing)}. Needed: {', '.join(needed)}; "
