@@ -6,7 +6,8 @@ on compact transformers that this package defines and pretrains.
 Layout: :mod:`lora_lab.model` (the transformer), :mod:`lora_lab.lora` (LoRA as PEFT defines
 it), :mod:`lora_lab.training` (one loop, pluggable objectives), :mod:`lora_lab.sweeps` (typed
 specs, executors, store), :mod:`lora_lab.findings` (one module per notebook),
-:mod:`lora_lab.analysis` and :mod:`lora_lab.plots` (shared by every finding).
+:mod:`lora_lab.analysis` and :mod:`lora_lab.plots` (shared by every finding),
+:mod:`lora_lab.own_runs` (the same reading of *your* sweeps: ``lora_lab.analyze(path)``).
 """
 
 from lora_lab._version import __version__
@@ -31,6 +32,7 @@ from lora_lab.model import (
     load_model,
     save_model,
 )
+from lora_lab.own_runs import analyze
 from lora_lab.records import read_records, record
 from lora_lab.threads import configure_threads
 from lora_lab.training import FullFT, load_base, train
@@ -53,6 +55,7 @@ __all__ = [
     "LoraConfig",
     "ModelConfig",
     "__version__",
+    "analyze",
     "build_model",
     "configure_threads",
     "count_lora_params",

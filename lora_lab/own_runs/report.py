@@ -16,17 +16,14 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
-matplotlib.use(os.environ.get("MPLBACKEND") or "Agg", force=False)
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from lora_lab.analysis import seed_mean  # noqa: E402
-from lora_lab.own_runs.analysis import Analysis  # noqa: E402
-from lora_lab.plots import line_styles, plot_lr_curves  # noqa: E402
-from lora_lab.tables import readable  # noqa: E402
+from lora_lab.analysis import seed_mean
+from lora_lab.own_runs.analysis import Analysis
+from lora_lab.plots import line_styles, plot_lr_curves
+from lora_lab.tables import readable
 
 POST_RATIO = 10.0  # "LoRA Without Regret": LoRA's best LR ~10x FullFT's (9.8 over 14 models)
 
@@ -105,7 +102,10 @@ def _png(fig) -> bytes:
 def optima_table(a: Analysis) -> pd.DataFrame:
     cols = ["label", "n_lrs", "seeds", "best_lr", "best_value", "opt_lr", "lr_lo", "lr_hi",
             "status"]  # fmt: skip
-    return readable(a.optima[cols], lr_columns=["lr_lo", "lr_hi"], digits=4)
+    out = readable(a.optima[cols], lr_columns=["lr_lo", "lr_hi"], digits=4)
+    out.loc[a.optima.lr_lo == 0, "lr_lo"] = "open (grid edge)"
+    out.loc[~np.isfinite(a.optima.lr_hi), "lr_hi"] = "open (grid edge)"
+    return out
 
 
 def ratio_table(a: Analysis) -> pd.DataFrame:
