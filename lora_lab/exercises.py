@@ -411,3 +411,68 @@ def reference_advantage_bits(correct, group_size):
     if p in (0.0, 1.0):
         return 0.0
     return group_size * -(p * math.log2(p) + (1 - p) * math.log2(1 - p))
+
+
+# ----------------------------------------------------------------------------- notebook 08
+def check_next_lrs(fn: Callable[[list, list], list], quiet: bool = False) -> bool:
+    """``fn(lrs, losses)``: the LRs to run next for one method, as lora_lab's search would
+    (6 LRs per decade, values rounded to 3 significant digits)."""
+    from lora_lab.sweeps.lr_search import LRSearch
+
+    cases = [
+        ([1e-4, 2.15e-4, 4.64e-4], [1.3, 1.2, 1.1]),  # best at the high edge
+        ([1e-4, 2.15e-4, 4.64e-4], [1.0, 1.2, 1.4]),  # best at the low edge
+        ([1e-4, 2.15e-4, 4.64e-4], [1.2, 1.0, 1.1]),  # inside, neighbours 2.15x away
+        ([1e-4, 1.47e-4, 2.15e-4], [1.2, 1.0, 1.1]),  # an optimum at 1.47x: nothing to run
+        ([3e-4], [1.0]),  # a single LR
+    ]
+
+    def check() -> str | None:
+        for lrs, losses in cases:
+            want = LRSearch().next_lrs(dict(zip(lrs, losses)))
+            got = _call(fn, list(lrs), list(losses))
+            if got is None or not all(isinstance(x, (int, float)) for x in got):
+                return f"Not yet: return a list of learning rates, got {got!r}."
+            if sorted(float(f"{x:.3g}") for x in got) != want:
+                return (f"Not yet: for lrs {lrs} and losses {losses} the search runs {want}, "
+                        f"you proposed {sorted(got)}. At an edge, go 2 lattice steps (2.15x) "
+                        "past it; inside, measure the missing neighbours at 1.47x; a single "
+                        "LR gets 2.15x on each side.")  # fmt: skip
+        return None
+
+    return _verdict(check, quiet)
+
+
+def check_ratio_interval(
+    fn: Callable[[float, float, float, float], tuple], quiet: bool = False
+) -> bool:
+    """``fn(lo_a, hi_a, lo_b, hi_b)``: the interval of the ratio a / b of two optima from
+    their location intervals (``lo = 0`` or ``hi = inf`` where a location is open)."""
+    cases = [(1e-3, 4e-3, 5e-4, 1e-3), (2e-3, math.inf, 1e-3, 2e-3), (1e-3, 2e-3, 0.0, 1e-3)]
+
+    def check() -> str | None:
+        for case in cases:
+            want = reference_ratio_interval(*case)
+            got = _call(fn, *case)
+            if not isinstance(got, (tuple, list)) or len(got) != 2:
+                return f"Not yet: return (lo, hi), got {got!r}."
+            if not all(math.isclose(g, w) or g == w for g, w in zip(got, want)):
+                return (f"Not yet: for a in [{case[0]}, {case[1]}] and b in [{case[2]}, "
+                        f"{case[3]}] the ratio lies in {want}, you gave {tuple(got)}. The "
+                        "smallest ratio pairs a's lowest with b's highest; an open end stays "
+                        "open.")  # fmt: skip
+        return None
+
+    return _verdict(check, quiet)
+
+
+def reference_next_lrs(lrs, losses):
+    from lora_lab.sweeps.lr_search import LRSearch
+
+    return LRSearch().next_lrs(dict(zip(lrs, losses)))
+
+
+def reference_ratio_interval(lo_a, hi_a, lo_b, hi_b):
+    lo = lo_a / hi_b if hi_b > 0 and math.isfinite(hi_b) else 0.0
+    hi = hi_a / lo_b if lo_b > 0 else math.inf
+    return (lo, hi)

@@ -134,8 +134,10 @@ def test_01_rank_capacity(executed):
 
 
 @pytest.mark.parametrize(
-    "stem", ["01_rank_capacity", "02_learning_rate", "03_batch_size", "04_layer_targeting"]
-)
+    "stem",
+    ["01_rank_capacity", "02_learning_rate", "03_batch_size", "04_layer_targeting",
+     "08_own_runs"],
+)  # fmt: skip
 def test_every_notebook_has_checked_exercises(executed, stem):
     rec = executed(stem)
     assert rec["exercise_checkers_ok"] is True
@@ -299,3 +301,18 @@ def test_05_rl(executed):
     assert rec["exercise_checkers_ok"] is True
     for name, (ratio, lo, hi) in rec["sft_contrast"]["ratios"].items():
         assert ratio > 0 and lo <= ratio <= hi, name
+
+
+def test_08_own_runs(executed):
+    rec = executed("08_own_runs")
+    # the package's own sweep through the CSV importer gives notebook 02's tables exactly
+    assert rec["round_trip_max_abs_diff"] == 0 and rec["round_trip_ratio_max_abs_diff"] == 0
+    # one seed, one LR per method: nothing located, nothing resolved, and what to run next
+    assert rec["no_robots_all_cannot_locate"] is True
+    assert set(rec["no_robots_gap_verdicts"].values()) == {"not resolved"}
+    assert rec["no_robots_next_runs"] > 0
+    # the planted edge is a bound; the search goes past it and locates both planted optima
+    assert "a bound, not an optimum" in rec["planted_edge_status"]
+    assert rec["planted_first_next"]["r=8"] > 2.15e-3
+    assert rec["planted_all_interior"] is True
+    assert all(rec["planted_truth_inside"].values())

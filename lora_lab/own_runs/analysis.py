@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,7 +21,7 @@ from lora_lab.analysis import lr_ratio, optimal_lr, pointwise_min_curves
 from lora_lab.findings.common import above_one, best_lrs, contrast, verdict_columns
 from lora_lab.own_runs.table import FULLFT_LABEL, RunTable, RunTableError
 from lora_lab.stats import seeds_for_margin, t_quantile
-from lora_lab.sweeps.lr_search import LRSearch
+from lora_lab.sweeps.lr_search import LRSearch, lattice_index, lattice_lr
 
 MIN_SEEDS = 3  # the package's minimum for an interval worth reading (t with 2 df)
 MIN_LRS = 3  # a best LR and a neighbour on each side
@@ -172,8 +173,8 @@ def _ratios(runs: pd.DataFrame, labels: list[str], reference: str, locatable: se
             best = runs.groupby("label").apply(_best_lr, include_groups=False)
             rows.append({"label": label, "ratio": best[label] / best[reference], "lo": 0.0,
                          "hi": math.inf, "seeds": int(runs.seed.nunique()), "interior": False,
-                         "verdict": f"cannot be located: fewer than {MIN_LRS} LRs "
-                                    "(ratio of best measured LRs)"})  # fmt: skip
+                         "verdict": f"cannot be located: fewer than {MIN_LRS} LRs; the point "
+                                    "is the ratio of best measured LRs"})  # fmt: skip
     return pd.DataFrame(rows, columns=["label", "ratio", "lo", "hi", "seeds", "interior",
                                        "verdict"])  # fmt: skip
 
@@ -233,8 +234,9 @@ def _seeds_needed(e, margin: float | None, kind: str) -> float:
 
 def _next_runs(runs: pd.DataFrame, optima: pd.DataFrame, search: LRSearch) -> pd.DataFrame:
     """Per method: the LRs the package's search would try next, every one at the method's
-    seeds (at least :data:`MIN_SEEDS`), and fresh seeds where the optimum's location is
-    not resolved. Empty for a method whose optimum is interior and located."""
+    seeds (at least :data:`MIN_SEEDS`); more seeds where there are fewer than that; and,
+    where an interior optimum's location interval reaches an end of the grid, the LR past
+    that end. Empty for a method whose optimum is interior and located."""
     rows = []
     for o in optima.itertuples():
         mine = runs[runs.label == o.label]
@@ -255,14 +257,27 @@ def _next_runs(runs: pd.DataFrame, optima: pd.DataFrame, search: LRSearch) -> pd
                 rows.append({"label": o.label, "lr": lr, "seeds": _seed_text(new),
                              "runs": len(new),
                              "why": f"{len(seeds)} seed(s): need {MIN_SEEDS} for an interval"})
-        elif o.interior and (o.lr_lo == 0 or not math.isfinite(o.lr_hi)):
-            new = list(range(max(seeds) + 1, max(seeds) + 1 + MIN_SEEDS))
-            for lr in _around_best(cells, o.best_lr):
-                rows.append({"label": o.label, "lr": lr, "seeds": _seed_text(new),
-                             "runs": len(new),
-                             "why": "location not resolved: fresh seeds at the best LR and its "
-                                    "neighbours"})  # fmt: skip
+        elif o.interior:
+            for lr, side in _open_ends(cells, o, search):
+                rows.append({"label": o.label, "lr": lr, "seeds": _seed_text(seeds),
+                             "runs": len(seeds),
+                             "why": f"location open at the {side} end: extend the grid "
+                                    "past it"})  # fmt: skip
     return pd.DataFrame(rows, columns=["label", "lr", "seeds", "runs", "why"])
+
+
+def _open_ends(cells: pd.Series, o: Any, search: LRSearch) -> list[tuple[float, str]]:
+    """Where an interior optimum's location interval reaches the end of the grid: the LR
+    ``extend_step`` lattice points past that end (the search's band rule), within bounds."""
+    lrs = np.sort(cells.index.to_numpy(float))
+    out = []
+    for open_, end, step, side in ((o.lr_lo == 0, lrs[0], -1, "low"),
+                                   (not math.isfinite(o.lr_hi), lrs[-1], 1, "high")):  # fmt: skip
+        k = lattice_index(end, search.per_decade) + step * search.extend_step
+        lr = lattice_lr(k, search.per_decade)
+        if open_ and search.lr_min <= lr <= search.lr_max:
+            out.append((lr, side))
+    return out
 
 
 def _around_best(cells: pd.Series, best: float) -> list[float]:

@@ -19,6 +19,27 @@ def no_robots_path() -> str:
     return str(data_dir() / "samples" / NO_ROBOTS)
 
 
+PLANTED_OPTIMA = {"full": 1e-3, "lora": 6e-3}
+PLANTED_LRS = {"full": [2.15e-4, 4.64e-4, 1e-3, 2.15e-3, 4.64e-3],
+               "lora": [2.15e-4, 4.64e-4, 1e-3, 2.15e-3]}  # fmt: skip
+_FLOORS = {"full": 1.80, "lora": 1.82}
+_LABELS = {"full": "FullFT", "lora": "r=8"}
+
+
+def planted_loss(
+    method: str, lr: float, run_seed: int, optima: dict[str, float], curvature: float = 0.15,
+    noise: float = 0.004, seed: int = 0,
+) -> float:  # fmt: skip
+    """One run of the planted sweep: floor + curvature * (log10(lr / optimum))^2 + a
+    per-seed offset shared by every method (so seeds pair) + the run's own noise. The same
+    (method, lr, run seed) always gives the same loss, so a sweep can be extended."""
+    offset = np.random.default_rng([seed, run_seed]).normal(0, 2 * noise)
+    k = int(round(np.log10(lr) * 1000))
+    own = np.random.default_rng([seed, run_seed, 1 + list(_FLOORS).index(method), k + 10**6])
+    return round(float(_FLOORS[method] + curvature * np.log10(lr / optima[method]) ** 2
+                       + offset + own.normal(0, noise)), 5)  # fmt: skip
+
+
 def planted_sweep(
     optima: dict[str, float] | None = None,
     lrs: dict[str, list[float]] | None = None,
@@ -27,26 +48,31 @@ def planted_sweep(
     noise: float = 0.004,
     seed: int = 0,
 ) -> tuple[pd.DataFrame, dict[str, float]]:
-    """A sweep table whose true best LRs are known: loss = floor + curvature * (log10(lr /
-    optimum))^2 + a per-seed offset shared by every method (seeds pair) + run noise.
+    """A sweep table whose true best LRs are known (see :func:`planted_loss`).
 
     The default plants LoRA r=8's optimum at 6e-3 but sweeps it only up to 2.15e-3, so its
     best measured LR sits on the grid's high edge (a bound, not an optimum); FullFT's 1e-3 is
-    inside its grid. Returns (the table in a user's column names, the planted optima)."""
-    optima = optima or {"full": 1e-3, "lora": 6e-3}
-    lrs = lrs or {
-        "full": [2.15e-4, 4.64e-4, 1e-3, 2.15e-3, 4.64e-3],
-        "lora": [2.15e-4, 4.64e-4, 1e-3, 2.15e-3],
-    }
-    floors = {"full": 1.80, "lora": 1.82}
-    rng = np.random.default_rng(seed)
-    offsets = {s: rng.normal(0, 2 * noise) for s in seeds}
-    rows = []
-    for method, grid in lrs.items():
-        for lr in grid:
-            for s in seeds:
-                loss = (floors[method] + curvature * np.log10(lr / optima[method]) ** 2
-                        + offsets[s] + rng.normal(0, noise))  # fmt: skip
-                rows.append({"method": method, "lora_r": 8 if method == "lora" else None,
-                             "learning_rate": lr, "run_seed": s, "eval_loss": round(loss, 5)})
-    return pd.DataFrame(rows), {("FullFT" if m == "full" else "r=8"): v for m, v in optima.items()}
+    inside its grid. Returns (the table in a user's column names, the planted optima by
+    label)."""
+    optima = optima or PLANTED_OPTIMA
+    lrs = lrs or PLANTED_LRS
+    rows = [_row(m, lr, s, optima, curvature, noise, seed)
+            for m, grid in lrs.items() for lr in grid for s in seeds]  # fmt: skip
+    return pd.DataFrame(rows), {_LABELS[m]: v for m, v in optima.items()}
+
+
+def run_next(next_runs: pd.DataFrame, optima: dict[str, float] | None = None,
+             **kwargs: float) -> pd.DataFrame:  # fmt: skip
+    """"Run" what an analysis proposes (its ``next_runs`` table) on the planted sweep:
+    the new rows, in the same column names as :func:`planted_sweep`'s."""
+    methods = {v: k for k, v in _LABELS.items()}
+    rows = [_row(methods[r.label], r.lr, int(s), optima or PLANTED_OPTIMA, **kwargs)
+            for r in next_runs.itertuples() for s in str(r.seeds).split(", ")]  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _row(method: str, lr: float, run_seed: int, optima: dict[str, float], curvature=0.15,
+         noise=0.004, seed=0) -> dict:  # fmt: skip
+    return {"method": method, "lora_r": 8 if method == "lora" else None, "learning_rate": lr,
+            "run_seed": run_seed,
+            "eval_loss": planted_loss(method, lr, run_seed, optima, curvature, noise, seed)}
