@@ -13,6 +13,7 @@ from lora_lab._version import __version__
 from lora_lab.findings import EXPERIMENTS, get_experiment, summary_markdown, write_summary
 from lora_lab.lora import LoraConfig
 from lora_lab.model import PRESETS, build_model, count_parameters, read_model_metadata
+from lora_lab.own_runs import analyze, write_report
 from lora_lab.own_runs.importers import FORMATS
 from lora_lab.paths import base_path, results_root, work_dir
 from lora_lab.reproduce import reproduce
@@ -195,8 +196,6 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     """Read a user's runs, analyse them as the notebooks do, write the report."""
-    from lora_lab.own_runs import analyze, write_report
-
     mapping = dict(_mapping(m) for m in args.map)
     print(f"reading {len(args.paths)} source(s) ...", file=sys.stderr)
     result = analyze(args.paths, fmt=args.format, metric=args.metric,

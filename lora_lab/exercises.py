@@ -11,6 +11,7 @@ import torch
 
 from lora_lab.analysis import optimum_from_curve
 from lora_lab.lora import LoRALinear
+from lora_lab.sweeps.lr_search import LRSearch
 
 
 def check_lora_forward(
@@ -417,8 +418,6 @@ def reference_advantage_bits(correct, group_size):
 def check_next_lrs(fn: Callable[[list, list], list], quiet: bool = False) -> bool:
     """``fn(lrs, losses)``: the LRs to run next for one method, as lora_lab's search would
     (6 LRs per decade, values rounded to 3 significant digits)."""
-    from lora_lab.sweeps.lr_search import LRSearch
-
     cases = [
         ([1e-4, 2.15e-4, 4.64e-4], [1.3, 1.2, 1.1]),  # best at the high edge
         ([1e-4, 2.15e-4, 4.64e-4], [1.0, 1.2, 1.4]),  # best at the low edge
@@ -467,8 +466,6 @@ def check_ratio_interval(
 
 
 def reference_next_lrs(lrs, losses):
-    from lora_lab.sweeps.lr_search import LRSearch
-
     return LRSearch().next_lrs(dict(zip(lrs, losses)))
 
 

@@ -17,10 +17,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+import lora_lab.own_runs.report as report
 from lora_lab.analysis import lr_ratio, optimal_lr, pointwise_min_curves
 from lora_lab.findings.common import above_one, best_lrs, contrast, verdict_columns
 from lora_lab.own_runs.table import FULLFT_LABEL, RunTable, RunTableError
-from lora_lab.stats import seeds_for_margin, t_quantile
+from lora_lab.stats import Estimate, seeds_for_margin, t_quantile
 from lora_lab.sweeps.lr_search import LRSearch, lattice_index, lattice_lr
 
 MIN_SEEDS = 3  # the package's minimum for an interval worth reading (t with 2 df)
@@ -54,14 +55,10 @@ class Analysis:
         return str(self.optima.set_index("label").status[label])
 
     def to_markdown(self) -> str:
-        from lora_lab.own_runs.report import markdown_report
-
-        return markdown_report(self)
+        return report.markdown_report(self)
 
     def to_html(self) -> str:
-        from lora_lab.own_runs.report import html_report
-
-        return html_report(self)
+        return report.html_report(self)
 
 
 def analyze_table(
@@ -181,8 +178,6 @@ def _ratios(runs: pd.DataFrame, labels: list[str], reference: str, locatable: se
 
 def above_one_words(lo: float, hi: float, seeds: int) -> str:
     """ "above 1" / "below 1" where the whole 95 % interval is; else not resolved."""
-    from lora_lab.stats import Estimate
-
     word = above_one(Estimate(math.nan, lo, hi, seeds, ""))
     return "not resolved from 1" if word == "not resolved" else word
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lora_lab.analysis import load_curves, load_runs
 from lora_lab.own_runs.table import RunTable, RunTableError, tidy
 
 FORMATS = ("auto", "csv", "jsonl", "wandb", "trainer", "lora_lab")
@@ -252,8 +253,6 @@ def _read_trainer(root: Path, metric: str, pattern: str | None, notes: list[str]
 def _read_lora_lab(folder: Path, metric: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """A lora_lab results folder: runs (final metric) and curves, labelled as the notebooks
     label them; spec fields that vary in the folder (batch size, base, ...) join the label."""
-    from lora_lab.analysis import load_curves, load_runs
-
     runs = load_runs(folder)
     column = "final_loss" if metric == "eval_loss" else metric
     if column not in runs:

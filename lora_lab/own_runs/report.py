@@ -15,15 +15,19 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from lora_lab._version import __version__
 from lora_lab.analysis import seed_mean
-from lora_lab.own_runs.analysis import Analysis
 from lora_lab.plots import line_styles, plot_lr_curves
 from lora_lab.tables import readable
+
+if TYPE_CHECKING:  # the analysis renders itself through this module
+    from lora_lab.own_runs.analysis import Analysis
 
 POST_RATIO = 10.0  # "LoRA Without Regret": LoRA's best LR ~10x FullFT's (9.8 over 14 models)
 
@@ -227,7 +231,7 @@ def html_report(a: Analysis) -> str:
 {'<h2>Curves</h2>' + img('curves') if figs.get('curves') is not None else ''}
 <h2>What to run next</h2>{nxt}
 <p class="how">{esc(READING)}</p>
-<p class="foot">lora_lab {esc(_version())} · <code>lora-lab analyze</code></p>"""
+<p class="foot">lora_lab {esc(__version__)} · <code>lora-lab analyze</code></p>"""
     for fig in figs.values():
         if fig is not None:
             plt.close(fig)
@@ -239,12 +243,6 @@ def html_report(a: Analysis) -> str:
     return (f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>lora_lab "
             f"analysis: {esc(t.source)}</title><style>{style}</style></head><body>{body}"
             "</body></html>\n")  # fmt: skip
-
-
-def _version() -> str:
-    from lora_lab._version import __version__
-
-    return __version__
 
 
 def write_report(a: Analysis, out: str | Path) -> Path:
