@@ -162,6 +162,17 @@ def test_margin_gives_equivalence_and_seeds_needed():
     t = read_runs(FIX / "sweep.csv", mapping=MAP)
     wide = analyze(t, margin=1.0)
     assert wide.gaps.verdict.iloc[0].startswith(("equivalent", "r=8"))
+    # the same U-curve for both methods under noise: the gap is not resolved within a margin
+    # below the seed spread, and the next runs are fresh seeds at both best LRs
+    rng = np.random.default_rng(0)
+    lrs = [4.64e-4, 6.81e-4, 1e-3, 1.47e-3, 2.15e-3]
+    same = pd.DataFrame([{"method": m, "rank": 8 if m == "lora" else None, "lr": lr, "seed": s,
+                          "loss": 1 + 0.3 * np.log10(lr / 1e-3) ** 2 + rng.normal(0, 0.02)}
+                         for m in ("full", "lora") for lr in lrs for s in (0, 1, 2)])  # fmt: skip
+    tight = analyze(tidy(same), margin=0.005)
+    assert tight.gaps.verdict.iloc[0] == "not resolved"
+    seeds = tight.next_runs[tight.next_runs.why.str.contains("seeds would resolve")]
+    assert set(seeds.label) == {"FullFT", "r=8"} and (seeds.runs > 0).all()
     with pytest.raises(RunTableError, match="margin"):
         analyze(t, margin=-1)
     with pytest.raises(RunTableError, match="reference 'nope'.*FullFT, r=8"):

@@ -84,7 +84,9 @@ def analyze_table(
     at_edge = {o.label for o in optima.itertuples() if isinstance(o.edge, str) and o.edge}
     ratios = _ratios(runs, labels, reference, locatable, at_edge)
     gaps = _gaps(table, labels, reference, margin, optima)
-    next_runs = _next_runs(runs, optima, search)
+    next_runs = pd.concat([_next_runs(runs, optima, search),
+                           _seed_runs(runs, optima, gaps, reference, margin)],
+                          ignore_index=True)  # fmt: skip
     curves = _best_curves(table)
     notes = list(table.notes)
     if runs.seed.nunique() < 2:
@@ -259,6 +261,31 @@ def _next_runs(runs: pd.DataFrame, optima: pd.DataFrame, search: LRSearch) -> pd
                              "why": f"location open at the {side} end: extend the grid "
                                     "past it"})  # fmt: skip
     return pd.DataFrame(rows, columns=["label", "lr", "seeds", "runs", "why"])
+
+
+def _seed_runs(runs: pd.DataFrame, optima: pd.DataFrame, gaps: pd.DataFrame, reference: str,
+               margin: float | None) -> pd.DataFrame:  # fmt: skip
+    """Fresh seeds at both sides' best LRs where a gap is not resolved within the margin:
+    as many as :func:`lora_lab.stats.seeds_for_margin` says the spread seen would need."""
+    cols = ["label", "lr", "seeds", "runs", "why"]
+    if margin is None or gaps.empty:
+        return pd.DataFrame(columns=cols)
+    need: dict[str, int] = {}
+    for g in gaps.itertuples():
+        if math.isfinite(g.seeds_for_margin):
+            for label in (g.label, reference):
+                need[label] = max(need.get(label, 0), int(g.seeds_for_margin))
+    best = optima.set_index("label").best_lr
+    rows = []
+    for label, n in need.items():
+        have = sorted(runs[(runs.label == label) & (runs.lr == best[label])].seed.unique())
+        if n <= len(have):
+            continue
+        new = list(range(max(have) + 1, max(have) + 1 + n - len(have)))
+        rows.append({"label": label, "lr": float(best[label]), "seeds": _seed_text(new),
+                     "runs": len(new), "why": f"a gap not resolved within ±{margin:g}: ~{n} "
+                     "seeds would resolve it at the spread seen"})  # fmt: skip
+    return pd.DataFrame(rows, columns=cols)
 
 
 def _open_ends(cells: pd.Series, o: Any, search: LRSearch) -> list[tuple[float, str]]:

@@ -27,7 +27,7 @@ class AnalysisPanel:
         self.source = w.Dropdown(options=list(self.tables), description="runs")
         self.upload = w.FileUpload(accept=".csv", multiple=False, description="your CSV")
         self.metric = w.Text(value="eval_loss", description="metric")
-        self.margin = w.FloatLogSlider(value=0.02, base=10, min=-3, max=0, step=0.25,
+        self.margin = w.FloatLogSlider(value=0.02, base=10, min=-3, max=0, step=0.05,
                                        description="margin", readout_format=".3g")  # fmt: skip
         self.button = w.Button(description="Run analysis", button_style="primary", icon="play")
         self.out = w.Output()
