@@ -196,7 +196,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     """Read a user's runs, analyse them as the notebooks do, write the report."""
-    mapping = dict(_mapping(m) for m in args.map)
+    mapping = dict(_mapping(m) for m in args.map or [])
     print(f"reading {len(args.paths)} source(s) ...", file=sys.stderr)
     result = analyze(args.paths, fmt=args.format, metric=args.metric,
                      higher_is_better=args.higher_better, mapping=mapping,
@@ -352,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "loss or metric, whichever exists)")  # fmt: skip
     an.add_argument("--higher-better", action="store_true",
                     help="the metric is higher-is-better (accuracy, reward)")
-    an.add_argument("--map", action="append", default=[], metavar="OURS=THEIRS",
+    an.add_argument("--map", action="append", default=None, metavar="OURS=THEIRS",
                     help="read our column OURS (method, rank, target_modules, alpha, lr, seed, "
                     "label, step, diverged) from the file's THEIRS; repeatable")  # fmt: skip
     an.add_argument("--pattern", default=None,

@@ -229,8 +229,9 @@ def _click_every_run_button(page, notebook: str) -> None:
             timeout=PANEL_TIMEOUT_S * 1000,
             polling=1000,
         )
-        errors = panel.locator(".jp-OutputArea-output[data-mime-type*='stderr']").count()
-        assert errors == 0, f"{notebook}: panel {i} printed an error"
+        errors = panel.locator(".jp-OutputArea-output[data-mime-type*='stderr']")
+        texts = [errors.nth(j).inner_text()[:1500] for j in range(errors.count())]
+        assert not texts, f"{notebook}: panel {i} printed an error:\n" + "\n---\n".join(texts)
 
 
 def test_html_report_renders_maths_offline_and_shows_panels_statically(browser, tmp_path):
