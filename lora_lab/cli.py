@@ -163,9 +163,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_list(args: argparse.Namespace) -> int:
     for name, exp in EXPERIMENTS.items():
         done = len(ResultStore(results_dir(name)).done_keys())
+        ci = f"ci {len(exp.specs('ci'))} runs" if "ci" in exp.grids else "no ci grid"
         print(
             f"{name:<12} {exp.base:<10} {exp.task:<9} full {done}/{len(exp.specs('full'))} done, "
-            f"ci {len(exp.specs('ci'))} runs  {exp.description}"
+            f"{ci}  {exp.description}"
         )
     return 0
 

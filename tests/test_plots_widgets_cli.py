@@ -260,3 +260,13 @@ def test_readable_tables_keep_learning_rates_visible():
     assert df.lr[0] == 4.64e-4  # the input is untouched
     assert is_lr_column("lr_at_smallest") and not is_lr_column("slope_per_doubling")
     assert readable(df.set_index("label").loss, digits=1).iloc[0] == 2.1
+
+
+def test_experiments_command_lists_every_experiment_even_without_a_ci_grid(capsys):
+    from lora_lab.cli import main
+    from lora_lab.findings import EXPERIMENTS
+
+    assert main(["experiments"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in EXPERIMENTS)
+    assert "no ci grid" in out  # the *_confirm sweeps have only a full grid

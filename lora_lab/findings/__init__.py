@@ -10,13 +10,23 @@ import textwrap
 from pathlib import Path
 from types import ModuleType
 
-from lora_lab.findings import batch_size, capacity, compute, demo, learning_rate, rl, targeting
+from lora_lab.findings import (
+    batch_size,
+    capacity,
+    compute,
+    demo,
+    learning_rate,
+    lr_ratio,
+    rl,
+    targeting,
+)
 from lora_lab.sweeps.experiment import Experiment
 
 FINDINGS: tuple[ModuleType, ...] = (
     demo,
     capacity,
     learning_rate,
+    lr_ratio,
     batch_size,
     targeting,
     rl,
