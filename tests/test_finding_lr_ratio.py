@@ -31,3 +31,29 @@ def test_moving_lr_a_instead_of_lr_b_breaks_the_invariance(setup):
     a = lora_curve(base, data, 4, Parametrization(32.0, 2e-3, 2e-3), steps=20)
     b = lora_curve(base, data, 4, Parametrization(128.0, 2e-3 / 4, 2e-3), steps=20)
     assert np.abs(a - b).max() > 1e-3
+
+
+def test_rslora_at_alpha_32_is_alpha_128_at_rank_16(setup):
+    """rsLoRA scales by alpha / sqrt(r): at r = 16 and alpha = 32 that is 8, standard LoRA's
+    scaling at alpha = 128; the curves are the same run (so lr_alpha's alpha = 128 answers
+    for rsLoRA at alpha = 32). At r = 1 rsLoRA is standard LoRA."""
+    from lora_lab.lora import LoraConfig
+
+    assert (
+        LoraConfig(r=16, lora_alpha=32, use_rslora=True).scaling()
+        == LoraConfig(r=16, lora_alpha=128).scaling()
+    )
+    assert (
+        LoraConfig(r=1, lora_alpha=32, use_rslora=True).scaling()
+        == LoraConfig(r=1, lora_alpha=32).scaling()
+    )
+
+
+def test_lr_length_reads_short_budgets_off_the_same_design_as_lr_rule():
+    from lora_lab.findings.learning_rate import LR_RULE
+    from lora_lab.findings.lr_ratio import LR_LENGTH
+
+    a, b = LR_LENGTH.specs("full")[0], LR_RULE.specs("full")[0]
+    same = ("base", "task", "task_kwargs", "batch_size", "eval_limit", "schedule", "warmup_steps")
+    assert all(getattr(a, f) == getattr(b, f) for f in same)
+    assert set(LR_LENGTH.lr_search.budgets) == {None, 32}

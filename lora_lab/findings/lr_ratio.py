@@ -151,4 +151,27 @@ LR_WARMUP = Experiment(
     lr_search=LRSearch(),
 )  # fmt: skip
 
-EXPERIMENTS = (LR_ALPHA, LR_WARMUP)
+# Run length: with a constant LR and the same batches, the loss at step 32 of any run is the
+# final loss of a 32-step run. rank_curves (lr_rule's design at 1,000 steps, evaluated 6 times
+# per decade) already locates FullFT's, r=1's and r=16's optima at 316 and 1,000 steps; at 32
+# steps FullFT's best sits on its grid's low edge and r=1's on its high edge. Short runs of
+# 100 steps, searched at 32 and 100 steps, locate the short budgets for a few minutes of CPU.
+LENGTH_BUDGETS = (32, 100, 316, 1000)
+LR_LENGTH = Experiment(
+    name="lr_length",
+    description="optimal LR of FullFT, LoRA r=1 and r=16 at 32 and 100 steps (100-step runs "
+    "of lr_rule's design; rank_curves has 316 and 1,000), 3 seeds, LR searched to 1.47x at both",
+    base=LR_RULE.base, task=LR_RULE.task, task_kwargs=LR_RULE.task_kwargs,
+    defaults={**LR_RULE.defaults, "steps": 100, "evals_per_decade": 6},
+    grids={
+        "full": [spec for seed in RATIO_SEEDS
+                 for spec in grid(method="full", lr=lr_grid(1e-4, 1e-3), seed=seed)
+                 + grid(method="lora", r=[1, 16], target_modules="all",
+                        lr=lr_grid(1e-3, 1e-2), seed=seed)],
+        "ci": grid(method=["full", "lora"], r=1, target_modules="all", lr=1e-3, seed=0,
+                   steps=10, evals_per_decade=2),
+    },
+    lr_search=LRSearch(budgets=(None, 32)),
+)  # fmt: skip
+
+EXPERIMENTS = (LR_ALPHA, LR_WARMUP, LR_LENGTH)
