@@ -26,9 +26,9 @@ from lora_lab.findings.common import (
     interior_text,
     lr_ratio,
     ratio_text,
-    seed_lr_matrix,
     untestable,
     verdict_columns,
+    vertex_slope,
 )
 from lora_lab.plots import line_styles, set_style
 from lora_lab.stats import (
@@ -36,7 +36,6 @@ from lora_lab.stats import (
     interval_text,
     jackknife,
     paired_values,
-    parabola_vertex,
     verdict,
 )
 from lora_lab.sweeps.experiment import Experiment, grid, method_grid, results_dir
@@ -322,18 +321,8 @@ def gap_trend(
 
 
 def _exponent(runs: pd.DataFrame, seeds: np.ndarray) -> float:
-    """Slope of log(optimal LR) on log(batch) through the seed-mean parabola vertices;
-    NaN if any batch's optimum is on an edge of what was measured (a bound)."""
-    batches = np.sort(runs.batch_size.unique())
-    logs = []
-    for b in batches:
-        lrs, m = seed_lr_matrix(runs, {"batch_size": b}, "final_loss", seeds)
-        mean = np.where(np.isfinite(m).all(0), m.mean(0), np.inf)
-        i = int(np.argmin(mean))
-        if i in (0, len(lrs) - 1):
-            return math.nan
-        logs.append(math.log(parabola_vertex(lrs, mean)))
-    return float(np.polyfit(np.log(batches.astype(float)), logs, 1)[0])
+    """Slope of log(optimal LR) on log(batch); NaN if an optimum is a bound."""
+    return vertex_slope(runs, "batch_size", seeds)
 
 
 def lr_scaling(runs: pd.DataFrame) -> pd.DataFrame:

@@ -26,9 +26,11 @@ from lora_lab.stats import (
     Verdict,
     best_combination,
     best_gap,
+    jackknife,
     lattice_steps,
     optimum_location,
     optimum_ratio,
+    parabola_vertex,
     verdict,
 )
 from lora_lab.sweeps.lr_search import interior_optima
@@ -191,6 +193,42 @@ def above_one(e: Estimate) -> str:
     if e.hi < 1:
         return "below 1"
     return "not resolved"
+
+
+# ----------------------------------------------------------------------------- power laws
+
+
+def vertex_slope(runs: pd.DataFrame, x: str, seeds: np.ndarray,
+                 metric: str = "final_loss") -> float:  # fmt: skip
+    """Slope of log(optimal LR) on log(``x``) (batch size, alpha, width, steps) through the
+    seed-mean parabola vertices of ``seeds``; NaN if any optimum sits on an edge of what was
+    measured (a bound, not an optimum)."""
+    values = np.sort(runs[x].unique())
+    logs = []
+    for v in values:
+        lrs, m = seed_lr_matrix(runs, {x: v}, metric, seeds)
+        mean = np.where(np.isfinite(m).all(0), m.mean(0), np.inf)
+        i = int(np.argmin(mean))
+        if i in (0, len(lrs) - 1):
+            return math.nan
+        logs.append(math.log(parabola_vertex(lrs, mean)))
+    return float(np.polyfit(np.log(values.astype(float)), logs, 1)[0])
+
+
+def optimum_slope(runs: pd.DataFrame, x: str, metric: str = "final_loss",
+                  minus: pd.DataFrame | None = None) -> Estimate:  # fmt: skip
+    """LR_opt ∝ ``x``^p: the slope p with a 95 % jackknife t interval over seeds (each seed
+    left out in turn). With ``minus`` (another condition's runs over the same ``x``), the
+    slope of the *ratio* of the two optima, seeds left out together (paired)."""
+    seeds = np.sort(runs.seed.unique() if minus is None
+                    else np.intersect1d(runs.seed.unique(), minus.seed.unique()))  # fmt: skip
+
+    def slope(keep: np.ndarray) -> float:
+        own = vertex_slope(runs, x, keep, metric)
+        return own if minus is None else own - vertex_slope(minus, x, keep, metric)
+
+    loo = [slope(np.delete(seeds, i)) for i in range(len(seeds))]
+    return jackknife(slope(seeds), np.array(loo))
 
 
 # ----------------------------------------------------------------------------- panels
