@@ -11,15 +11,21 @@ LR then moves as alpha^-p with 0 < p < 1. :func:`invariance_curves` shows both.
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
 
+from lora_lab.analysis import load_curves, load_runs
+from lora_lab.findings.common import best_lrs, lr_ratio, optimum_slope
 from lora_lab.findings.learning_rate import LR_RULE
 from lora_lab.lora import LoraConfig, inject_lora, lora_layers
-from lora_lab.sweeps.experiment import Experiment, grid, lr_grid
+from lora_lab.model import PRESETS
+from lora_lab.stats import Estimate
+from lora_lab.sweeps.experiment import Experiment, grid, lr_grid, results_dir
 from lora_lab.sweeps.lr_search import LRSearch
 from lora_lab.tasks.base import SFTDataset
 from lora_lab.training.evaluation import masked_nll
@@ -175,3 +181,155 @@ LR_LENGTH = Experiment(
 )  # fmt: skip
 
 EXPERIMENTS = (LR_ALPHA, LR_WARMUP, LR_LENGTH)
+
+
+# ----------------------------------------------------------------------------- analysis
+# The post's numbers and the formulas notebook 07 tests (Schulman et al. 2025; Tinker
+# cookbook's first get_lora_lr_over_full_finetune_lr, hidden / (2 alpha), replaced by a
+# constant 10 in Nov 2025).
+POST_RATIO = 10.0
+RATIO_LABELS = ("FullFT", "r=1", "r=16")  # the conditions every factor is measured on
+
+
+def _runs(name: str, results: Any = None) -> pd.DataFrame | None:
+    folder = results_dir(name, root=results)
+    return load_runs(folder) if folder.is_dir() and any(folder.glob("*.json")) else None
+
+
+def alpha_runs(results: Any = None) -> pd.DataFrame:
+    """lr_rule's FullFT, r=1 and r=16 (alpha 32) with lr_alpha's other alphas: one design,
+    seeds paired. ``lora_alpha`` is NaN for FullFT."""
+    base = load_runs(results_dir(LR_RULE.name, root=results))
+    base = base[base.label.isin(RATIO_LABELS)]
+    extra = _runs(LR_ALPHA.name, results)
+    runs = base if extra is None else pd.concat([base, extra], ignore_index=True)
+    runs.loc[runs.method == "full", "lora_alpha"] = np.nan
+    return runs.reset_index(drop=True)
+
+
+def alpha_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per rank and alpha: the optimum with its location interval and the ratio to FullFT's
+    (95 %, both locations carried), beside what hidden / (2 alpha) predicts at tiny's width."""
+    lora = runs[runs.method == "lora"]
+    optima = best_lrs(lora, ["r", "lora_alpha"])
+    d = PRESETS[LR_RULE.base].d_model
+    rows = []
+    for o in optima.itertuples():
+        cond = {"method": "lora", "r": o.r, "lora_alpha": o.lora_alpha}
+        ratio = lr_ratio(runs, cond, {"label": "FullFT"})
+        rows.append({"rank": int(o.r), "alpha": float(o.lora_alpha), "opt_lr": o.opt_lr,
+                     "lr_lo": o.lr_lo, "lr_hi": o.lr_hi, "interior": o.interior,
+                     "ratio": ratio.value, "lo": ratio.lo, "hi": ratio.hi,
+                     "hidden_over_2alpha": d / (2 * o.lora_alpha)})  # fmt: skip
+    return pd.DataFrame(rows).sort_values(["rank", "alpha"]).reset_index(drop=True)
+
+
+def alpha_exponents(runs: pd.DataFrame) -> pd.DataFrame:
+    """LR_opt ∝ alpha^s per rank (the ratio's exponent too: FullFT does not see alpha), with
+    a jackknife interval; read against the invariance argument's -1 < s < 0 and against
+    hidden / (2 alpha), which says s = -1."""
+    rows = []
+    for rank, sub in runs[runs.method == "lora"].groupby("r"):
+        e = optimum_slope(sub, "lora_alpha")
+        if not e.resolved:
+            word = "not resolved"
+        elif e.lo > -1 and e.hi < 0:
+            word = "between -1 and 0, as the invariance argument predicts"
+        elif e.hi < -1 or e.lo > 0:
+            word = "outside -1 .. 0: the invariance argument fails"
+        else:
+            word = "not resolved against -1 .. 0"
+        rows.append({"rank": int(rank), "exponent": e.value, "lo": e.lo, "hi": e.hi,
+                     "seeds": e.n, "invariance": word,
+                     "hidden_over_2alpha": "excluded (it needs -1)" if e.resolved and (
+                         e.hi < -1 or e.lo > -1) else "not excluded"})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def budget_runs(results: Any = None) -> pd.DataFrame:
+    """FullFT, r=1 and r=16 read at 32, 100, 316 and 1,000 steps as if each budget were the
+    whole run (constant LR, same batches): 32 and 100 from lr_length's 100-step runs, 316
+    and 1,000 from rank_curves' 1,000-step runs. One row per (budget, label, lr, seed), with
+    ``final_loss`` the loss at that step (``diverged`` if it was not finite)."""
+    sources = {LR_LENGTH.name: (32, 100), "rank_curves": (316, 1000)}
+    frames = []
+    for name, budgets in sources.items():
+        folder = results_dir(name, root=results)
+        if not (folder.is_dir() and any(folder.glob("*.json"))):
+            continue
+        c = load_curves(folder)
+        c = c[c.label.isin(RATIO_LABELS) & c.step.isin(budgets)]
+        frames.append(pd.DataFrame({"steps": c.step.astype(int), "label": c.label, "lr": c.lr,
+                                    "seed": c.seed, "final_loss": c.eval_loss,
+                                    "diverged": ~np.isfinite(c.eval_loss.astype(float)),
+                                    "source": name}))  # fmt: skip
+    if not frames:
+        raise FileNotFoundError("neither lr_length nor rank_curves records are shipped")
+    return pd.concat(frames, ignore_index=True)
+
+
+def length_table(bruns: pd.DataFrame) -> pd.DataFrame:
+    """Per budget: each method's optimum (location interval, interior at 1.47x) and each
+    LoRA rank's ratio to FullFT at that budget (95 %, both locations carried)."""
+    optima = best_lrs(bruns, ["steps", "label"]).set_index(["steps", "label"])
+    rows = []
+    for steps, at in bruns.groupby("steps"):
+        for label in ("r=1", "r=16"):
+            r = lr_ratio(at, {"label": label}, {"label": "FullFT"})
+            o, f = optima.loc[(steps, label)], optima.loc[(steps, "FullFT")]
+            rows.append({"steps": int(steps), "label": label, "opt_lr": o.opt_lr,
+                         "fullft_opt_lr": f.opt_lr, "ratio": r.value, "lo": r.lo, "hi": r.hi,
+                         "interior": bool(o.interior and f.interior)})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def length_exponents(bruns: pd.DataFrame) -> pd.DataFrame:
+    """How the ratio moves with run length: ratio ∝ steps^s per rank (LoRA's slope minus
+    FullFT's, seeds paired), and FullFT's own optimum's slope."""
+    full = bruns[bruns.label == "FullFT"]
+    rows = [{"label": "FullFT (its own optimum)", **_estimate(optimum_slope(full, "steps"))}]
+    for label in ("r=1", "r=16"):
+        e = optimum_slope(bruns[bruns.label == label], "steps", minus=full)
+        rows.append({"label": f"{label} / FullFT (ratio)", **_estimate(e)})
+    return pd.DataFrame(rows)
+
+
+def _estimate(e: Estimate) -> dict[str, float]:
+    return {"exponent": e.value, "lo": e.lo, "hi": e.hi, "seeds": e.n}
+
+
+def budget_consistency(results: Any = None) -> float:
+    """Largest |loss difference| at one step between a 100-step lr_length run and the
+    1,000-step rank_curves run with the same method, LR and seed: 0 (to float precision)
+    if reading a budget off a longer constant-LR run is the same as stopping there."""
+    short = _curves(LR_LENGTH.name, results)
+    long_ = _curves("rank_curves", results)
+    if short is None or long_ is None:
+        return math.nan
+    keys = ["label", "lr", "seed", "step"]
+    both = short[keys + ["eval_loss"]].merge(long_[keys + ["eval_loss"]], on=keys)
+    both = both[(both.step > 0) & np.isfinite(both.eval_loss_x) & np.isfinite(both.eval_loss_y)]
+    return float((both.eval_loss_x - both.eval_loss_y).abs().max()) if len(both) else math.nan
+
+
+def _curves(name: str, results: Any) -> pd.DataFrame | None:
+    folder = results_dir(name, root=results)
+    return load_curves(folder) if folder.is_dir() and any(folder.glob("*.json")) else None
+
+
+def warmup_table(results: Any = None) -> pd.DataFrame:
+    """FullFT's and r=16's optima without warmup (lr_rule) and with linear warmup over the
+    first 10 % (lr_warmup), and the r=16 / FullFT ratio in each schedule."""
+    plain = load_runs(results_dir(LR_RULE.name, root=results))
+    warm = _runs(LR_WARMUP.name, results)
+    if warm is None:
+        raise FileNotFoundError("lr_warmup records are not shipped")
+    rows = []
+    for name, runs in (("constant", plain), ("warmup 10 %", warm)):
+        runs = runs[runs.label.isin(("FullFT", "r=16"))]
+        optima = best_lrs(runs, ["label"]).set_index("label")
+        r = lr_ratio(runs, {"label": "r=16"}, {"label": "FullFT"})
+        rows.append({"schedule": name, "fullft_opt_lr": optima.opt_lr["FullFT"],
+                     "r16_opt_lr": optima.opt_lr["r=16"], "ratio": r.value, "lo": r.lo,
+                     "hi": r.hi, "interior": bool(optima.interior.all())})  # fmt: skip
+    return pd.DataFrame(rows)
