@@ -30,6 +30,8 @@ from lora_lab.sweeps.lr_search import LRSearch
 from lora_lab.tasks.base import SFTDataset
 from lora_lab.training.evaluation import masked_nll
 from lora_lab.training.optim import ADAM_BETAS
+from lora_lab.training.sft import RunResult, train
+from lora_lab.widgets import WIDE, LivePanel
 
 # Adam's eps in the eps -> 0 limit the argument needs: far below any gradient's scale (so it
 # changes no float32 result), yet non-zero, so A's first update (its gradient is exactly 0
@@ -333,3 +335,80 @@ def warmup_table(results: Any = None) -> pd.DataFrame:
                      "r16_opt_lr": optima.opt_lr["r=16"], "ratio": r.value, "lo": r.lo,
                      "hi": r.hi, "interior": bool(optima.interior.all())})  # fmt: skip
     return pd.DataFrame(rows)
+
+
+# ----------------------------------------------------------------------------- panel
+PANEL_MULTIPLES = (1 / 2.15, 1.0, 2.15)  # the U-curve's three LRs around the sweep's optimum
+
+
+def nearest_optimum(table: pd.DataFrame, rank: int, alpha: float) -> float:
+    """The measured optimum of the sweep condition nearest to (``rank``, ``alpha``) in
+    log(alpha): what the panel centres its three LRs on."""
+    sub = table[table["rank"] == rank]
+    if sub.empty:
+        raise ValueError(f"no sweep condition with rank {rank}; ranks: {sorted(table['rank'])}")
+    i = int(np.argmin(np.abs(np.log(sub.alpha.to_numpy(float)) - math.log(alpha))))
+    return float(sub.opt_lr.iloc[i])
+
+
+class RatioPanel(LivePanel):
+    """Choose a rank, an alpha and a number of steps; **Run** trains a short U-curve of three
+    LRs (the nearest sweep condition's optimum, and 2.15x either side) live, one point per
+    finished run, over the sweep's U-curve for that condition."""
+
+    def __init__(self, base: Any, data: Any, eval_data: Any, table: pd.DataFrame,
+                 sweep: pd.DataFrame | None = None, steps: int = 30,
+                 eval_limit: int | None = 256) -> None:  # fmt: skip
+        import ipywidgets as w
+
+        self.base, self.data, self.eval_data = base, data, eval_data
+        self.table, self.sweep, self.eval_limit = table, sweep, eval_limit
+        self.rank = w.Dropdown(options=sorted(table["rank"].unique()), value=16,
+                               description="rank", style=WIDE)  # fmt: skip
+        self.alpha = w.Dropdown(options=[4.0, 8.0, 16.0, 32.0, 64.0, 128.0], value=32.0,
+                                description="lora_alpha", style=WIDE)  # fmt: skip
+        self.steps = w.IntSlider(value=steps, min=10, max=300, step=10, description="steps")
+        self._build([[self.rank, self.alpha, self.steps]], 3 * steps)
+
+    def lrs(self) -> list[float]:
+        centre = nearest_optimum(self.table, int(self.rank.value), float(self.alpha.value))
+        return [float(f"{centre * m:.3g}") for m in PANEL_MULTIPLES]
+
+    def run(self) -> RunResult:
+        import matplotlib.pyplot as plt
+        from IPython.display import display
+
+        rank, alpha, steps = int(self.rank.value), float(self.alpha.value), self.steps.value
+        self.bar.max, self.bar.value = 3 * steps, 0
+        points: list[tuple[float, float]] = []
+        result = None
+        for i, lr in enumerate(self.lrs()):
+            result = train(self.base, self.data, LoraConfig(r=rank, lora_alpha=alpha), lr=lr,
+                           steps=steps, eval_data=self.eval_data, eval_limit=self.eval_limit,
+                           progress=False, keep_model=False, evals_per_decade=2,
+                           callback=lambda s, _row, i=i: setattr(self.bar, "value",
+                                                                 i * steps + s))  # fmt: skip
+            points.append((lr, math.inf if result.diverged else result.final_loss))
+            with self.out:
+                self.out.clear_output(wait=True)
+                fig, ax = plt.subplots(figsize=(7, 4))
+                self._draw_sweep(ax, rank, alpha)
+                xs, ys = zip(*points)
+                ax.plot(xs, ys, "o-", color="crimson", lw=2.5,
+                        label=f"live: r={rank}, alpha {alpha:g}, {steps} steps")  # fmt: skip
+                ax.set(xscale="log", xlabel="learning rate (log)", ylabel="final eval loss")
+                ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+                fig.tight_layout()
+                display(fig)
+                plt.close(fig)
+        return self._finish(result)
+
+    def _draw_sweep(self, ax: Any, rank: int, alpha: float) -> None:
+        if self.sweep is None:
+            return
+        mine = self.sweep[(self.sweep.r == rank) & (self.sweep.lora_alpha == alpha)]
+        if mine.empty:
+            return
+        mean = mine.groupby("lr").final_loss.mean()
+        ax.plot(mean.index, mean.values, "s--", color="0.5",
+                label=f"sweep: r={rank}, alpha {alpha:g}, 300 steps (seed mean)")  # fmt: skip
