@@ -473,3 +473,53 @@ def reference_ratio_interval(lo_a, hi_a, lo_b, hi_b):
     lo = lo_a / hi_b if hi_b > 0 and math.isfinite(hi_b) else 0.0
     hi = hi_a / lo_b if lo_b > 0 else math.inf
     return (lo, hi)
+
+
+# ----------------------------------------------------------------------------- notebook 07
+def check_alpha_exponent(fn: Callable[[list, list], float], quiet: bool = False) -> bool:
+    """``fn(alphas, best_lrs)`` for two (alpha, best LR) pairs: s in LR_opt ∝ alpha^s."""
+    cases = [([4.0, 32.0], [8.6e-3, 2.3e-3]), ([8.0, 128.0], [5e-3, 1e-3]),
+             ([32.0, 4.0], [1e-3, 4e-3])]  # fmt: skip
+
+    def check() -> str | None:
+        for alphas, lrs in cases:
+            want = reference_alpha_exponent(alphas, lrs)
+            got = _call(fn, list(alphas), list(lrs))
+            if not isinstance(got, (int, float)) or not math.isfinite(got):
+                return f"Not yet: return the exponent s, got {got!r}."
+            if abs(got - want) > 1e-9:
+                return (f"Not yet: for alphas {alphas} and best LRs {lrs} the exponent is "
+                        f"{want:.3f}, you gave {got:.3f}. It is the slope in log-log: "
+                        "log(lr2 / lr1) / log(alpha2 / alpha1) (negative: a larger alpha "
+                        "wants a smaller LR).")  # fmt: skip
+        return None
+
+    return _verdict(check, quiet)
+
+
+def check_predict_ratio(fn: Callable[[float, float, float], float], quiet: bool = False) -> bool:
+    """``fn(ratio_at_32, exponent, alpha)``: the LoRA / FullFT ratio at ``alpha`` from the
+    ratio at alpha = 32 and the exponent s of LR_opt ∝ alpha^s (FullFT has no alpha)."""
+    cases = [(2.0, -0.6, 8.0), (1.5, -0.5, 128.0), (3.0, 0.0, 4.0)]
+
+    def check() -> str | None:
+        for case in cases:
+            want = reference_predict_ratio(*case)
+            got = _call(fn, *case)
+            if not isinstance(got, (int, float)) or not math.isfinite(got):
+                return f"Not yet: return a ratio, got {got!r}."
+            if not math.isclose(got, want, rel_tol=1e-9):
+                return (f"Not yet: ratio {case[0]} at alpha 32 with s = {case[1]} gives "
+                        f"{want:.3g} at alpha {case[2]:g}, you gave {got:.3g}. Only LoRA's "
+                        "optimum moves: multiply by (alpha / 32) ** s.")  # fmt: skip
+        return None
+
+    return _verdict(check, quiet)
+
+
+def reference_alpha_exponent(alphas, best_lrs):
+    return math.log(best_lrs[1] / best_lrs[0]) / math.log(alphas[1] / alphas[0])
+
+
+def reference_predict_ratio(ratio_at_32, exponent, alpha):
+    return ratio_at_32 * (alpha / 32.0) ** exponent

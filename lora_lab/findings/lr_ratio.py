@@ -412,3 +412,89 @@ class RatioPanel(LivePanel):
         mean = mine.groupby("lr").final_loss.mean()
         ax.plot(mean.index, mean.values, "s--", color="0.5",
                 label=f"sweep: r={rank}, alpha {alpha:g}, 300 steps (seed mean)")  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- the law
+REFERENCE_POINT = {"alpha": 32.0, "d_model": 64, "steps": 300}  # lr_rule's design
+
+
+def width_runs(results: Any = None) -> pd.DataFrame:
+    """lr_width's runs with each base's width as ``d_model``."""
+    runs = load_runs(results_dir("lr_width", root=results))
+    return runs.assign(d_model=runs.base.map(lambda b: PRESETS[b].d_model))
+
+
+def width_exponent(wruns: pd.DataFrame) -> Estimate:
+    """r=16 / FullFT ratio ∝ d^s across the measured widths (seeds paired); hidden / (2 alpha)
+    says s = 1, a width-free constant s = 0."""
+    return optimum_slope(wruns[wruns.label == "r=16"], "d_model",
+                         minus=wruns[wruns.label == "FullFT"])  # fmt: skip
+
+
+def law_table(alpha_exp: pd.DataFrame, length_exp: pd.DataFrame, width_exp: Estimate,
+              lr_rule_runs: pd.DataFrame) -> pd.DataFrame:  # fmt: skip
+    """Per rank: the ratio at lr_rule's point (alpha 32, d = 64, 300 steps) and the exponent
+    of each factor, so ratio(alpha, d, steps) = ratio_0 (alpha / 32)^s_alpha (d / 64)^s_d
+    (steps / 300)^s_steps. Width was measured at r = 16 only; r = 1 borrows it (marked)."""
+    rows = []
+    for rank in (1, 16):
+        r0 = lr_ratio(lr_rule_runs, {"label": f"r={rank}"}, {"label": "FullFT"})
+        a = alpha_exp.set_index("rank").loc[rank]
+        s = length_exp.set_index("label").loc[f"r={rank} / FullFT (ratio)"]
+        rows.append({"rank": rank, "ratio_0": r0.value, "ratio_0_lo": r0.lo,
+                     "ratio_0_hi": r0.hi, "s_alpha": a.exponent, "s_alpha_lo": a.lo,
+                     "s_alpha_hi": a.hi, "s_steps": s.exponent, "s_steps_lo": s.lo,
+                     "s_steps_hi": s.hi, "s_width": width_exp.value,
+                     "s_width_lo": width_exp.lo, "s_width_hi": width_exp.hi,
+                     "width_measured_at_this_rank": rank == 16})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def predict_ratio(law: pd.DataFrame, rank: int, alpha: float, d_model: int,
+                  steps: int) -> dict[str, float]:  # fmt: skip
+    """The law's ratio at (alpha, d, steps), and its range when each exponent moves over its
+    95 % interval (the corners; the ratio at the reference point is held at its value)."""
+    row = law.set_index("rank").loc[rank]
+    ref = REFERENCE_POINT
+    logs = {"alpha": math.log(alpha / ref["alpha"]), "width": math.log(d_model / ref["d_model"]),
+            "steps": math.log(steps / ref["steps"])}  # fmt: skip
+
+    def at(choice: dict[str, str]) -> float:
+        total = sum(row[f"s_{f}{choice[f]}"] * x for f, x in logs.items())
+        return float(row.ratio_0 * math.exp(total))
+
+    corners = [at({"alpha": a, "width": w, "steps": s}) for a in ("_lo", "_hi")
+               for w in ("_lo", "_hi") for s in ("_lo", "_hi")]  # fmt: skip
+    finite = [c for c in corners if math.isfinite(c)]
+    point = at({"alpha": "", "width": "", "steps": ""})
+    lo = min(finite) if len(finite) == len(corners) else 0.0
+    hi = max(finite) if len(finite) == len(corners) else math.inf
+    return {"ratio": point, "lo": min(lo, point), "hi": max(hi, point)}
+
+
+def formula_table(alpha_t: pd.DataFrame, width_t: pd.DataFrame, length_t: pd.DataFrame,
+                  warm_t: pd.DataFrame | None = None) -> pd.DataFrame:  # fmt: skip
+    """Every measured ratio beside the post's constant 10 and Tinker's hidden / (2 alpha):
+    each formula is "excluded" where the 95 % interval lies on one side of it."""
+    d0 = REFERENCE_POINT["d_model"]
+    rows = [{"factor": "alpha", "condition": f"r={r.rank}, alpha {r.alpha:g}", "ratio": r.ratio,
+             "lo": r.lo, "hi": r.hi, "hidden_over_2alpha": d0 / (2 * r.alpha)}
+            for r in alpha_t.itertuples()]  # fmt: skip
+    rows += [{"factor": "width", "condition": f"r=16, d = {r.d_model}", "ratio": r.ratio,
+              "lo": r.lo, "hi": r.hi, "hidden_over_2alpha": r.d_model / (2 * 32.0)}
+             for r in width_t.itertuples()]  # fmt: skip
+    rows += [{"factor": "steps", "condition": f"{r.label}, {r.steps} steps", "ratio": r.ratio,
+              "lo": r.lo, "hi": r.hi, "hidden_over_2alpha": d0 / 64.0}
+             for r in length_t.itertuples()]  # fmt: skip
+    if warm_t is not None:
+        rows += [{"factor": "schedule", "condition": f"r=16, {r.schedule}", "ratio": r.ratio,
+                  "lo": r.lo, "hi": r.hi, "hidden_over_2alpha": d0 / 64.0}
+                 for r in warm_t.itertuples()]  # fmt: skip
+    out = pd.DataFrame(rows)
+
+    def word(value: float, lo: float, hi: float) -> str:
+        return "excluded" if value < lo or value > hi else "not excluded"
+
+    out["post_10"] = [word(POST_RATIO, r.lo, r.hi) for r in out.itertuples()]
+    out["tinker"] = [word(r.hidden_over_2alpha, r.lo, r.hi) for r in out.itertuples()]
+    return out
