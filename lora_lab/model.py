@@ -74,6 +74,9 @@ PRESETS: dict[str, ModelConfig] = {
     "tiny": ModelConfig(n_layer=4, n_head=4, d_model=64, d_ff=176, name="tiny"),
     # ~1.2M parameters: the largest dense preset that pretrains in ~15 min on 2 CPU cores.
     "small": ModelConfig(n_layer=6, n_head=4, d_model=128, d_ff=344, name="small"),
+    # ~1.6M parameters: nano's depth (2 layers) at 5.3x its width, so a width series holds
+    # depth fixed (nano -> wide) as well as growing it (nano -> tiny -> small). Notebook 07.
+    "wide": ModelConfig(n_layer=2, n_head=4, d_model=256, d_ff=688, name="wide"),
     # Mixture of experts: 8 experts, top-2 token-choice routing, ~1.9M parameters.
     "small-moe": ModelConfig(
         n_layer=4, n_head=4, d_model=128, d_ff=128, n_experts=8, top_k=2, name="small-moe"

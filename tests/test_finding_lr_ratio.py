@@ -57,3 +57,4 @@ def test_lr_length_reads_short_budgets_off_the_same_design_as_lr_rule():
     same = ("base", "task", "task_kwargs", "batch_size", "eval_limit", "schedule", "warmup_steps")
     assert all(getattr(a, f) == getattr(b, f) for f in same)
     assert set(LR_LENGTH.lr_search.budgets) == {None, 32}
+

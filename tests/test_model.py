@@ -13,7 +13,8 @@ from lora_lab.model import (
 )
 
 # Documented parameter counts (README "Presets"); a change to the architecture must update both.
-EXPECTED_PARAMS = {"nano": 65_040, "tiny": 213_952, "small": 1_212_800, "small-moe": 1_865_600}
+EXPECTED_PARAMS = {"nano": 65_040, "tiny": 213_952, "small": 1_212_800, "wide": 1_633_024,
+                   "small-moe": 1_865_600}  # fmt: skip
 
 
 @pytest.mark.parametrize("name", list(PRESETS))

@@ -21,7 +21,7 @@ import torch
 
 from lora_lab.analysis import load_curves, load_runs
 from lora_lab.findings.common import best_lrs, lr_ratio, optimum_slope
-from lora_lab.findings.learning_rate import LR_RULE
+from lora_lab.findings.learning_rate import LR_RULE, LR_WIDTH
 from lora_lab.lora import LoraConfig, inject_lora, lora_layers
 from lora_lab.model import PRESETS
 from lora_lab.stats import Estimate
@@ -182,7 +182,26 @@ LR_LENGTH = Experiment(
     lr_search=LRSearch(budgets=(None, 32)),
 )  # fmt: skip
 
-EXPERIMENTS = (LR_ALPHA, LR_WARMUP, LR_LENGTH)
+# Width: lr_width's design (200 steps) on the `wide` base, nano's depth (2 layers) at 5.3x its
+# width (d = 256), so the series has a fixed-depth contrast (nano -> wide) beside the one that
+# grows depth with width (nano -> tiny -> small). Starting grids as lr_width's.
+LR_WIDTH_WIDE = Experiment(
+    name="lr_width_wide",
+    description="optimal LR ratio LoRA r=16 / FullFT on the wide base (d = 256, 2 layers), "
+    "lr_width's design (200 steps), 3 seeds, LR searched to 1.47x",
+    base="wide", task=LR_WIDTH.task, task_kwargs=LR_WIDTH.task_kwargs,
+    defaults=LR_WIDTH.defaults,
+    grids={
+        "full": [spec for seed in RATIO_SEEDS
+                 for spec in grid(method="full", lr=lr_grid(2.15e-4, 4.64e-3), seed=seed)
+                 + grid(method="lora", r=16, target_modules="all", lr=lr_grid(1e-3, 2.15e-2),
+                        seed=seed)],
+        "ci": grid(method="full", lr=1e-3, seed=0, steps=10, evals_per_decade=2),
+    },
+    lr_search=LRSearch(),
+)  # fmt: skip
+
+EXPERIMENTS = (LR_ALPHA, LR_WARMUP, LR_LENGTH, LR_WIDTH_WIDE)
 
 
 # ----------------------------------------------------------------------------- analysis
@@ -419,9 +438,15 @@ REFERENCE_POINT = {"alpha": 32.0, "d_model": 64, "steps": 300}  # lr_rule's desi
 
 
 def width_runs(results: Any = None) -> pd.DataFrame:
-    """lr_width's runs with each base's width as ``d_model``."""
-    runs = load_runs(results_dir("lr_width", root=results))
-    return runs.assign(d_model=runs.base.map(lambda b: PRESETS[b].d_model))
+    """lr_width's runs (nano, tiny, small) and lr_width_wide's (wide), one design, with each
+    base's width as ``d_model`` and depth as ``n_layer``."""
+    frames = [load_runs(results_dir(LR_WIDTH.name, root=results))]
+    wide = _runs(LR_WIDTH_WIDE.name, results)
+    if wide is not None:
+        frames.append(wide)
+    runs = pd.concat(frames, ignore_index=True)
+    return runs.assign(d_model=runs.base.map(lambda b: PRESETS[b].d_model),
+                       n_layer=runs.base.map(lambda b: PRESETS[b].n_layer))  # fmt: skip
 
 
 def width_exponent(wruns: pd.DataFrame) -> Estimate:

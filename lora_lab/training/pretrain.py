@@ -24,7 +24,7 @@ from lora_lab.training.loop import check_lr, check_positive_int, resolve_device,
 from lora_lab.training.objectives import LanguageModelObjective, stream_eval_loss
 
 # Steps sized so each base trains in under ~15 minutes on 2 CPU cores (README, "Bases").
-PRETRAIN_STEPS = {"nano": 600, "tiny": 1500, "small": 1000, "small-moe": 1000}
+PRETRAIN_STEPS = {"nano": 600, "tiny": 1500, "small": 1000, "wide": 1000, "small-moe": 1000}
 CORPUS_SEED, EVAL_SEED = 0, 1
 PRETRAIN_WEIGHT_DECAY = 0.1  # on matrices only, as usual for language-model pretraining
 
