@@ -58,3 +58,60 @@ def test_lr_length_reads_short_budgets_off_the_same_design_as_lr_rule():
     assert all(getattr(a, f) == getattr(b, f) for f in same)
     assert set(LR_LENGTH.lr_search.budgets) == {None, 32}
 
+
+# ----------------------------------------------------------------------------- shipped records
+SWEEPS = ["lr_alpha", "lr_warmup", "lr_length"]
+
+
+@pytest.mark.parametrize("name", SWEEPS)
+def test_shipped_sweeps_are_complete_and_every_optimum_is_interior(name):
+    from lora_lab.analysis import load_runs
+    from lora_lab.findings import get_experiment
+    from lora_lab.findings.common import best_lrs
+    from lora_lab.sweeps.experiment import results_dir
+    from lora_lab.sweeps.store import ResultStore
+
+    exp = get_experiment(name)
+    folder = results_dir(name)
+    done = ResultStore(folder).done_keys()
+    assert {s.key for s in exp.specs("full")} <= done  # the starting grid, at least
+    runs = load_runs(folder)
+    by = ["label"]
+    optima = best_lrs(runs, by)
+    assert optima.interior.all(), optima[~optima.interior]
+    if name == "lr_length":  # searched at 32 steps too: read off the curves
+        from lora_lab.findings.lr_ratio import budget_runs
+
+        b = budget_runs()
+        short = best_lrs(b[b.source == "lr_length"], ["steps", "label"])
+        assert short.interior.all(), short[~short.interior]
+
+
+def test_budgets_read_off_longer_runs_equal_shorter_runs():
+    """lr_length's 100-step runs and rank_curves' 1,000-step runs share method, LR and seed
+    at some points: their losses at a common step agree to float rounding (same batches,
+    constant LR) up to the shortest budget, 32 steps."""
+    from lora_lab.findings.lr_ratio import budget_consistency
+
+    c = budget_consistency()
+    assert (c.pairs > 0).all() and 32 in set(c.step)
+    assert c[c.step <= 32].max_diff.max() < 1e-5
+
+
+def test_formula_table_words_follow_the_intervals():
+    from lora_lab.findings.learning_rate import width_table
+    from lora_lab.findings.lr_ratio import (
+        alpha_runs,
+        alpha_table,
+        budget_runs,
+        formula_table,
+        length_table,
+        warmup_table,
+        width_runs,
+    )
+
+    t = formula_table(alpha_table(alpha_runs()), width_table(width_runs()),
+                      length_table(budget_runs()), warmup_table())  # fmt: skip
+    for r in t.itertuples():
+        assert (r.post_10 == "excluded") == (not r.lo <= 10 <= r.hi)
+        assert (r.tinker == "excluded") == (not r.lo <= r.hidden_over_2alpha <= r.hi)

@@ -136,7 +136,7 @@ def test_01_rank_capacity(executed):
 @pytest.mark.parametrize(
     "stem",
     ["01_rank_capacity", "02_learning_rate", "03_batch_size", "04_layer_targeting",
-     "08_own_runs"],
+     "07_lr_ratio", "08_own_runs"],
 )  # fmt: skip
 def test_every_notebook_has_checked_exercises(executed, stem):
     rec = executed(stem)
@@ -316,3 +316,18 @@ def test_08_own_runs(executed):
     assert rec["planted_first_next"]["r=8"] > 2.15e-3
     assert rec["planted_all_interior"] is True
     assert all(rec["planted_truth_inside"].values())
+
+
+def test_07_lr_ratio(executed):
+    rec = executed("07_lr_ratio")
+    same, rescaled, shared = rec["invariance_max_abs_diff"]
+    assert same == 0.0 and rescaled == 0.0 and shared > 1e-3  # the invariance, exactly
+    assert rec["alpha_interior"] is True and rec["length_interior"] is True
+    assert rec["warmup_interior"] is True
+    assert rec["budget_consistency_to_32"] < 1e-5  # a budget read off a longer run is that run
+    for s, lo, hi in rec["alpha_exponents"].values():
+        assert lo <= s <= hi
+    for s, lo, hi in rec["length_exponents"].values():
+        assert lo <= s <= hi
+    excluded = rec["formula_excluded"]
+    assert 0 <= excluded["post_10"] <= excluded["of"] and 0 <= excluded["tinker"] <= excluded["of"]

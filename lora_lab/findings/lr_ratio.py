@@ -27,6 +27,7 @@ from lora_lab.model import PRESETS
 from lora_lab.stats import Estimate
 from lora_lab.sweeps.experiment import Experiment, grid, lr_grid, results_dir
 from lora_lab.sweeps.lr_search import LRSearch
+from lora_lab.sweeps.store import ResultStore
 from lora_lab.tasks.base import SFTDataset
 from lora_lab.training.evaluation import masked_nll
 from lora_lab.training.optim import ADAM_BETAS
@@ -212,6 +213,14 @@ POST_RATIO = 10.0
 RATIO_LABELS = ("FullFT", "r=1", "r=16")  # the conditions every factor is measured on
 
 
+def grid_done(exp: Experiment, results: Any = None) -> bool:
+    """Whether every run of ``exp``'s starting grid is in the store (the search may still
+    be refining; the tables say whether each optimum is interior)."""
+    folder = results_dir(exp.name, root=results)
+    done = ResultStore(folder).done_keys() if folder.is_dir() else set()
+    return {s.key for s in exp.specs("full")} <= done
+
+
 def _runs(name: str, results: Any = None) -> pd.DataFrame | None:
     folder = results_dir(name, root=results)
     return load_runs(folder) if folder.is_dir() and any(folder.glob("*.json")) else None
@@ -319,18 +328,25 @@ def _estimate(e: Estimate) -> dict[str, float]:
     return {"exponent": e.value, "lo": e.lo, "hi": e.hi, "seeds": e.n}
 
 
-def budget_consistency(results: Any = None) -> float:
-    """Largest |loss difference| at one step between a 100-step lr_length run and the
-    1,000-step rank_curves run with the same method, LR and seed: 0 (to float precision)
-    if reading a budget off a longer constant-LR run is the same as stopping there."""
+def budget_consistency(results: Any = None) -> pd.DataFrame:
+    """Per evaluation step: the largest |loss difference| between a 100-step lr_length run
+    and the 1,000-step rank_curves run with the same method, LR and seed (``max_diff``) and
+    where it occurs. Reading a budget off a longer constant-LR run is stopping there, up to
+    float rounding between processes; chaotic dynamics at LRs above the optimum can
+    amplify that rounding later in a run. Empty if either sweep is missing."""
     short = _curves(LR_LENGTH.name, results)
     long_ = _curves("rank_curves", results)
     if short is None or long_ is None:
-        return math.nan
+        return pd.DataFrame(columns=["step", "max_diff", "label", "lr", "seed", "pairs"])
     keys = ["label", "lr", "seed", "step"]
     both = short[keys + ["eval_loss"]].merge(long_[keys + ["eval_loss"]], on=keys)
     both = both[(both.step > 0) & np.isfinite(both.eval_loss_x) & np.isfinite(both.eval_loss_y)]
-    return float((both.eval_loss_x - both.eval_loss_y).abs().max()) if len(both) else math.nan
+    both = both.assign(diff=(both.eval_loss_x - both.eval_loss_y).abs())
+    worst = both.loc[both.groupby("step")["diff"].idxmax()]
+    return pd.DataFrame({"step": worst.step.astype(int), "max_diff": worst["diff"],
+                         "label": worst.label, "lr": worst.lr, "seed": worst.seed,
+                         "pairs": worst.step.map(both.groupby("step").size())}
+                        ).reset_index(drop=True)  # fmt: skip
 
 
 def _curves(name: str, results: Any) -> pd.DataFrame | None:
@@ -441,9 +457,8 @@ def width_runs(results: Any = None) -> pd.DataFrame:
     """lr_width's runs (nano, tiny, small) and lr_width_wide's (wide), one design, with each
     base's width as ``d_model`` and depth as ``n_layer``."""
     frames = [load_runs(results_dir(LR_WIDTH.name, root=results))]
-    wide = _runs(LR_WIDTH_WIDE.name, results)
-    if wide is not None:
-        frames.append(wide)
+    if grid_done(LR_WIDTH_WIDE, results):  # a sweep still running its first grid is not read
+        frames.append(load_runs(results_dir(LR_WIDTH_WIDE.name, root=results)))
     runs = pd.concat(frames, ignore_index=True)
     return runs.assign(d_model=runs.base.map(lambda b: PRESETS[b].d_model),
                        n_layer=runs.base.map(lambda b: PRESETS[b].n_layer))  # fmt: skip
