@@ -31,6 +31,7 @@ from lora_lab.sweeps.store import ResultStore
 from lora_lab.tasks.base import SFTDataset
 from lora_lab.training.evaluation import masked_nll
 from lora_lab.training.optim import ADAM_BETAS
+from lora_lab.training.pretrain import available_bases, load_base
 from lora_lab.training.sft import RunResult, train
 from lora_lab.widgets import WIDE, LivePanel
 
@@ -374,6 +375,7 @@ def warmup_table(results: Any = None) -> pd.DataFrame:
 
 # ----------------------------------------------------------------------------- panel
 PANEL_MULTIPLES = (1 / 2.15, 1.0, 2.15)  # the U-curve's three LRs around the sweep's optimum
+WIDTH_BASES = ("nano", "tiny", "small", "wide")
 
 
 def nearest_optimum(table: pd.DataFrame, rank: int, alpha: float) -> float:
@@ -387,23 +389,49 @@ def nearest_optimum(table: pd.DataFrame, rank: int, alpha: float) -> float:
 
 
 class RatioPanel(LivePanel):
-    """Choose a rank, an alpha and a number of steps; **Run** trains a short U-curve of three
-    LRs (the nearest sweep condition's optimum, and 2.15x either side) live, one point per
-    finished run, over the sweep's U-curve for that condition."""
+    """Choose a rank, an alpha, a width (base) and a number of steps: the panel shows the
+    nearest sweep condition's measured optimum and the law's ratio at those settings;
+    **Run** trains a short U-curve of three LRs (that optimum, and 2.15x either side) live on
+    the chosen base, one point per finished run, over the sweep's U-curve."""
 
-    def __init__(self, base: Any, data: Any, eval_data: Any, table: pd.DataFrame,
-                 sweep: pd.DataFrame | None = None, steps: int = 30,
-                 eval_limit: int | None = 256) -> None:  # fmt: skip
+    def __init__(self, data: Any, eval_data: Any, table: pd.DataFrame,
+                 sweep: pd.DataFrame | None = None, law: pd.DataFrame | None = None,
+                 steps: int = 30, eval_limit: int | None = 256) -> None:  # fmt: skip
         import ipywidgets as w
 
-        self.base, self.data, self.eval_data = base, data, eval_data
+        self.data, self.eval_data = data, eval_data
         self.table, self.sweep, self.eval_limit = table, sweep, eval_limit
         self.rank = w.Dropdown(options=sorted(table["rank"].unique()), value=16,
                                description="rank", style=WIDE)  # fmt: skip
         self.alpha = w.Dropdown(options=[4.0, 8.0, 16.0, 32.0, 64.0, 128.0], value=32.0,
                                 description="lora_alpha", style=WIDE)  # fmt: skip
         self.steps = w.IntSlider(value=steps, min=10, max=300, step=10, description="steps")
-        self._build([[self.rank, self.alpha, self.steps]], 3 * steps)
+        self.width = w.Dropdown(options=[(f"d = {PRESETS[b].d_model} ({b})", b)
+                                         for b in WIDTH_BASES if b in available_bases()],
+                                value=LR_RULE.base, description="width", style=WIDE)  # fmt: skip
+        self.law = law
+        self.info = w.HTML()
+        for control in (self.rank, self.alpha, self.steps, self.width):
+            control.observe(lambda _: self._explain(), names="value")
+        self._build([[self.rank, self.alpha], [self.width, self.steps], [self.info]], 3 * steps)
+        self._explain()
+
+    def _explain(self) -> None:
+        """What the sweeps measured nearest to the chosen settings, and the law's ratio."""
+        rank, alpha = int(self.rank.value), float(self.alpha.value)
+        text = (f"nearest sweep condition: r={rank}, alpha {self._nearest_alpha(rank, alpha):g} "
+                f"(300 steps, d = 64): optimum {nearest_optimum(self.table, rank, alpha):.3g}")
+        if self.law is not None:
+            p = predict_ratio(self.law, rank, alpha, PRESETS[self.width.value].d_model,
+                              int(self.steps.value))  # fmt: skip
+            text += (f"; the law's LoRA / FullFT ratio at your settings: {p['ratio']:.2f}x "
+                     f"(exponents' range {p['lo']:.2f}x to {p['hi']:.2f}x)")
+        self.info.value = f"<span style='font-size:0.9em'>{text}</span>"
+
+    def _nearest_alpha(self, rank: int, alpha: float) -> float:
+        sub = self.table[self.table["rank"] == rank]
+        i = int(np.argmin(np.abs(np.log(sub.alpha.to_numpy(float)) - math.log(alpha))))
+        return float(sub.alpha.iloc[i])
 
     def lrs(self) -> list[float]:
         centre = nearest_optimum(self.table, int(self.rank.value), float(self.alpha.value))
@@ -414,11 +442,12 @@ class RatioPanel(LivePanel):
         from IPython.display import display
 
         rank, alpha, steps = int(self.rank.value), float(self.alpha.value), self.steps.value
+        base = load_base(self.width.value)
         self.bar.max, self.bar.value = 3 * steps, 0
         points: list[tuple[float, float]] = []
         result = None
         for i, lr in enumerate(self.lrs()):
-            result = train(self.base, self.data, LoraConfig(r=rank, lora_alpha=alpha), lr=lr,
+            result = train(base, self.data, LoraConfig(r=rank, lora_alpha=alpha), lr=lr,
                            steps=steps, eval_data=self.eval_data, eval_limit=self.eval_limit,
                            progress=False, keep_model=False, evals_per_decade=2,
                            callback=lambda s, _row, i=i: setattr(self.bar, "value",
@@ -430,7 +459,8 @@ class RatioPanel(LivePanel):
                 self._draw_sweep(ax, rank, alpha)
                 xs, ys = zip(*points)
                 ax.plot(xs, ys, "o-", color="crimson", lw=2.5,
-                        label=f"live: r={rank}, alpha {alpha:g}, {steps} steps")  # fmt: skip
+                        label=f"live: r={rank}, alpha {alpha:g}, {steps} steps, "
+                              f"{self.width.value}")  # fmt: skip
                 ax.set(xscale="log", xlabel="learning rate (log)", ylabel="final eval loss")
                 ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
                 fig.tight_layout()
@@ -537,4 +567,21 @@ def formula_table(alpha_t: pd.DataFrame, width_t: pd.DataFrame, length_t: pd.Dat
 
     out["post_10"] = [word(POST_RATIO, r.lo, r.hi) for r in out.itertuples()]
     out["tinker"] = [word(r.hidden_over_2alpha, r.lo, r.hi) for r in out.itertuples()]
+    return out
+
+
+def law_reaches(law: pd.DataFrame, rank: int, target: float = POST_RATIO) -> dict[str, float]:
+    """Where the law's ratio reaches ``target`` (the post's 10), one factor moved at a time
+    from lr_rule's point: the alpha (d = 64, 300 steps), the run length (alpha 32, d = 64)
+    and the width (alpha 32, 300 steps). NaN where that factor's exponent has the wrong sign
+    or is not resolved from 0 (the law never gets there by moving it)."""
+    row = law.set_index("rank").loc[rank]
+    ref = REFERENCE_POINT
+    need = math.log(target / row.ratio_0)
+    out = {}
+    for factor, key in (("alpha", "alpha"), ("steps", "steps"), ("width", "d_model")):
+        s, lo, hi = row[f"s_{factor}"], row[f"s_{factor}_lo"], row[f"s_{factor}_hi"]
+        resolved = math.isfinite(lo) and math.isfinite(hi) and (lo > 0 or hi < 0)
+        value = ref[key] * math.exp(need / s) if resolved and need * s != 0 else math.nan
+        out[factor] = value if resolved else math.nan
     return out
