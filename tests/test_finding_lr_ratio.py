@@ -60,7 +60,7 @@ def test_lr_length_reads_short_budgets_off_the_same_design_as_lr_rule():
 
 
 # ----------------------------------------------------------------------------- shipped records
-SWEEPS = ["lr_alpha", "lr_warmup", "lr_length"]
+SWEEPS = ["lr_alpha", "lr_warmup", "lr_length", "lr_width_wide"]
 
 
 @pytest.mark.parametrize("name", SWEEPS)
