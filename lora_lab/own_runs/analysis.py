@@ -157,6 +157,7 @@ def _status(row: dict, search: LRSearch, next_lrs: list[float]) -> str:
 def _ratios(runs: pd.DataFrame, labels: list[str], reference: str, locatable: set[str],
             at_edge: set[str]) -> pd.DataFrame:  # fmt: skip
     rows = []
+    best = runs.groupby("label").apply(_best_lr, include_groups=False)  # best measured LR
     for label in labels:
         if label == reference:
             continue
@@ -169,7 +170,6 @@ def _ratios(runs: pd.DataFrame, labels: list[str], reference: str, locatable: se
             rows.append({"label": label, "ratio": r["ratio"], "lo": r["lo"], "hi": r["hi"],
                          "seeds": r["n_seeds"], "interior": r["interior"], "verdict": word})
         else:
-            best = runs.groupby("label").apply(_best_lr, include_groups=False)
             rows.append({"label": label, "ratio": best[label] / best[reference], "lo": 0.0,
                          "hi": math.inf, "seeds": int(runs.seed.nunique()), "interior": False,
                          "verdict": f"cannot be located: fewer than {MIN_LRS} LRs; the point "
