@@ -21,6 +21,7 @@ from lora_lab.lora.config import (
 from lora_lab.lora.fused import FusedLoRALinear
 from lora_lab.lora.inject import (
     count_lora_params,
+    disabled_adapters,
     inject_lora,
     lora_layers,
     match_targets,
@@ -53,6 +54,7 @@ __all__ = [
     "LoraConfig",
     "base_fingerprint",
     "count_lora_params",
+    "disabled_adapters",
     "inject_lora",
     "is_lora_layer",
     "layer_kind",

@@ -64,6 +64,7 @@ class FusedLoRALinear(LoRALinear):
         base = self.base_layer
         return (
             not self.merged
+            and not self.disabled
             and isinstance(self.lora_dropout, nn.Identity)
             and not base.weight.requires_grad
             and (base.bias is None or not base.bias.requires_grad)

@@ -4,7 +4,8 @@ injection through the layer dispatch list, merge / unmerge / unload, parameter c
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 
 import pandas as pd
 import torch.nn as nn
@@ -96,6 +97,24 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
 def lora_layers(model: nn.Module) -> dict[str, nn.Module]:
     """Every LoRA layer of ``model`` by module path."""
     return {n: m for n, m in model.named_modules() if n and is_lora_layer(m)}
+
+
+@contextmanager
+def disabled_adapters(model: nn.Module) -> Iterator[nn.Module]:
+    """The base model, inside the block: every adapter switched off, nothing copied (PEFT's
+    ``disable_adapter()``). DPO's reference for a LoRA learner is this — the starting model
+    costs no second copy of the weights. Merged adapters cannot be switched off."""
+    layers = list(lora_layers(model).values())
+    if any(layer.merged for layer in layers):
+        raise ValueError("unmerge the adapters before disabling them (merged into W, they stay)")
+    before = [layer.disabled for layer in layers]
+    for layer in layers:
+        layer.disabled = True
+    try:
+        yield model
+    finally:
+        for layer, was in zip(layers, before, strict=True):
+            layer.disabled = was
 
 
 def merge(model: nn.Module) -> nn.Module:

@@ -51,6 +51,7 @@ class LoRALinear(nn.Module):
         )
         self.lora_dropout = nn.Dropout(lora_dropout) if lora_dropout > 0 else nn.Identity()
         self.merged = False
+        self.disabled = False  # True: the base layer alone (PEFT's disable_adapter)
         self.reset_lora_parameters()
         for p in self.base_layer.parameters():
             p.requires_grad_(False)
@@ -74,7 +75,7 @@ class LoRALinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         result = self.base_layer(x)
-        if self.merged:
+        if self.merged or self.disabled:
             return result
         return result + self.lora_B(self.lora_A(self.lora_dropout(x))) * self.scaling
 

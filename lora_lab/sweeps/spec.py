@@ -21,16 +21,20 @@ from typing import Any
 from lora_lab.lora import LAYER_KINDS
 from lora_lab.lora.config import LoraConfig
 from lora_lab.model import PRESETS
-from lora_lab.tasks import TASKS
+from lora_lab.tasks import PREFERENCE_TASKS, TASKS
+from lora_lab.training.dpo import DPO_BETA, check_dpo_args
 from lora_lab.training.methods import FullFT, as_method, label_sort_key, method_label
 from lora_lab.training.optim import ADAM_BETAS, MOE_AUX_LOSS_COEF
 from lora_lab.training.sft import check_train_args
 from lora_lab.training.warm_start import WARM_STARTS
 
-OBJECTIVES = ("sft", "rl")
+OBJECTIVES = ("sft", "rl", "dpo")
 # fields that only policy-gradient RL reads, and the SFT-only ones it refuses
 RL_FIELDS = ("group_size", "max_new_tokens", "temperature", "kl_coef")
 SFT_ONLY_FIELDS = ("accuracy_limit", "measure_bits")  # and epochs: RL counts steps
+DPO_FIELDS = ("dpo_beta", "sft_coef")  # fields that only DPO reads
+# the fields each objective owns: any other objective refuses them away from their defaults
+OWN_FIELDS = {"sft": (), "rl": RL_FIELDS, "dpo": DPO_FIELDS}
 LORA_FIELDS = LoraConfig.field_names()  # r, lora_alpha, target_modules, lora_dropout, ...
 LORA_ONLY_FIELDS = tuple(f for f in LORA_FIELDS if f != "target_modules")
 _LORA_DEFAULTS = LoraConfig().to_dict()
@@ -83,6 +87,10 @@ class RunSpec:
     max_new_tokens: int = 48
     temperature: float = 1.0
     kl_coef: float = 0.0
+    # "dpo" learns from the preference pairs of a task with rejected completions (facts_prefs,
+    # arith_prefs), ``batch_size`` pairs per step, against the starting model
+    dpo_beta: float = DPO_BETA
+    sft_coef: float = 0.0
     # implementation: which LoRA layer runs the maths (same numbers up to float rounding;
     # "reference" is what every shipped record ran, so their keys and numbers stay put)
     lora_layer: str = "reference"
@@ -126,10 +134,21 @@ class RunSpec:
         """Fields that the chosen objective would not read are refused, never ignored."""
         if self.objective not in OBJECTIVES:
             raise ValueError(f"objective must be one of {OBJECTIVES}, got {self.objective!r}")
+        for other, owned in OWN_FIELDS.items():
+            changed = [f for f in owned if getattr(self, f) != _DEFAULTS[f]]
+            if other != self.objective and changed:
+                raise ValueError(f"{changed} apply to objective={other!r} only")
         if self.objective == "sft":
-            changed = [f for f in RL_FIELDS if getattr(self, f) != _DEFAULTS[f]]
-            if changed:
-                raise ValueError(f"{changed} apply to objective='rl' only")
+            return
+        if self.objective == "dpo":
+            if self.task not in PREFERENCE_TASKS:
+                raise ValueError(
+                    f"objective='dpo' needs a preference task {list(PREFERENCE_TASKS)}, "
+                    f"got {self.task!r}"
+                )
+            if self.measure_bits:
+                raise ValueError("measure_bits applies to objective='sft' only")
+            check_dpo_args(self.dpo_beta, self.sft_coef)
             return
         if self.epochs is not None:
             raise ValueError("an RL run is measured in steps: give steps, not epochs")
@@ -191,7 +210,11 @@ class RunSpec:
         else:
             out["method"] = "full"
             out["target_modules"] = _jsonable(self.method.target_modules)
-        skip = {"method", "experiment", *(RL_FIELDS if self.objective == "sft" else ())}
+        # an objective's own fields are stored only for that objective (so records of the
+        # other objectives read as they did before those fields existed)
+        skip = {"method", "experiment"}
+        skip.update(f for other, owned in OWN_FIELDS.items() if other != self.objective
+                    for f in owned)  # fmt: skip
         for f in fields(self):
             if f.name not in out and f.name not in skip:
                 out[f.name] = _jsonable(getattr(self, f.name))
@@ -236,7 +259,8 @@ class RunSpec:
             method = FullFT(tuple(targets) if isinstance(targets, list) else targets)
         else:
             raise ValueError(f"method must be 'full' or 'lora', got {kind!r}")
-        for name in ("lr", "weight_decay", "aux_loss_coef", "temperature", "kl_coef"):
+        for name in ("lr", "weight_decay", "aux_loss_coef", "temperature", "kl_coef", "dpo_beta",
+                     "sft_coef"):  # fmt: skip
             if isinstance(d.get(name), int) and not isinstance(d.get(name), bool):
                 d[name] = float(d[name])
         if isinstance(d.get("betas"), list):

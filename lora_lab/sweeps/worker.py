@@ -15,6 +15,7 @@ from lora_lab.sweeps.spec import RunSpec, as_spec
 from lora_lab.sweeps.store import provenance
 from lora_lab.tasks import Task, make_task
 from lora_lab.training.bits import bits_stored, sample_bits_metric
+from lora_lab.training.dpo import train_dpo
 from lora_lab.training.rl import train_rl
 from lora_lab.training.sft import RunResult, train
 from lora_lab.training.warm_start import WARM_STARTS, resolve_base
@@ -102,8 +103,41 @@ def _train_rl(spec: RunSpec, task: Task, eval_data: Any, metrics: Any, progress:
     )
 
 
+def _train_dpo(spec: RunSpec, task: Task, eval_data: Any, metrics: Any, progress: bool,
+               device: str) -> RunResult:  # fmt: skip
+    return train_dpo(
+        _base(spec.base),
+        task.train,
+        spec.method,
+        lr=spec.lr,
+        steps=spec.steps,
+        epochs=spec.epochs,
+        batch_size=spec.batch_size,
+        beta=spec.dpo_beta,
+        sft_coef=spec.sft_coef,
+        grad_accum=spec.grad_accum,
+        eval_data=eval_data,
+        schedule=spec.schedule,
+        warmup_steps=spec.warmup_steps,
+        betas=spec.betas,
+        weight_decay=spec.weight_decay,
+        evals_per_decade=spec.evals_per_decade,
+        eval_limit=spec.eval_limit,
+        accuracy_limit=spec.accuracy_limit,
+        aux_loss_coef=spec.aux_loss_coef,
+        seed=spec.seed,
+        device=device,
+        progress=progress,
+        keep_model=False,
+    )
+
+
 # one trainer per objective: a new objective adds its entry here and its spec fields
-TRAINERS: dict[str, Callable[..., RunResult]] = {"sft": _train_sft, "rl": _train_rl}
+TRAINERS: dict[str, Callable[..., RunResult]] = {
+    "sft": _train_sft,
+    "rl": _train_rl,
+    "dpo": _train_dpo,
+}
 
 
 def run_spec(spec: RunSpec | dict[str, Any], progress: bool = False, device: str = "auto") -> dict:

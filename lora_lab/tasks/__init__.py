@@ -9,6 +9,7 @@ from lora_lab.tasks.base import Example, SFTDataset, Task
 from lora_lab.tasks.corpus import corpus_documents, corpus_tokens
 from lora_lab.tasks.facts import make_facts
 from lora_lab.tasks.instruct import make_instruct
+from lora_lab.tasks.preferences import make_arith_prefs, make_facts_prefs
 from lora_lab.tasks.two_hop import make_two_hop
 
 TASKS = {
@@ -16,7 +17,10 @@ TASKS = {
     "instruct": make_instruct,
     "arith": make_arith,
     "two_hop": make_two_hop,
+    "facts_prefs": make_facts_prefs,  # preference pairs (DPO)
+    "arith_prefs": make_arith_prefs,
 }
+PREFERENCE_TASKS = ("facts_prefs", "arith_prefs")
 
 
 def make_task(name: str, **kwargs) -> Task:
@@ -27,6 +31,7 @@ def make_task(name: str, **kwargs) -> Task:
 
 
 __all__ = [
+    "PREFERENCE_TASKS",
     "TASKS",
     "Example",
     "SFTDataset",
@@ -34,7 +39,9 @@ __all__ = [
     "corpus_documents",
     "corpus_tokens",
     "make_arith",
+    "make_arith_prefs",
     "make_facts",
+    "make_facts_prefs",
     "make_instruct",
     "make_task",
     "make_two_hop",

@@ -23,6 +23,7 @@ class Example:
     prompt: str
     completion: str
     answer: str | None = None  # the verifiable final answer, where the task has one
+    rejected: str | None = None  # a preference pair's dispreferred completion (DPO)
 
 
 @dataclass
@@ -95,6 +96,8 @@ class SFTDataset:
         h = hashlib.sha256()
         for ex in self.examples:
             h.update(f"{ex.prompt}\x00{ex.completion}\x01".encode())
+            if ex.rejected is not None:  # pairs only: SFT fingerprints stay as they were
+                h.update(f"{ex.rejected}\x02".encode())
         return h.hexdigest()[:16]
 
     def write_jsonl(self, path: str | Path, limit: int | None = None) -> Path:
@@ -105,8 +108,15 @@ class SFTDataset:
                 row = {"prompt": ex.prompt, "completion": ex.completion}
                 if ex.answer is not None:
                     row["answer"] = ex.answer
+                if ex.rejected is not None:
+                    row["rejected"] = ex.rejected
                 f.write(json.dumps(row) + "\n")
         return path
+
+    @property
+    def is_preference(self) -> bool:
+        """Whether every example is a (prompt, chosen, rejected) pair: what DPO trains on."""
+        return bool(self.examples) and all(ex.rejected is not None for ex in self.examples)
 
     def verify(self, example: Example, completion: str) -> bool:
         if self.verifier is None:
