@@ -17,6 +17,7 @@ from lora_lab.findings import (
     demo,
     learning_rate,
     lr_ratio,
+    preferences,
     rl,
     targeting,
 )
@@ -30,6 +31,7 @@ FINDINGS: tuple[ModuleType, ...] = (
     batch_size,
     targeting,
     rl,
+    preferences,
     compute,
 )
 
