@@ -523,3 +523,64 @@ def reference_alpha_exponent(alphas, best_lrs):
 
 def reference_predict_ratio(ratio_at_32, exponent, alpha):
     return ratio_at_32 * (alpha / 32.0) ** exponent
+
+
+# ----------------------------------------------------------------------------- notebook 09
+def check_dpo_loss(fn: Callable[[float, float, float, float, float], float],
+                   quiet: bool = False) -> bool:  # fmt: skip
+    """``fn(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta)``: one pair's DPO
+    loss from its four sequence log-probabilities, ``-log sigmoid(beta * h)``."""
+
+    def check() -> str | None:
+        cases = [(-3.0, -5.0, -4.0, -5.0, 0.1), (-2.0, -2.0, -2.0, -2.0, 0.5),
+                 (-10.0, -1.0, -9.0, -3.0, 1.0), (-7.5, -8.0, -6.0, -9.0, 0.2)]  # fmt: skip
+        for pc, pr, rc, rr, beta in cases:
+            got, want = _call(fn, pc, pr, rc, rr, beta), reference_dpo_loss(pc, pr, rc, rr, beta)
+            if not isinstance(got, (int, float)) or not math.isfinite(got):
+                return f"Not yet: return the loss as a number, got {got!r}."
+            if abs(got - want) > 1e-6:
+                h = (pc - rc) - (pr - rr)
+                if abs(got - math.log1p(math.exp(-h))) < 1e-6:
+                    return "Not yet: multiply the log-ratio difference by beta before sigmoid."
+                if abs(got - math.log1p(math.exp(beta * h))) < 1e-6:
+                    return ("Not yet: the sign is flipped: the chosen completion's log-ratio "
+                            "comes first, the rejected one's is subtracted.")  # fmt: skip
+                if abs(got - math.log1p(math.exp(-beta * (pc - pr)))) < 1e-6:
+                    return ("Not yet: measure each completion against the reference "
+                            "(log pi - log pi_ref).")
+                return f"Not yet: for {(pc, pr, rc, rr, beta)} expected {want:.6f}, got {got:.6f}."
+        return None
+
+    return _verdict(check, quiet)
+
+
+def check_failing_size(fn: Callable[[float, list], int], quiet: bool = False) -> bool:
+    """``fn(capacity_bits, sizes)``: the smallest number of facts in ``sizes`` whose pairs
+    need more bits than ``capacity_bits`` to be ranked right (log2 N!), or None if none."""
+
+    def check() -> str | None:
+        for cap, sizes in ((3600.0, [64, 256, 1000]), (300.0, [16, 64, 128]),
+                           (1e6, [64, 1000]), (700.0, [100, 128, 200])):  # fmt: skip
+            got, want = _call(fn, cap, list(sizes)), reference_failing_size(cap, sizes)
+            if got != want:
+                if want is not None and got == min(
+                    (n for n in sizes if n * 4 * math.log2(26) > cap), default=None
+                ):
+                    return ("Not yet: that counts the codes' content bits; winning a pair "
+                            "needs only the codes' assignment to entities, log2(N!).")
+                return (f"Not yet: capacity {cap:g} bits, sizes {sizes}: expected {want}, "
+                        f"got {got}.")
+        return None
+
+    return _verdict(check, quiet)
+
+
+def reference_dpo_loss(pc, pr, rc, rr, beta):
+    h = (pc - rc) - (pr - rr)
+    return math.log1p(math.exp(-beta * h))
+
+
+def reference_failing_size(capacity_bits, sizes):
+    need = {n: math.lgamma(n + 1) / math.log(2) for n in sizes}
+    beyond = [n for n in sorted(sizes) if need[n] > capacity_bits]
+    return beyond[0] if beyond else None

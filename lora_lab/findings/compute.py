@@ -211,11 +211,9 @@ def flop_table(
 
 
 # ----------------------------------------------------------------------------- memory
-def memory_row(model: nn.Module, batch: torch.Tensor) -> dict[str, float]:
-    """Bytes of one training step with AdamW: every parameter, the gradients and the two
-    Adam moments of the trainable ones, and the activations saved for backward."""
-    n_all = sum(p.numel() * p.element_size() for p in model.parameters())
-    n_train = sum(p.numel() * p.element_size() for p in trainable(model))
+def saved_activation_bytes(model: nn.Module, loss_fn: Callable[[], torch.Tensor]) -> int:
+    """Bytes of the tensors autograd saves for backward while ``loss_fn()`` runs (each
+    storage once, parameters excluded); the backward pass is run and the gradients cleared."""
     param_ptrs = {p.untyped_storage().data_ptr() for p in model.parameters()}
     seen: set[int] = set()
     saved = {"activations": 0}
@@ -228,15 +226,24 @@ def memory_row(model: nn.Module, batch: torch.Tensor) -> dict[str, float]:
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = _loss(model, batch)
+        loss = loss_fn()
     loss.backward()
     model.zero_grad(set_to_none=True)
+    return saved["activations"]
+
+
+def memory_row(model: nn.Module, batch: torch.Tensor) -> dict[str, float]:
+    """Bytes of one training step with AdamW: every parameter, the gradients and the two
+    Adam moments of the trainable ones, and the activations saved for backward."""
+    n_all = sum(p.numel() * p.element_size() for p in model.parameters())
+    n_train = sum(p.numel() * p.element_size() for p in trainable(model))
+    activations = saved_activation_bytes(model, lambda: _loss(model, batch))
     return {
         "param_bytes": n_all,
         "grad_bytes": n_train,
         "optimizer_bytes": 2 * n_train,  # AdamW: exp_avg and exp_avg_sq
-        "activation_bytes": saved["activations"],
-        "step_total_bytes": n_all + 3 * n_train + saved["activations"],
+        "activation_bytes": activations,
+        "step_total_bytes": n_all + 3 * n_train + activations,
         "peak_step_bytes": n_all + peak_step_bytes(copy.deepcopy(model), batch),
     }
 
