@@ -331,3 +331,29 @@ def test_07_lr_ratio(executed):
         assert lo <= s <= hi
     excluded = rec["formula_excluded"]
     assert 0 <= excluded["post_10"] <= excluded["of"] and 0 <= excluded["tinker"] <= excluded["of"]
+
+
+def test_09_preferences(executed):
+    rec = executed("09_preferences")
+    assert abs(rec["start_loss"] - 0.6931471805599453) < 1e-6  # policy = reference: log 2
+    assert rec["one_pair_margin"] > 0  # a few DPO steps rank the trained pair right
+    assert rec["optima_interior"] is True
+    for name, (gap, lo, hi, verdict) in rec["gaps"].items():  # DPO loss: lower is better
+        assert lo <= gap <= hi and _follows(verdict, lo, hi, "LoRA"), name
+    for name, (ratio, lo, hi) in rec["lr_ratios"].items():
+        assert ratio > 0 and lo <= ratio <= hi, name
+    for facts, (label, ranking, content, capacity) in rec["bits"].items():
+        assert label <= ranking <= content and capacity > 0, facts
+    assert rec["memory_reference_bytes"]["FullFT"] > 0
+    assert all(v == 0 for k, v in rec["memory_reference_bytes"].items() if k != "FullFT")
+    assert rec["memory_ratio_8b_r1"] > 5
+    def keeps(verdict: str) -> bool | None:
+        return None if verdict == "not resolved" else verdict != "LoRA worse"
+
+    inside, beyond = keeps(rec["gaps"]["r=1 N=64"][3]), keeps(rec["gaps"]["r=1 N=1000"][3])
+    outcome = rec["capacity_test"].split(":")[0]
+    if inside is None or beyond is None:
+        assert outcome == "not resolved"
+    else:
+        assert (outcome == "holds") == (inside and not beyond)
+    assert rec["exercise_checkers_ok"] is True
