@@ -6,19 +6,29 @@ yields ``(key, record, error)`` as runs finish; the driver writes the records.
   (2 x 1 beats 1 x 2 on a 2-core machine).
 - :class:`RayExecutor`: a Ray cluster (``pip install "lora_lab[ray]"``), or a local Ray when
   no address is given. Ray does the scheduling; lora_lab writes no scheduler of its own.
+
+``map`` reads its specs lazily and keeps at most ``jobs`` runs in flight, so the driver
+claims a run (:mod:`lora_lab.sweeps.claims`) only when a worker is free to start it. Every
+run carries the driver's code identity; a worker that imported other code refuses it.
+Local workers die with their driver: each watches its parent and exits within a second of
+the driver's death (SIGKILL included), and exits at once on SIGTERM. Ray fate-shares a
+driver's tasks with the driver itself.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+import signal
+import threading
+from collections.abc import Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from multiprocessing import get_context
 from typing import Any
 
 import torch
 
+from lora_lab.sweeps.identity import CODE
 from lora_lab.sweeps.spec import RunSpec
 from lora_lab.sweeps.worker import execute
 
@@ -30,8 +40,49 @@ def default_threads(jobs: int) -> int:
     return max(1, (os.cpu_count() or 1) // jobs)
 
 
-def _init_worker(threads: int) -> None:
+class ClusterUnreachableError(ConnectionError):
+    """The Ray cluster at the given address cannot be reached (a user error, said in a line)."""
+
+
+def _exit_now(signum: int, _frame: Any) -> None:
+    os._exit(128 + signum)
+
+
+def _watch_parent(parent: int, interval_s: float) -> None:
+    """Exit this process as soon as ``parent`` is no longer its parent (it died, and the
+    orphan was re-parented): a killed driver must not leave workers training for nobody."""
+    stop = threading.Event()
+    while not stop.wait(interval_s):
+        if os.getppid() != parent:
+            os._exit(1)
+
+
+def _init_worker(threads: int, parent: int, interval_s: float = 1.0) -> None:
+    signal.signal(signal.SIGTERM, _exit_now)
+    if os.getppid() != parent:  # the driver died before this worker started
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent, interval_s), daemon=True,
+                     name="lora-lab-parent-watch").start()  # fmt: skip
     torch.set_num_threads(threads)
+
+
+def _windowed(specs: Iterable[RunSpec], window: int, submit: Any, done: Any) -> Iterator[Any]:
+    """Keep at most ``window`` of ``specs`` in flight (``submit(spec)`` starts one and
+    returns a handle; ``done(handles)`` blocks until some finish and returns (finished,
+    outcomes)); yield each outcome as it comes. Specs are drawn only when a slot is free."""
+    it = iter(specs)
+    pending: list[Any] = []
+    while True:
+        while len(pending) < window:
+            spec = next(it, None)
+            if spec is None:
+                break
+            pending.append(submit(spec))
+        if not pending:
+            return
+        finished, outcomes = done(pending)
+        pending = [h for h in pending if h not in finished]
+        yield from outcomes
 
 
 @dataclass
@@ -39,7 +90,7 @@ class SerialExecutor:
     threads: int | None = None
     name = "serial"
 
-    def map(self, specs: Sequence[RunSpec]) -> Iterator[Outcome]:
+    def map(self, specs: Iterable[RunSpec]) -> Iterator[Outcome]:
         before = torch.get_num_threads()
         try:
             for spec in specs:
@@ -54,17 +105,24 @@ class ProcessExecutor:
     threads: int | None = None
     name = "process"
 
-    def map(self, specs: Sequence[RunSpec]) -> Iterator[Outcome]:
+    def map(self, specs: Iterable[RunSpec]) -> Iterator[Outcome]:
         threads = self.threads or default_threads(self.jobs)
-        with ProcessPoolExecutor(
-            self.jobs,
-            mp_context=get_context("spawn"),
-            initializer=_init_worker,
-            initargs=(threads,),
-        ) as pool:
-            futures = [pool.submit(execute, s.to_dict(), threads) for s in specs]
-            for fut in as_completed(futures):
-                yield fut.result()
+        pool = ProcessPoolExecutor(
+            self.jobs, mp_context=get_context("spawn"), initializer=_init_worker,
+            initargs=(threads, os.getpid()),
+        )  # fmt: skip
+
+        def finished(pending: list[Future]) -> tuple[set, list[Outcome]]:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            return done, [f.result() for f in pending if f in done]
+
+        try:
+            yield from _windowed(
+                specs, self.jobs,
+                lambda s: pool.submit(execute, s.to_dict(), threads, CODE.as_dict()), finished,
+            )  # fmt: skip
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 @dataclass
@@ -79,7 +137,7 @@ class RayExecutor:
     cpus_per_run: float = 1.0
     name = "ray"
 
-    def map(self, specs: Sequence[RunSpec]) -> Iterator[Outcome]:
+    def map(self, specs: Iterable[RunSpec]) -> Iterator[Outcome]:
         try:
             import ray  # optional dependency: pip install "lora_lab[ray]"
         except ImportError as e:
@@ -89,13 +147,27 @@ class RayExecutor:
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
             if self.address is None:
                 kwargs["num_cpus"] = self.jobs
-            ray.init(address=self.address, **kwargs)
+            try:
+                ray.init(address=self.address, **kwargs)
+            except (ConnectionError, TimeoutError) as e:
+                raise ClusterUnreachableError(
+                    f"cannot reach a Ray cluster at {self.address!r} ({type(e).__name__}). "
+                    "Start one there (`ray start --head` on that machine; a node joins with "
+                    "`ray start --address HOST:6379`), give --address auto on a node of a "
+                    "running cluster, or leave --address out for a local Ray"
+                ) from None
+        window = max(1, int(self.jobs / self.cpus_per_run))
+
+        def finished(pending: list) -> tuple[set, list[Outcome]]:
+            done, _ = ray.wait(pending, num_returns=1)
+            return set(done), [ray.get(done[0])]
+
         try:
             remote = ray.remote(num_cpus=self.cpus_per_run)(execute)
-            pending = [remote.remote(s.to_dict(), self.threads) for s in specs]
-            while pending:
-                done, pending = ray.wait(pending, num_returns=1)
-                yield ray.get(done[0])
+            yield from _windowed(
+                specs, window,
+                lambda s: remote.remote(s.to_dict(), self.threads, CODE.as_dict()), finished,
+            )  # fmt: skip
         finally:
             if started:
                 ray.shutdown()

@@ -8,11 +8,14 @@ is the same whichever executor produced it.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lora_lab.paths import results_root
 from lora_lab.progress import progress_bar
+from lora_lab.sweeps.claims import Claims
 from lora_lab.sweeps.executors import (
     ProcessExecutor,
     RayExecutor,
@@ -20,10 +23,34 @@ from lora_lab.sweeps.executors import (
     make_executor,
 )
 from lora_lab.sweeps.experiment import Experiment, results_dir
+from lora_lab.sweeps.identity import CODE
 from lora_lab.sweeps.spec import RunSpec
 from lora_lab.sweeps.store import ResultStore
+from lora_lab.sweeps.worker import SKEW
 
 Executor = SerialExecutor | ProcessExecutor | RayExecutor
+
+
+class CodeSkewError(RuntimeError):
+    """A worker imported other code than its driver: nothing it returns can be recorded."""
+
+
+def warn_if_untraceable(folder: Path) -> None:
+    """Records written into the shipped results must name code that exists in a commit; a
+    driver whose package source differs from its commit warns before the first run."""
+    commit = CODE.git_commit or ""
+    try:
+        shipped = Path(folder).resolve().is_relative_to(results_root().resolve())
+    except OSError:
+        shipped = False
+    if shipped and commit.endswith("-dirty"):
+        warnings.warn(
+            f"writing into the shipped results ({folder}) from a tree whose lora_lab/ differs "
+            f"from commit {commit[:12]}: the records will name that commit but ran other code. "
+            "Commit first (git commit -am ...), then start the sweep; each record also carries "
+            f"the source's content hash ({CODE.source_hash})",
+            stacklevel=3,
+        )
 
 
 @dataclass
@@ -57,6 +84,7 @@ def run_sweep(
     on_record: Callable[[str], None] | None = None,
     executor: str | Executor = "process",
     address: str | None = None,
+    poll_s: float = 2.0,
 ) -> SweepSummary:
     """Run every spec of ``experiment``'s grid that is not yet in its store.
 
@@ -65,6 +93,12 @@ def run_sweep(
     ``address``), or an executor object. Finished runs are never redone; invalid records
     are reported and redone. Find experiments by name with
     :func:`lora_lab.findings.get_experiment`.
+
+    Several drivers may share one store (a re-launched sweep, two machines on one folder):
+    each run is claimed before it starts (:mod:`lora_lab.sweeps.claims`), a driver skips
+    runs another live driver holds and waits for their records (checking every ``poll_s``
+    seconds), and takes over the claims of a driver that died. A worker whose code differs
+    from this driver's stops the sweep at once (:class:`CodeSkewError`).
     """
     if not isinstance(experiment, Experiment):
         raise TypeError(
@@ -84,12 +118,34 @@ def run_sweep(
     failed: dict[str, str] = {}
     ran = 0
     t0 = time.perf_counter()
+    warn_if_untraceable(folder)
+    claims = Claims(folder)
     bar = progress_bar(total=len(specs), initial=skipped, desc=f"sweep {experiment.name}",
                disable=not progress)  # fmt: skip
+
+    def claimed(todo: list[RunSpec], elsewhere: list[str]) -> Iterator[RunSpec]:
+        """``todo`` as this driver claims it; runs another live driver holds go to
+        ``elsewhere``, and a run finished by another driver meanwhile is taken as done."""
+        for spec in todo:
+            if not claims.claim(spec.key):
+                elsewhere.append(spec.key)
+                continue
+            record = store.read(spec.key)
+            if record is not None:
+                claims.release(spec.key)
+                done[spec.key] = record
+                bar.update(1)
+                continue
+            yield spec
+
     try:
         while True:
             todo = [s for s in specs if s.key not in done and s.key not in failed]
-            for key, record, err in executor.map(todo) if todo else ():
+            elsewhere: list[str] = []
+            for key, record, err in executor.map(claimed(todo, elsewhere)) if todo else ():
+                claims.release(key)
+                if err.startswith(SKEW):
+                    raise CodeSkewError(err)
                 if err or record is None:
                     failed[key] = err or "no record returned"
                 else:
@@ -99,6 +155,14 @@ def run_sweep(
                     if on_record:
                         on_record(key)
                 bar.update(1)
+            if elsewhere:  # another driver runs these: wait for its records, or its death
+                time.sleep(poll_s)
+                for key in elsewhere:
+                    record = store.read(key)
+                    if record is not None:
+                        done[key] = record
+                        bar.update(1)
+                continue
             new = _search_round(experiment, grid_name, specs, done)
             if not new or failed:
                 break
@@ -106,6 +170,7 @@ def run_sweep(
             bar.total = len(specs)
             bar.refresh()
     finally:
+        claims.close()
         bar.close()
     keys = [s.key for s in specs]
     return SweepSummary(

@@ -13,7 +13,6 @@ import json
 import math
 import os
 import platform
-import subprocess
 import tempfile
 import time
 import warnings
@@ -24,33 +23,11 @@ from typing import Any
 import torch
 
 from lora_lab._version import __version__
-from lora_lab.paths import checkout_root
+from lora_lab.sweeps.identity import CODE
 from lora_lab.sweeps.spec import RunSpec
 
 
 @lru_cache(maxsize=1)
-def _git_commit() -> str | None:
-    root = checkout_root()
-    if root is None:
-        return None
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5
-        )
-        if commit.returncode != 0:
-            return None
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no", "lora_lab"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        ).stdout.strip()
-        return commit.stdout.strip() + ("-dirty" if dirty else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 @lru_cache(maxsize=1)
 def _cpu_model() -> str:
     try:
@@ -66,6 +43,8 @@ def _cpu_model() -> str:
 PROVENANCE_FIELDS = (
     "lora_lab_version",
     "git_commit",
+    "source_hash",
+    "spec_format",
     "torch_version",
     "python_version",
     "cpu",
@@ -76,10 +55,14 @@ PROVENANCE_FIELDS = (
 
 
 def provenance() -> dict[str, Any]:
-    """How and where a result was produced."""
+    """How and where a result was produced. The code's identity (version, commit, content
+    hash of the source, spec format) is the one this process imported, not what the checkout
+    holds when the record is written (:mod:`lora_lab.sweeps.identity`)."""
     return {
         "lora_lab_version": __version__,
-        "git_commit": _git_commit(),
+        "git_commit": CODE.git_commit,
+        "source_hash": CODE.source_hash,
+        "spec_format": CODE.spec_format,
         "torch_version": torch.__version__,
         "python_version": platform.python_version(),
         "cpu": _cpu_model(),

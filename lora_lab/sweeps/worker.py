@@ -4,6 +4,7 @@ a record is the same whichever executor ran it, and the driver alone owns the st
 from __future__ import annotations
 
 import time
+import traceback
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import torch
 
 from lora_lab.lora import use_layer_kind
+from lora_lab.sweeps.identity import CODE
 from lora_lab.sweeps.spec import RunSpec, as_spec
 from lora_lab.sweeps.store import provenance
 from lora_lab.tasks import Task, make_task
@@ -173,13 +175,24 @@ def run_spec(spec: RunSpec | dict[str, Any], progress: bool = False, device: str
     }
 
 
-def execute(spec: dict[str, Any], threads: int | None = None) -> tuple[str, dict | None, str]:
-    """Executor entry point: (key, record or None, error message or ''). A crash in one run
-    is returned, not raised, so it cannot end the sweep."""
+SKEW = "CodeSkew"  # the error name of a worker that refuses its driver's work
+
+
+def execute(spec: dict[str, Any], threads: int | None = None,
+            expect: dict[str, Any] | None = None) -> tuple[str, dict | None, str]:  # fmt: skip
+    """Executor entry point: (key, record or None, error or ''). A crash in one run is
+    returned with its traceback, not raised, so it cannot end the sweep. ``expect`` is the
+    driver's code identity: a worker that imported other code (another version, spec format
+    or source) refuses before running anything, with an error starting with ``CodeSkew``."""
     if threads:
         torch.set_num_threads(threads)
     key = RunSpec.from_dict(spec).key
+    if expect is not None:
+        why = CODE.mismatch(expect)
+        if why:
+            return key, None, (f"{SKEW}: this worker's code is not its driver's ({why}); "
+                               "the package changed while the sweep ran: restart it")
     try:
         return key, run_spec(spec), ""
     except Exception as e:
-        return key, None, f"{type(e).__name__}: {e}"
+        return key, None, f"{type(e).__name__}: {e}\n{traceback.format_exc()}"
