@@ -143,7 +143,6 @@ def run_sweep(
             todo = [s for s in specs if s.key not in done and s.key not in failed]
             elsewhere: list[str] = []
             for key, record, err in executor.map(claimed(todo, elsewhere)) if todo else ():
-                claims.release(key)
                 if err.startswith(SKEW):
                     raise CodeSkewError(err)
                 if err or record is None:
@@ -154,6 +153,7 @@ def run_sweep(
                     ran += 1
                     if on_record:
                         on_record(key)
+                claims.release(key)  # after the record is in place: no one redoes it
                 bar.update(1)
             if elsewhere:  # another driver runs these: wait for its records, or its death
                 time.sleep(poll_s)

@@ -1,0 +1,151 @@
+"""Engine hardening (issue 26): workers die with their driver, drivers share a store, a
+worker running other code refuses, failures keep their traceback, and records name the
+code that ran."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lora_lab.findings.demo import DEMO
+from lora_lab.sweeps import executors
+from lora_lab.sweeps.claims import Claims, pid_alive
+from lora_lab.sweeps.identity import CODE, source_hash
+from lora_lab.sweeps.runner import CodeSkewError, run_sweep
+from lora_lab.sweeps.store import ResultStore
+from lora_lab.sweeps.worker import SKEW, execute
+
+CLI = [sys.executable, "-c", "import sys; from lora_lab.cli import main; sys.exit(main())"]
+
+
+def _children(pid: int) -> set[int]:
+    """Direct children of ``pid`` (from /proc)."""
+    out = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(") ", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            out.add(int(stat.parent.name))
+    return out
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
+def test_no_process_of_a_sweep_survives_its_killed_driver(tmp_path):
+    driver = subprocess.Popen([*CLI, "sweep", "demo", "--jobs", "2", "--out", str(tmp_path)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.time() + 60
+    kids: set[int] = set()
+    while time.time() < deadline and len(kids) < 3:  # two workers and the resource tracker
+        kids |= _children(driver.pid)
+        time.sleep(0.2)
+    assert len(kids) >= 2, f"the driver never started its workers ({kids})"
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    time.sleep(10)
+    alive = [pid for pid in kids if pid_alive(pid)]
+    assert not alive, f"processes of the sweep still alive 10 s after SIGKILL: {alive}"
+
+
+def test_a_worker_exits_on_sigterm(tmp_path):
+    code = ("import os, signal, time; from lora_lab.sweeps.executors import _init_worker; "
+            "_init_worker(1, os.getppid()); print('ready', flush=True); time.sleep(60)")
+    worker = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert worker.stdout.readline().strip() == "ready"
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=5) == 128 + signal.SIGTERM
+
+
+def test_two_drivers_on_one_store_run_each_run_once(tmp_path):
+    """Started together on one folder, two drivers split the runs between them."""
+    script = ("import sys; from lora_lab.findings.demo import DEMO; "
+              "from lora_lab.sweeps.runner import run_sweep; "
+              "s = run_sweep(DEMO, 'full', jobs=1, root=sys.argv[1], progress=False, "
+              "executor='serial', poll_s=0.2); print(s.ran, s.total)")  # fmt: skip
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path)],
+                              stdout=subprocess.PIPE, text=True) for _ in range(2)]  # fmt: skip
+    outs = [p.communicate(timeout=300)[0].split() for p in procs]
+    ran = [int(o[0]) for o in outs]
+    total = int(outs[0][1])
+    assert sum(ran) == total == len(DEMO.specs("full")), outs
+    assert len(ResultStore(tmp_path / "demo").scan()[0]) == total
+    assert not list((tmp_path / "demo" / ".claims").glob("*.json"))  # every claim released
+
+
+def test_a_dead_drivers_claims_are_taken_over(tmp_path):
+    folder = tmp_path / "demo-ci"
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    first = DEMO.specs("ci")[0].key
+    other = Claims(folder)
+    other.me["pid"] = dead.pid  # a driver on this host that is gone
+    assert other.claim(first)
+    other._stop.set()  # its heartbeat stops with it; the claim file stays behind
+    summary = run_sweep(DEMO, "ci", jobs=1, root=tmp_path, progress=False, poll_s=0.1)
+    assert summary.ran == 2 and not summary.failed
+
+
+def test_a_live_drivers_claim_is_left_alone_until_its_record_lands(tmp_path):
+    folder = tmp_path / "demo-ci"
+    spec = DEMO.specs("ci")[0]
+    holder = Claims(folder)
+    assert holder.claim(spec.key)
+    assert not Claims(folder).claim(spec.key)  # alive, fresh heartbeat: skipped
+
+    def land(key: str) -> None:  # the holder finishes its run while we wait
+        _, record, _ = execute(spec.to_dict())
+        ResultStore(folder).write(spec.key, record)
+        holder.release(spec.key)
+
+    import threading
+
+    threading.Timer(0.5, land, args=(spec.key,)).start()
+    summary = run_sweep(DEMO, "ci", jobs=1, root=tmp_path, progress=False, poll_s=0.1)
+    assert summary.ran == 1 and not summary.failed  # the other run only
+    assert len(ResultStore(folder).scan()[0]) == 2
+    holder.close()
+
+
+def test_a_worker_with_other_code_refuses_before_running(tmp_path):
+    spec = DEMO.specs("ci")[0]
+    theirs = {**CODE.as_dict(), "source_hash": "0" * 16}
+    key, record, err = execute(spec.to_dict(), expect=theirs)
+    assert record is None and err.startswith(SKEW) and "source_hash" in err
+    key, record, err = execute(spec.to_dict(), expect={**CODE.as_dict(), "git_commit": "x"})
+    assert record is not None and not err  # a moved commit alone is no skew
+
+
+def test_the_driver_stops_at_the_first_skewed_worker(tmp_path, monkeypatch):
+    calls = []
+
+    def skewed(spec, threads=None, expect=None):
+        calls.append(spec)
+        return "k", None, f"{SKEW}: spec_format differs"
+
+    monkeypatch.setattr(executors, "execute", skewed)
+    with pytest.raises(CodeSkewError, match="spec_format"):
+        run_sweep(DEMO, "full", jobs=1, root=tmp_path, progress=False, executor="serial")
+    assert len(calls) == 1  # nothing queued behind the refusal
+
+
+def test_a_failed_run_keeps_its_traceback():
+    spec = DEMO.specs("ci")[0].to_dict()
+    spec["task_kwargs"] = {"n_entities": -1}
+    _, record, err = execute(spec)
+    assert record is None and err.startswith("ValueError") and "Traceback" in err
+    assert "make_facts" in err  # where it happened, not only what
+
+
+def test_records_name_the_code_that_ran(tmp_path):
+    summary = run_sweep(DEMO, "ci", jobs=1, root=tmp_path, progress=False)
+    for rec in ResultStore(summary.folder).scan()[0].values():
+        prov = rec["provenance"]
+        assert prov["source_hash"] == CODE.source_hash == source_hash()
+        assert prov["spec_format"] == CODE.spec_format
+        assert prov["git_commit"] == CODE.git_commit
