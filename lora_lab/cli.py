@@ -1,4 +1,5 @@
-"""``lora-lab`` command line: demo, pretrain, sweep, experiments, reproduce, analyze, info."""
+"""``lora-lab`` command line: demo, pretrain, sweep, verify, experiments, reproduce, analyze,
+info."""
 
 from __future__ import annotations
 
@@ -17,10 +18,10 @@ from lora_lab.own_runs import analyze, write_report
 from lora_lab.own_runs.importers import FORMATS
 from lora_lab.paths import base_path, results_root, work_dir
 from lora_lab.reproduce import reproduce
-from lora_lab.sweeps.executors import EXECUTORS
+from lora_lab.sweeps.executors import EXECUTORS, MissingExtraError
 from lora_lab.sweeps.experiment import results_dir
 from lora_lab.sweeps.migrate import migrate_store
-from lora_lab.sweeps.runner import run_sweep
+from lora_lab.sweeps.runner import CodeSkewError, run_sweep
 from lora_lab.sweeps.store import ResultStore
 from lora_lab.tasks import make_task
 from lora_lab.threads import choose_threads, configure_threads
@@ -158,6 +159,18 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     for key, err in summary.failed.items():
         print(f"  failed {key}: {err}", file=sys.stderr)
     return 1 if summary.failed else 0
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Rerun records and say whether their numbers come back."""
+    from lora_lab.sweeps.verify import verify_records
+
+    table = verify_records(args.records)
+    for r in table.itertuples():
+        print(f"{r.outcome:<23} {r.label} lr {r.lr:.3g} seed {r.seed}: recorded {r.recorded:.6f}, "
+              f"rerun {r.rerun:.6f} ({r.difference:+.2e}; seed spread {r.seed_spread:.2e}); "
+              f"code {r.code}  [{r.record}]")  # fmt: skip
+    return 1 if (table.outcome == "differs").any() else 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -332,6 +345,12 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--dry-run", action="store_true", help="only say what would change")
     m.set_defaults(func=cmd_migrate)
 
+    v = _parser(sub, "verify", "rerun records and compare their numbers (within float noise, "
+                "within the seed spread, or not)")
+    v.add_argument("records", nargs="+", metavar="RECORD",
+                   help="record files (results/NAME/KEY.json) or whole results folders")
+    v.set_defaults(func=cmd_verify)
+
     ls = _parser(sub, "experiments", "list experiments and how much of each is done")
     ls.set_defaults(func=cmd_list)
 
@@ -373,11 +392,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# What a user can fix (bad input, a missing file or extra, an unreachable cluster, a sweep
+# whose code changed under it): one line and exit code 2. Anything else is a bug in
+# lora_lab, and its traceback is what a bug report needs.
+USER_ERRORS = (ValueError, FileNotFoundError, ConnectionError, MissingExtraError, CodeSkewError)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, TypeError, FileNotFoundError) as e:
+    except USER_ERRORS as e:
         print(f"lora-lab: error: {e}", file=sys.stderr)
         return 2
 

@@ -4,6 +4,7 @@ code that ran."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -149,3 +150,117 @@ def test_records_name_the_code_that_ran(tmp_path):
         assert prov["source_hash"] == CODE.source_hash == source_hash()
         assert prov["spec_format"] == CODE.spec_format
         assert prov["git_commit"] == CODE.git_commit
+
+
+# ----------------------------------------------------------------------------- declaration
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        ({"task_kwargs": {"n_entitys": 64}}, "unexpected keyword argument 'n_entitys'"),
+        ({"eval_split": "validation"}, "has splits .*'recall'.* not 'validation'"),
+        ({"warmup_steps": 50, "steps": 5}, "warmup_steps \\(50\\) is longer than the run"),
+        ({"task": "arith_prefs", "task_kwargs": {"digitz": (1, 2)}}, "digitz"),
+    ],
+)
+def test_specs_are_refused_at_declaration(change, match):
+    from lora_lab.sweeps.spec import RunSpec
+
+    base = {"base": "nano", "task": "facts", "lr": 1e-3, "steps": 10, "eval_split": "recall"}
+    with pytest.raises(ValueError, match=match):
+        RunSpec.from_dict({**base, **change})
+
+
+def test_every_task_declares_the_splits_it_builds():
+    from lora_lab.tasks import SPLITS, TASKS, make_task
+
+    small = {
+        "facts": {"n_entities": 8}, "instruct": {"n_train": 8, "n_test": 4},
+        "arith": {"n_train": 8, "n_test": 4}, "two_hop": {"n_people": 12, "n_companies": 4},
+        "facts_prefs": {"n_entities": 8}, "arith_prefs": {"n_train": 8, "n_test": 4},
+    }  # fmt: skip
+    assert set(small) == set(TASKS)
+    for name, kw in small.items():
+        task = make_task(name, **kw)
+        assert set(SPLITS[name]) == {"train", "test", *task.extra}, name
+
+
+def test_a_rank_beyond_the_layer_is_warned_about_before_anything_is_built():
+    from lora_lab import LoraConfig
+    from lora_lab.sweeps.spec import RunSpec
+    from lora_lab.training.methods import apply_method
+    from lora_lab.training.pretrain import load_base
+
+    with pytest.warns(UserWarning, match="exceeds the smallest dimension.*parameters"):
+        RunSpec(base="nano", task="facts", lr=1e-3, steps=5, method=LoraConfig(r=64))
+    with pytest.warns(UserWarning, match="can express nothing a rank of 48 cannot"):
+        apply_method(load_base("nano"), LoraConfig(r=64))
+
+
+def test_rl_settings_share_one_check():
+    from lora_lab.sweeps.spec import RunSpec
+    from lora_lab.tasks import make_task
+    from lora_lab.training.rl import train_rl
+
+    with pytest.raises(ValueError, match="temperature must be a positive"):
+        RunSpec(base="nano", task="arith", lr=1e-3, steps=2, objective="rl", temperature=0.0)
+    arith = make_task("arith", n_train=8, n_test=4, digits=(1, 2))
+    with pytest.raises(ValueError, match="temperature must be a positive"):
+        train_rl("nano", arith.train, lr=1e-3, steps=1, temperature=0, progress=False)
+
+
+def test_a_bogus_layer_kind_in_the_environment_is_an_error_where_read(monkeypatch):
+    from lora_lab.lora import layer
+
+    monkeypatch.setitem(layer._selected, "kind", "bogus")
+    with pytest.raises(ValueError, match="LORA_LAB_LORA_LAYER='bogus' names no LoRA layer kind"):
+        layer.layer_kind()
+
+
+# ----------------------------------------------------------------------------- errors
+def test_an_unreachable_ray_address_is_one_line(tmp_path, capsys, monkeypatch):
+    import types
+
+    def refuse(*args, **kwargs):  # what ray.init raises when no cluster answers
+        raise ConnectionError("could not connect to 10.255.255.1:6379")
+
+    fake = types.SimpleNamespace(init=refuse, is_initialized=lambda: False)
+    monkeypatch.setitem(sys.modules, "ray", fake)  # Ray itself is an optional extra
+    from lora_lab.cli import main
+
+    code = main(["sweep", "demo", "--grid", "ci", "--executor", "ray", "--address",
+                 "10.255.255.1:6379", "--out", str(tmp_path)])  # fmt: skip
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert "10.255.255.1:6379" in err[0] and "ray start --head" in err[0]
+
+
+def test_the_cli_tells_user_errors_from_bugs(monkeypatch, capsys):
+    from lora_lab import cli
+
+    assert cli.main(["verify", "no/such/record.json"]) == 2
+    assert "no record at" in capsys.readouterr().err
+
+    def bug(args):
+        raise TypeError("a bug in lora_lab")
+
+    monkeypatch.setattr(cli, "cmd_list", bug)
+    parser = cli.build_parser()
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    parser._subparsers._group_actions[0].choices["experiments"].set_defaults(func=bug)
+    with pytest.raises(TypeError, match="a bug in lora_lab"):
+        cli.main(["experiments"])
+
+
+def test_verify_reruns_records_and_compares_with_the_seed_spread(tmp_path):
+    from lora_lab.sweeps.verify import verify_records
+
+    run_sweep(DEMO, "full", jobs=1, root=tmp_path, progress=False, executor="serial")
+    folder = tmp_path / "demo"
+    files = sorted(folder.glob("*.json"))
+    table = verify_records([files[0]])
+    assert table.outcome.tolist() == ["reproduces"] and table.code.tolist() == ["same"]
+    assert abs(table.difference.iloc[0]) < 1e-9 and table.seed_spread.iloc[0] > 0
+    rec = json.loads(files[1].read_text())
+    rec["result"]["final"]["eval_loss"] += 10.0  # a record whose number cannot come back
+    files[1].write_text(json.dumps(rec))
+    assert verify_records([files[1]]).outcome.tolist() == ["differs"]

@@ -4,6 +4,7 @@ injection through the layer dispatch list, merge / unmerge / unload, parameter c
 from __future__ import annotations
 
 import re
+import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
@@ -69,6 +70,11 @@ def inject_lora(model: nn.Module, config: LoraConfig) -> nn.Module:
     chosen = match_targets(names, config.target_modules)
     modules = dict(model.named_modules())
     top_k = _top_k(model)
+    shapes = {n: (m.in_features, m.out_features) for n, m in modules.items() if n in chosen
+              and isinstance(m, nn.Linear)}  # fmt: skip
+    too_big = oversized_ranks(shapes, config, top_k)
+    if too_big:  # said before the adapters are allocated
+        warnings.warn(too_big, stacklevel=2)
     layers = {n: make_lora_layer(modules[n], config, config.rank_for(n, top_k)) for n in chosen}
     unhandled = [n for n, layer in layers.items() if layer is None]
     if unhandled:
@@ -183,6 +189,25 @@ def parameter_report(model: nn.Module) -> pd.DataFrame:
     df["share_of_base"] = df.base_params / df.base_params.iloc[-1]
     df["trainable_share"] = df.trainable / df.base_params.iloc[-1]
     return df.set_index("group")
+
+
+def oversized_ranks(shapes: dict[str, tuple[int, int]], config: LoraConfig, top_k: int = 1
+                    ) -> str | None:  # fmt: skip
+    """A sentence on the targeted matrices whose rank exceeds their smallest dimension (PEFT
+    allows it), with what it costs; None when every rank fits. Past min(d_in, d_out) a
+    product B @ A gains no expressiveness, only parameters."""
+    chosen = match_targets(list(shapes), config.target_modules)
+    over = {n: config.rank_for(n, top_k) for n in chosen
+            if config.rank_for(n, top_k) > min(shapes[n])}  # fmt: skip
+    if not over:
+        return None
+    adapter = sum(r * sum(shapes[n]) for n, r in over.items())
+    dense = sum(shapes[n][0] * shapes[n][1] for n in over)
+    first = next(iter(over))
+    return (f"LoRA rank {over[first]} exceeds the smallest dimension of {len(over)} targeted "
+            f"matrices (e.g. {first}: {shapes[first][0]} x {shapes[first][1]}): their adapters "
+            f"hold {adapter:,} parameters, {adapter / dense:.1f}x the matrices they adapt, and "
+            f"can express nothing a rank of {min(shapes[first])} cannot")  # fmt: skip
 
 
 def count_lora_params(model_config: ModelConfig, lora_config: LoraConfig) -> int:

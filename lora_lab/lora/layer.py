@@ -123,8 +123,14 @@ _selected = {"kind": os.environ.get("LORA_LAB_LORA_LAYER", "reference")}
 
 
 def layer_kind() -> str:
-    """The LoRA layer kind new adapters get (``LORA_LAB_LORA_LAYER`` sets the default)."""
-    return _selected["kind"]
+    """The LoRA layer kind new adapters get (``LORA_LAB_LORA_LAYER`` sets the default; a
+    value that names no kind is an error here, where it is read, not a silent label)."""
+    kind = _selected["kind"]
+    if kind not in LAYER_KINDS:
+        raise ValueError(
+            f"LORA_LAB_LORA_LAYER={kind!r} names no LoRA layer kind; known: {LAYER_KINDS}"
+        )
+    return kind
 
 
 def set_layer_kind(kind: str) -> None:

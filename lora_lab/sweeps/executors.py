@@ -40,6 +40,10 @@ def default_threads(jobs: int) -> int:
     return max(1, (os.cpu_count() or 1) // jobs)
 
 
+class MissingExtraError(ImportError):
+    """An optional dependency is not installed (a user error: the message says what to install)."""
+
+
 class ClusterUnreachableError(ConnectionError):
     """The Ray cluster at the given address cannot be reached (a user error, said in a line)."""
 
@@ -141,7 +145,9 @@ class RayExecutor:
         try:
             import ray  # optional dependency: pip install "lora_lab[ray]"
         except ImportError as e:
-            raise ImportError('the Ray executor needs Ray: pip install "lora_lab[ray]"') from e
+            raise MissingExtraError(
+                'the Ray executor needs Ray: pip install "lora_lab[ray]"'
+            ) from e
         started = not ray.is_initialized()
         if started:
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}

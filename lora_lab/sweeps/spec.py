@@ -14,17 +14,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
+import warnings
 from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any
 
 from lora_lab.lora import LAYER_KINDS
 from lora_lab.lora.config import LoraConfig
-from lora_lab.model import PRESETS
-from lora_lab.tasks import PREFERENCE_TASKS, TASKS
+from lora_lab.lora.inject import oversized_ranks
+from lora_lab.model import PRESETS, linear_shapes
+from lora_lab.tasks import PREFERENCE_TASKS, SPLITS, TASKS, check_task_args
 from lora_lab.training.dpo import DPO_BETA, check_dpo_args
 from lora_lab.training.methods import FullFT, as_method, label_sort_key, method_label
 from lora_lab.training.optim import ADAM_BETAS, MOE_AUX_LOSS_COEF
+from lora_lab.training.policy_gradient import check_rl_args
 from lora_lab.training.sft import check_train_args
 from lora_lab.training.warm_start import WARM_STARTS
 
@@ -111,8 +113,11 @@ class RunSpec:
             raise ValueError(f"task must be one of {sorted(TASKS)}, got {self.task!r}")
         if not isinstance(self.task_kwargs, dict):
             raise ValueError(f"task_kwargs must be a dict, got {self.task_kwargs!r}")
-        if not isinstance(self.eval_split, str) or not self.eval_split:
-            raise ValueError(f"eval_split must be a split name, got {self.eval_split!r}")
+        check_task_args(self.task, self.task_kwargs)
+        if self.eval_split not in SPLITS[self.task]:
+            raise ValueError(
+                f"task {self.task!r} has splits {list(SPLITS[self.task])}, not {self.eval_split!r}"
+            )
         if not isinstance(self.measure_bits, bool):
             raise ValueError(f"measure_bits must be True or False, got {self.measure_bits!r}")
         if self.lora_layer not in LAYER_KINDS:
@@ -129,6 +134,12 @@ class RunSpec:
             self.warmup_steps, self.betas, self.weight_decay, self.evals_per_decade,
             self.eval_limit, self.accuracy_limit, self.aux_loss_coef,
         )  # fmt: skip
+        if self.is_lora:  # said when declared; PEFT allows it, so it is a warning
+            config = PRESETS[self.base if self.base in PRESETS else WARM_STARTS[self.base].base]
+            top_k = config.top_k if config.is_moe else 1
+            too_big = oversized_ranks(linear_shapes(config), self.method, top_k)
+            if too_big:
+                warnings.warn(too_big, stacklevel=3)
 
     def _check_objective(self) -> None:
         """Fields that the chosen objective would not read are refused, never ignored."""
@@ -155,21 +166,7 @@ class RunSpec:
         changed = [f for f in SFT_ONLY_FIELDS if getattr(self, f) != _DEFAULTS[f]]
         if changed:  # RL always measures accuracy; bits are an SFT-on-facts measurement
             raise ValueError(f"{changed} apply to objective='sft' only")
-        if isinstance(self.group_size, bool) or not isinstance(self.group_size, int) or (
-            self.group_size < 2
-        ):  # fmt: skip
-            raise ValueError(f"group_size must be an integer >= 2, got {self.group_size!r}")
-        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int) or (
-            self.max_new_tokens < 1
-        ):  # fmt: skip
-            raise ValueError(
-                f"max_new_tokens must be a positive integer, got {self.max_new_tokens!r}"
-            )
-        for name, low in (("temperature", "positive"), ("kl_coef", "non-negative")):
-            v = getattr(self, name)
-            ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
-            if not ok or v < 0 or (low == "positive" and v == 0):
-                raise ValueError(f"{name} must be a {low} number, got {v!r}")
+        check_rl_args(self.group_size, self.max_new_tokens, self.temperature, self.kl_coef)
 
     # ------------------------------------------------------------------ names and keys
     @property

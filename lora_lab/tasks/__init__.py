@@ -1,5 +1,6 @@
 """Seeded synthetic tasks with train/test splits and completion-only loss masks."""
 
+import inspect
 import json
 from pathlib import Path
 
@@ -21,23 +22,45 @@ TASKS = {
     "arith_prefs": make_arith_prefs,
 }
 PREFERENCE_TASKS = ("facts_prefs", "arith_prefs")
+# every split a task has (train and test, then its extra ones): what a spec's eval_split may
+# name, known without building the task (a test checks it against the tasks themselves)
+SPLITS = {name: ("train", "test") for name in TASKS}
+SPLITS.update(facts=("train", "test", "recall"), facts_prefs=("train", "test", "rephrased"),
+              two_hop=("train", "test", "hop1", "hop2", "recall"))  # fmt: skip
+
+
+def check_task_args(name: str, kwargs: dict) -> None:
+    """``kwargs`` against the task builder's signature: a misspelt argument is an error that
+    lists the real ones (checked when a spec is declared, not after hours of sweeping)."""
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; choose one of {sorted(TASKS)}")
+    builder = TASKS[name]
+    try:
+        inspect.signature(builder).bind(**kwargs)
+    except TypeError as e:
+        params = [p for p in inspect.signature(builder).parameters if p != "arith_kwargs"]
+        raise ValueError(f"task {name!r}: {e}; its arguments: {params}") from None
+    if name == "arith_prefs":  # the rest are make_arith's
+        extra = {k: v for k, v in kwargs.items() if k not in ("n_train", "n_test", "seed")}
+        check_task_args("arith", extra)
 
 
 def make_task(name: str, **kwargs) -> Task:
     """Build a task by name: ``make_task("facts", n_entities=1000, seed=0)``."""
-    if name not in TASKS:
-        raise ValueError(f"unknown task {name!r}; choose one of {sorted(TASKS)}")
+    check_task_args(name, kwargs)
     return TASKS[name](**kwargs)
 
 
 __all__ = [
     "PREFERENCE_TASKS",
+    "SPLITS",
     "TASKS",
     "Example",
     "SFTDataset",
     "Task",
     "corpus_documents",
     "corpus_tokens",
+    "check_task_args",
     "make_arith",
     "make_arith_prefs",
     "make_facts",

@@ -23,6 +23,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -35,6 +36,23 @@ from lora_lab.training.evaluation import evaluating, prompt_batches, sampled_acc
 from lora_lab.training.loop import MicroBatch, Objective
 from lora_lab.training.objectives import moe_aux_loss
 from lora_lab.training.optim import MOE_AUX_LOSS_COEF
+
+
+def check_rl_args(group_size: Any, max_new_tokens: Any, temperature: Any, kl_coef: Any,
+                  prompts_per_step: Any = 1) -> None:  # fmt: skip
+    """Policy gradient's own settings: one check shared by ``RunSpec``, ``train_rl`` and
+    :class:`PolicyGradientObjective`, so no path accepts what another refuses (a
+    temperature of 0 samples greedily: every group is all right or all wrong, no signal)."""
+    for name, v, low in (("prompts_per_step", prompts_per_step, 1), ("group_size", group_size, 2),
+                         ("max_new_tokens", max_new_tokens, 1)):  # fmt: skip
+        if isinstance(v, bool) or not isinstance(v, int) or v < low:
+            why = ": a group-mean advantage needs a group" if name == "group_size" else ""
+            raise ValueError(f"{name} must be an integer >= {low}, got {v!r}{why}")
+    for name, v, low in (("temperature", temperature, "positive"),
+                         ("kl_coef", kl_coef, "non-negative")):  # fmt: skip
+        ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+        if not ok or v < 0 or (low == "positive" and v == 0):
+            raise ValueError(f"{name} must be a {low} number, got {v!r}")
 
 
 def group_advantages(rewards: torch.Tensor) -> torch.Tensor:
@@ -225,12 +243,7 @@ class PolicyGradientObjective(Objective):
     ) -> None:
         if data.verifier is None:
             raise ValueError(f"{data.name} has no verifier: RL needs a reward")
-        for name, v in (("prompts_per_step", prompts_per_step), ("group_size", group_size),
-                        ("max_new_tokens", max_new_tokens)):  # fmt: skip
-            if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        if group_size < 2:
-            raise ValueError("group_size must be >= 2: a group-mean advantage needs a group")
+        check_rl_args(group_size, max_new_tokens, temperature, kl_coef, prompts_per_step)
         self.data, self.eval_data = data, eval_data
         self.prompts_per_step, self.group_size = prompts_per_step, group_size
         self.examples_per_micro_batch = prompts_per_step * group_size  # episodes

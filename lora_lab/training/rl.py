@@ -17,7 +17,7 @@ from lora_lab.tasks.base import SFTDataset
 from lora_lab.training.loop import resolve_device, run_loop
 from lora_lab.training.methods import FullFT, apply_method, as_method, method_label
 from lora_lab.training.optim import ADAM_BETAS, MOE_AUX_LOSS_COEF
-from lora_lab.training.policy_gradient import PolicyGradientObjective
+from lora_lab.training.policy_gradient import PolicyGradientObjective, check_rl_args
 from lora_lab.training.pretrain import load_base
 from lora_lab.training.sft import RunResult, check_train_args, log_spaced_steps, lora_layer_names
 
@@ -62,6 +62,7 @@ def train_rl(
         lr, steps, None, prompts_per_step, grad_accum, schedule, warmup_steps, betas,
         weight_decay, evals_per_decade, eval_limit, 0, aux_loss_coef,
     )  # fmt: skip
+    check_rl_args(group_size, max_new_tokens, temperature, kl_coef, prompts_per_step)
     if isinstance(model, str):
         model = load_base(model)
     if not isinstance(model, nn.Module):

@@ -139,6 +139,8 @@ def check_train_args(
     check_positive_int("batch_size", batch_size)
     check_positive_int("grad_accum", grad_accum)
     check_positive_int("warmup_steps", warmup_steps, allow_zero=True)
+    if steps is not None and warmup_steps > steps:
+        raise ValueError(f"warmup_steps ({warmup_steps}) is longer than the run ({steps} steps)")
     check_positive_int("evals_per_decade", evals_per_decade)
     check_positive_int("accuracy_limit", accuracy_limit, allow_zero=True)
     if eval_limit is not None:
