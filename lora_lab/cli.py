@@ -23,6 +23,7 @@ from lora_lab.sweeps.experiment import results_dir
 from lora_lab.sweeps.migrate import migrate_store
 from lora_lab.sweeps.runner import CodeSkewError, run_sweep
 from lora_lab.sweeps.store import ResultStore
+from lora_lab.sweeps.verify import verify_records
 from lora_lab.tasks import make_task
 from lora_lab.threads import choose_threads, configure_threads
 from lora_lab.training.methods import FullFT
@@ -163,8 +164,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     """Rerun records and say whether their numbers come back."""
-    from lora_lab.sweeps.verify import verify_records
-
     table = verify_records(args.records)
     for r in table.itertuples():
         print(f"{r.outcome:<23} {r.label} lr {r.lr:.3g} seed {r.seed}: recorded {r.recorded:.6f}, "

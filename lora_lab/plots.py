@@ -203,60 +203,6 @@ def plot_loss_vs_batch(
     return fig
 
 
-def plot_grouped_bars(
-    df: pd.DataFrame,
-    x: str,
-    y: str,
-    hue: str,
-    err: str | None = None,
-    title: str = "",
-    ylabel: str = "final eval loss",
-    ax=None,
-) -> Figure:
-    """Grouped bars with hatching, so groups survive grayscale printing."""
-    fig, ax = _axes(ax, (7.5, 4.5))
-    hues = list(dict.fromkeys(df[hue]))
-    xs = list(dict.fromkeys(df[x]))
-    width = 0.8 / len(hues)
-    hatches = ["", "//", "..", "xx", "\\\\", "oo"]
-    palette = sns.color_palette("Greys", len(hues) + 1)[1:]
-    for i, h in enumerate(hues):
-        d = df[df[hue] == h].set_index(x).reindex(xs)
-        pos = np.arange(len(xs)) + (i - (len(hues) - 1) / 2) * width
-        ax.bar(
-            pos,
-            d[y],
-            width,
-            label=str(h),
-            color=palette[i],
-            edgecolor="black",
-            hatch=hatches[i % len(hatches)],
-            yerr=None if err is None else d[err],
-            capsize=3,
-        )
-    ax.set_xticks(np.arange(len(xs)), [str(v) for v in xs])
-    ax.set_xlabel(x)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
-    ax.legend(frameon=True)
-    fig.tight_layout()
-    return fig
-
-
-def plot_reward_curves(
-    curves: pd.DataFrame, hue: str = "label", y: str = "reward", title: str = "RL reward", ax=None
-) -> Figure:
-    """Reward (or accuracy) against step, linear axes, one line per ``hue``."""
-    fig, ax = _axes(ax, (7.5, 4.5))
-    _lines(ax, curves, "step", y, hue)
-    ax.set_xlabel("step")
-    ax.set_ylabel(y)
-    ax.set_title(title)
-    ax.legend(frameon=True)
-    fig.tight_layout()
-    return fig
-
-
 def plot_loss_vs_n(
     table: pd.DataFrame,
     y: str = "loss",

@@ -138,9 +138,8 @@ def test_an_rl_spec_with_every_field_set_reaches_the_trainer():
         elif name == "base":
             assert config["base"] == config["model"] == "nano"
         elif name == "lora_layer":
-            assert (
-                config["lora_layer_kind"] == "fused" and config["lora_layer"] == "FusedLoRALinear"
-            )
+            assert config["lora_layer_kind"] == "fused"
+            assert config["lora_layer_class"] == "FusedLoRALinear"
         else:
             assert config[name] == value, name
     assert config["prompts_per_step"] == 2
@@ -192,7 +191,8 @@ def test_a_spec_with_every_field_set_reaches_the_trainer():
         elif name == "base":
             assert config["base"] == config["model"] == "nano"
         elif name == "lora_layer":  # asked for; with dropout > 0 the fused layer falls back
-            assert config["lora_layer_kind"] == "fused" and config["lora_layer"] == "LoRALinear"
+            assert config["lora_layer_kind"] == "fused"
+            assert config["lora_layer_class"] == "LoRALinear"
         elif name == "steps":  # derived from epochs: 24 facts x 2 phrasings? -> ceil
             n_train = len(make_facts(n_entities=24, seed=1).train)
             assert config["steps"] == math.ceil(0.75 * n_train / (4 * 2))

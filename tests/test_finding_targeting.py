@@ -94,7 +94,7 @@ def test_ntk_table_shares_sum_to_one_and_lora_has_no_embedding_share(nano_and_da
 def test_router_load_counts_every_routed_slot():
     import pandas as pd
 
-    from lora_lab.findings.targeting import TARGETING_MOE, load_imbalance, router_load
+    from lora_lab.findings.targeting import TARGETING_MOE, router_load, share_imbalance
     from lora_lab.model import build_model
     from lora_lab.tasks import make_task
 
@@ -104,7 +104,7 @@ def test_router_load_counts_every_routed_slot():
     assert len(shares) == model.config.n_layer and shares.shape[1] == model.config.n_experts
     assert (shares.sum(axis=1) - 1).abs().max() < 1e-6
     uniform = pd.DataFrame([[1 / 8] * 8] * 2)
-    assert load_imbalance(uniform) == pytest.approx(1.0)
+    assert share_imbalance(uniform) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="no mixture-of-experts"):
         router_load(load_base("nano"), data)
     labels = {s.label for s in TARGETING_MOE.specs("full")}

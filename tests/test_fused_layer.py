@@ -99,7 +99,7 @@ def test_fused_model_trains_like_the_reference():
                       eval_data=data.test, eval_limit=16, seed=0)  # fmt: skip
         losses[kind] = r.final["eval_loss"]
         expected = {"reference": "LoRALinear", "fused": "FusedLoRALinear"}[kind]
-        assert r.config["lora_layer"] == expected
+        assert r.config["lora_layer_class"] == expected
     assert losses["fused"] == pytest.approx(losses["reference"], abs=1e-4)
     m = inject_lora(copy.deepcopy(base), LoraConfig(r=2))
     merge(m)

@@ -10,12 +10,10 @@ from lora_lab.findings.capacity import CapacityPanel, run_capacity_from_controls
 from lora_lab.plots import (
     line_styles,
     plot_bits_vs_params,
-    plot_grouped_bars,
     plot_learning_curves,
     plot_loss_vs_batch,
     plot_loss_vs_n,
     plot_lr_curves,
-    plot_reward_curves,
 )
 from lora_lab.reproduce import reproduce
 from lora_lab.tasks import make_facts
@@ -44,10 +42,6 @@ def test_plots_return_figures_and_fullft_is_black():
         }
     )
     assert isinstance(plot_loss_vs_batch(batch), Figure)
-    bars = pd.DataFrame({"targets": ["all", "mlp", "attn"], "loss": [1, 1.1, 1.3], "n": ["a"] * 3})
-    assert isinstance(plot_grouped_bars(bars, x="targets", y="loss", hue="n"), Figure)
-    rl = curves.rename(columns={"eval_loss": "reward"})
-    assert isinstance(plot_reward_curves(rl), Figure)
     table = pd.DataFrame(
         {
             "n_facts": [10, 10, 100, 100],

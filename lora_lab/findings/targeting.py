@@ -225,7 +225,7 @@ EXPERIMENTS = (
 def router_load(model: torch.nn.Module, data: SFTDataset, limit: int = 128) -> pd.DataFrame:
     """How each MoE layer's router spreads the tokens of ``data`` over its experts: the
     share of routed slots per expert (rows: layers). A perfectly balanced layer gives every
-    expert 1 / n_experts; :func:`load_imbalance` condenses it to one number, the one every
+    expert 1 / n_experts; :func:`share_imbalance` condenses it to one number, the one every
     MoE run records at each evaluation as ``router_imbalance``."""
     with routing_counts(model) as counts:
         evaluate_loss(model, data, limit=limit)
@@ -235,7 +235,7 @@ def router_load(model: torch.nn.Module, data: SFTDataset, limit: int = 128) -> p
     return pd.DataFrame(share).T.rename_axis("layer")
 
 
-def load_imbalance(shares: pd.DataFrame) -> float:
+def share_imbalance(shares: pd.DataFrame) -> float:
     """Busiest expert's share over the balanced share, averaged over layers (1 = balanced)."""
     return imbalance_of_counts({k: torch.tensor(v.to_numpy()) for k, v in shares.iterrows()})
 

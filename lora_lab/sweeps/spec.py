@@ -24,7 +24,7 @@ from lora_lab.lora.inject import oversized_ranks
 from lora_lab.model import PRESETS, linear_shapes
 from lora_lab.tasks import PREFERENCE_TASKS, SPLITS, TASKS, check_task_args
 from lora_lab.training.dpo import DPO_BETA, check_dpo_args
-from lora_lab.training.methods import FullFT, as_method, label_sort_key, method_label
+from lora_lab.training.methods import FullFT, as_method, method_label
 from lora_lab.training.optim import ADAM_BETAS, MOE_AUX_LOSS_COEF
 from lora_lab.training.policy_gradient import check_rl_args
 from lora_lab.training.sft import check_train_args
@@ -177,10 +177,6 @@ class RunSpec:
     def label(self) -> str:
         """The method's human label ("FullFT", "r=4 attn", ...)."""
         return method_label(self.method)
-
-    @property
-    def sort_key(self) -> tuple:
-        return (label_sort_key(self.label), self.lr, self.seed)
 
     @property
     def key(self) -> str:

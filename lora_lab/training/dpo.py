@@ -332,7 +332,7 @@ def train_dpo(
     config = {
         "objective": "dpo", "method": "full" if is_full else "lora",
         "label": method_label(method), "lora": None if is_full else method.to_dict(),
-        "lora_layer": None if is_full else lora_layer_names(out.model),
+        "lora_layer_class": None if is_full else lora_layer_names(out.model),
         "lora_layer_kind": None if is_full else layer_kind(),
         "reference": "frozen copy" if is_full else "adapters disabled",
         "model": getattr(getattr(model, "config", None), "name", None),

@@ -93,7 +93,7 @@ def train_rl(
     config = {
         "objective": "rl", "method": "full" if is_full else "lora",
         "label": method_label(method), "lora": None if is_full else method.to_dict(),
-        "lora_layer": None if is_full else lora_layer_names(out.model),
+        "lora_layer_class": None if is_full else lora_layer_names(out.model),
         "lora_layer_kind": None if is_full else layer_kind(),
         "model": getattr(getattr(model, "config", None), "name", None),
         "task": data.name, "data_fingerprint": data.fingerprint(),

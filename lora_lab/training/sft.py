@@ -259,7 +259,7 @@ def train(
         else None,
         "model": getattr(getattr(model, "config", None), "name", None),
         # which LoRA layer implementation ran (reference or fused: same maths, other kernels)
-        "lora_layer": None if is_full else lora_layer_names(out.model),
+        "lora_layer_class": None if is_full else lora_layer_names(out.model),
         "lora_layer_kind": None if is_full else layer_kind(),
         "task": data.name,
         "data_fingerprint": data.fingerprint(),
