@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from lora_lab import LoraConfig
-from lora_lab.lora import LAYER_KINDS, disabled_adapters, lora_layers, use_layer_kind
+from lora_lab.lora import LAYER_KINDS, disabled_adapters, lora_layers
 from lora_lab.sweeps.spec import DPO_FIELDS, RunSpec
 from lora_lab.sweeps.worker import run_spec
 from lora_lab.tasks import make_task
@@ -103,8 +103,7 @@ def test_one_step_raises_the_chosen_log_ratio_over_the_rejected(nano, prefs, met
 @pytest.mark.parametrize("kind", LAYER_KINDS)
 def test_adapter_disabled_reference_equals_a_frozen_copy(nano, prefs, kind):
     frozen = copy.deepcopy(nano)
-    with use_layer_kind(kind):
-        model = apply_method(nano, LoraConfig(r=4, target_modules="all"))
+    model = apply_method(nano, LoraConfig(r=4, target_modules="all"), kind)
     with torch.no_grad():  # a trained adapter: B no longer zero
         for layer in lora_layers(model).values():
             layer.lora_B.weight.normal_(0, 0.05)
@@ -207,7 +206,7 @@ def test_a_dpo_spec_reaches_the_trainer():
 @pytest.mark.parametrize(
     "change, match",
     [
-        ({"task": "facts"}, "needs a preference task"),
+        ({"task": "facts", "eval_split": "test"}, "needs a preference task"),
         ({"objective": "sft"}, "apply to objective='dpo' only"),
         ({"objective": "rl"}, "apply to objective='dpo' only"),
         ({"dpo_beta": 0.0}, "dpo_beta must be a positive"),

@@ -209,11 +209,13 @@ def test_rl_settings_share_one_check():
 
 
 def test_a_bogus_layer_kind_in_the_environment_is_an_error_where_read(monkeypatch):
-    from lora_lab.lora import layer
+    from lora_lab import LoraConfig
+    from lora_lab.training.methods import apply_method
+    from lora_lab.training.pretrain import load_base
 
-    monkeypatch.setitem(layer._selected, "kind", "bogus")
+    monkeypatch.setenv("LORA_LAB_LORA_LAYER", "bogus")
     with pytest.raises(ValueError, match="LORA_LAB_LORA_LAYER='bogus' names no LoRA layer kind"):
-        layer.layer_kind()
+        apply_method(load_base("nano"), LoraConfig(r=2))
 
 
 # ----------------------------------------------------------------------------- errors

@@ -10,12 +10,10 @@ from lora_lab import LoraConfig, build_model, inject_lora
 from lora_lab.lora import (
     FusedLoRALinear,
     LoRALinear,
-    layer_kind,
+    default_layer_kind,
     lora_layers,
     merge,
-    set_layer_kind,
     unmerge,
-    use_layer_kind,
 )
 from lora_lab.lora.fused import _FusedLoRA
 
@@ -73,17 +71,21 @@ def test_fused_merge_unmerge_and_fallbacks():
     torch.testing.assert_close(fused(x), ref(x), atol=1e-5, rtol=0)
 
 
-def test_layer_kind_selection_and_dropout_fallback():
+def test_layer_kind_selection_and_dropout_fallback(monkeypatch):
     base = build_model("nano", seed=0)
-    assert layer_kind() == "reference"
-    with use_layer_kind("fused"):
-        fused = inject_lora(copy.deepcopy(base), LoraConfig(r=2))
-        assert {type(m) for m in lora_layers(fused).values()} == {FusedLoRALinear}
-        dropped = inject_lora(copy.deepcopy(base), LoraConfig(r=2, lora_dropout=0.1))
-        assert {type(m) for m in lora_layers(dropped).values()} == {LoRALinear}
-    assert layer_kind() == "reference"
+    assert default_layer_kind() == "reference"
+    fused = inject_lora(copy.deepcopy(base), LoraConfig(r=2), layer_kind="fused")
+    assert {type(m) for m in lora_layers(fused).values()} == {FusedLoRALinear}
+    assert fused.lora_layer_kind == "fused"
+    dropped = inject_lora(copy.deepcopy(base), LoraConfig(r=2, lora_dropout=0.1), "fused")
+    assert {type(m) for m in lora_layers(dropped).values()} == {LoRALinear}
+    plain = inject_lora(copy.deepcopy(base), LoraConfig(r=2))  # nothing global changed
+    assert {type(m) for m in lora_layers(plain).values()} == {LoRALinear}
+    monkeypatch.setenv("LORA_LAB_LORA_LAYER", "fused")  # the default, read when injecting
+    env = inject_lora(copy.deepcopy(base), LoraConfig(r=2))
+    assert {type(m) for m in lora_layers(env).values()} == {FusedLoRALinear}
     with pytest.raises(ValueError, match="unknown LoRA layer kind"):
-        set_layer_kind("turbo")
+        inject_lora(copy.deepcopy(base), LoraConfig(r=2), layer_kind="turbo")
 
 
 def test_fused_model_trains_like_the_reference():
@@ -94,9 +96,8 @@ def test_fused_model_trains_like_the_reference():
     base = build_model("nano", seed=0)
     losses = {}
     for kind in ("reference", "fused"):
-        with use_layer_kind(kind):
-            r = train(base, data.train, LoraConfig(r=4), lr=2e-3, steps=15, batch_size=8,
-                      eval_data=data.test, eval_limit=16, seed=0)  # fmt: skip
+        r = train(base, data.train, LoraConfig(r=4), lr=2e-3, steps=15, batch_size=8,
+                  eval_data=data.test, eval_limit=16, seed=0, lora_layer=kind)  # fmt: skip
         losses[kind] = r.final["eval_loss"]
         expected = {"reference": "LoRALinear", "fused": "FusedLoRALinear"}[kind]
         assert r.config["lora_layer_class"] == expected

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lora_lab import LoraConfig, build_model, inject_lora, load_adapter, save_adapter
-from lora_lab.lora import TARGET_PRESETS, FusedLoRALinear, LoRALinear, lora_layers, use_layer_kind
+from lora_lab.lora import TARGET_PRESETS, FusedLoRALinear, LoRALinear, lora_layers
 from lora_lab.lora.peft_io import _EXPERT_PATTERN
 
 CASES = [
@@ -62,8 +62,7 @@ def test_forward_and_gradients_match_peft(preset, targets, rslora, kind):
     layer_type, tol = KINDS[kind]
     base = build_model(preset, seed=1)
     cfg = LoraConfig(r=4, target_modules=targets, use_rslora=rslora)
-    with use_layer_kind(kind):
-        ours = inject_lora(copy.deepcopy(base), cfg)
+    ours = inject_lora(copy.deepcopy(base), cfg, layer_kind=kind)
     assert {type(m) for m in lora_layers(ours).values()} == {layer_type}
     theirs = _peft_twin(base, cfg)
     _randomise_and_copy(ours, theirs)
@@ -92,8 +91,7 @@ def test_adapter_files_interchange_with_peft(preset, kind, tmp_path):
     base = build_model(preset, seed=2)
     cfg = LoraConfig(r=4, target_modules="all")
     tol = KINDS[kind][1]
-    with use_layer_kind(kind):
-        ours = inject_lora(copy.deepcopy(base), cfg)
+    ours = inject_lora(copy.deepcopy(base), cfg, layer_kind=kind)
     theirs = _peft_twin(base, cfg)
     _randomise_and_copy(ours, theirs)
     x = torch.randint(0, 99, (2, 16))

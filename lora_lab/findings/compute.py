@@ -44,7 +44,6 @@ from lora_lab.lora import (
     inject_lora,
     lora_layers,
     save_adapter,
-    use_layer_kind,
 )
 from lora_lab.lora.inject import count_lora_params
 from lora_lab.model import PRESETS, ModelConfig, build_model, save_model
@@ -92,8 +91,7 @@ def make_variant(base: nn.Module, method: str, r: int | None = None) -> nn.Modul
     kinds = {"LoRA (reference)": "reference", "LoRA (fused)": "fused"}
     if method not in kinds:
         raise ValueError(f"unknown method {method!r}; known: {METHODS}")
-    with use_layer_kind(kinds[method]):
-        return inject_lora(model, LoraConfig(r=r))
+    return inject_lora(model, LoraConfig(r=r), layer_kind=kinds[method])
 
 
 def random_batch(config: ModelConfig, batch: int, seq: int, seed: int = 0) -> torch.Tensor:

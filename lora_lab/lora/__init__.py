@@ -5,7 +5,8 @@
 and gradients against PEFT itself.
 
 - :mod:`~lora_lab.lora.config`: ``LoraConfig`` and the target presets
-- :mod:`~lora_lab.lora.layer`: ``LoRALinear`` and the layer dispatch list
+- :mod:`~lora_lab.lora.layer`: ``LoRALinear``
+- :mod:`~lora_lab.lora.dispatch`: the layer dispatch list and the layer kinds
 - :mod:`~lora_lab.lora.fused`: ``FusedLoRALinear``, the faster layer (one autograd node)
 - :mod:`~lora_lab.lora.inject`: matching, ``inject_lora``, merge / unmerge / unload, counts
 - :mod:`~lora_lab.lora.peft_io`: ``save_adapter`` / ``load_adapter`` in PEFT's format
@@ -17,6 +18,13 @@ from lora_lab.lora.config import (
     TARGET_PRESETS,
     LoraConfig,
     lora_scaling,
+)
+from lora_lab.lora.dispatch import (
+    LAYER_DISPATCH,
+    LAYER_KINDS,
+    check_layer_kind,
+    default_layer_kind,
+    make_lora_layer,
 )
 from lora_lab.lora.fused import FusedLoRALinear
 from lora_lab.lora.inject import (
@@ -31,16 +39,7 @@ from lora_lab.lora.inject import (
     unload,
     unmerge,
 )
-from lora_lab.lora.layer import (
-    LAYER_DISPATCH,
-    LAYER_KINDS,
-    LoRALinear,
-    is_lora_layer,
-    layer_kind,
-    make_lora_layer,
-    set_layer_kind,
-    use_layer_kind,
-)
+from lora_lab.lora.layer import LoRALinear, is_lora_layer
 from lora_lab.lora.peft_io import base_fingerprint, load_adapter, save_adapter
 
 __all__ = [
@@ -57,7 +56,8 @@ __all__ = [
     "disabled_adapters",
     "inject_lora",
     "is_lora_layer",
-    "layer_kind",
+    "check_layer_kind",
+    "default_layer_kind",
     "load_adapter",
     "lora_layers",
     "lora_scaling",
@@ -67,8 +67,6 @@ __all__ = [
     "module_group",
     "parameter_report",
     "save_adapter",
-    "set_layer_kind",
     "unload",
     "unmerge",
-    "use_layer_kind",
 ]

@@ -12,8 +12,9 @@ output for a rank-r product. Here one ``torch.autograd.Function`` computes
 so each full-width product is one GEMM, as in the frozen model, and only the skinny products
 that the adapter's own gradients need remain. It saves ``x`` and the small ``h``; nothing for
 the frozen weight's gradient is formed. Numerically equal to the reference up to float
-rounding (tests check 1e-5). Plugged in through the dispatch list, selected with
-``set_layer_kind("fused")`` or ``LORA_LAB_LORA_LAYER=fused``; with dropout > 0, or a
+rounding (tests check 1e-5). Plugged in through the dispatch list
+(:mod:`lora_lab.lora.dispatch`), chosen with ``inject_lora(..., layer_kind="fused")``, a run
+spec's ``lora_layer="fused"`` or ``LORA_LAB_LORA_LAYER=fused``; with dropout > 0, or a
 trainable base weight, it falls back to the reference path.
 """
 
@@ -26,7 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lora_lab.lora.config import LoraConfig
-from lora_lab.lora.layer import LAYER_DISPATCH, LAYER_KINDS, LoRALinear, layer_kind
+from lora_lab.lora.layer import LoRALinear
 
 
 class _FusedLoRA(torch.autograd.Function):
@@ -80,16 +81,12 @@ class FusedLoRALinear(LoRALinear):
         )
 
 
-def fused_linear_factory(module: nn.Module, config: LoraConfig, r: int) -> nn.Module | None:
-    """The fused layer for ``nn.Linear`` when the "fused" kind is selected and dropout is 0
+def fused_linear_factory(module: nn.Module, config: LoraConfig, r: int, kind: str
+                         ) -> nn.Module | None:  # fmt: skip
+    """The fused layer for ``nn.Linear`` when the "fused" kind is asked for and dropout is 0
     (dropout needs the reference path's separate input to ``lora_A``)."""
-    if layer_kind() != "fused" or not isinstance(module, nn.Linear) or config.lora_dropout > 0:
+    if kind != "fused" or not isinstance(module, nn.Linear) or config.lora_dropout > 0:
         return None
     return FusedLoRALinear(
         module, r=r, lora_alpha=config.lora_alpha, lora_dropout=0.0, use_rslora=config.use_rslora
     )
-
-
-if "fused" not in LAYER_KINDS:  # plug in once, ahead of the reference factory
-    LAYER_KINDS.append("fused")
-    LAYER_DISPATCH.insert(0, fused_linear_factory)

@@ -12,7 +12,8 @@ import pandas as pd
 import torch.nn as nn
 
 from lora_lab.lora.config import TARGET_PRESETS, LoraConfig, _check_targets
-from lora_lab.lora.layer import is_lora_layer, make_lora_layer
+from lora_lab.lora.dispatch import check_layer_kind, default_layer_kind, make_lora_layer
+from lora_lab.lora.layer import is_lora_layer
 from lora_lab.model import ModelConfig, linear_shapes
 
 
@@ -53,9 +54,12 @@ def _top_k(model: nn.Module) -> int:
     return cfg.top_k if isinstance(cfg, ModelConfig) and cfg.is_moe else 1
 
 
-def inject_lora(model: nn.Module, config: LoraConfig) -> nn.Module:
-    """Freeze ``model`` and wrap every targeted module in a LoRA layer (from the dispatch
-    list, :data:`lora_lab.lora.layer.LAYER_DISPATCH`).
+def inject_lora(model: nn.Module, config: LoraConfig, layer_kind: str | None = None
+                ) -> nn.Module:  # fmt: skip
+    """Freeze ``model`` and wrap every targeted module in a LoRA layer of ``layer_kind``
+    ("reference" or "fused"; default ``$LORA_LAB_LORA_LAYER``, else "reference"), chosen
+    by the dispatch list (:data:`lora_lab.lora.dispatch.LAYER_DISPATCH`). The kind asked
+    for is kept as ``model.lora_layer_kind``.
 
     Works in place and returns the model. Raises ``ValueError`` if a target matches nothing
     or names a module no LoRA layer kind handles (embeddings, norms, whole blocks).
@@ -75,7 +79,9 @@ def inject_lora(model: nn.Module, config: LoraConfig) -> nn.Module:
     too_big = oversized_ranks(shapes, config, top_k)
     if too_big:  # said before the adapters are allocated
         warnings.warn(too_big, stacklevel=2)
-    layers = {n: make_lora_layer(modules[n], config, config.rank_for(n, top_k)) for n in chosen}
+    kind = default_layer_kind() if layer_kind is None else check_layer_kind(layer_kind)
+    layers = {n: make_lora_layer(modules[n], config, config.rank_for(n, top_k), kind)
+              for n in chosen}  # fmt: skip
     unhandled = [n for n, layer in layers.items() if layer is None]
     if unhandled:
         raise ValueError(
@@ -91,6 +97,7 @@ def inject_lora(model: nn.Module, config: LoraConfig) -> nn.Module:
             p.requires_grad_(True)
         _replace(model, name, layer)
     model.lora_config = config  # type: ignore[assignment]
+    model.lora_layer_kind = kind  # type: ignore[assignment]
     return model
 
 
@@ -147,8 +154,9 @@ def unload(model: nn.Module, merge_weights: bool = True) -> nn.Module:
         _replace(model, name, layer.base_layer)
     for p in model.parameters():
         p.requires_grad_(True)
-    if hasattr(model, "lora_config"):
-        del model.lora_config
+    for attr in ("lora_config", "lora_layer_kind"):
+        if hasattr(model, attr):
+            delattr(model, attr)
     return model
 
 
@@ -191,13 +199,14 @@ def parameter_report(model: nn.Module) -> pd.DataFrame:
     return df.set_index("group")
 
 
-def oversized_ranks(shapes: dict[str, tuple[int, int]], config: LoraConfig, top_k: int = 1
+def oversized_ranks(targets: dict[str, tuple[int, int]], config: LoraConfig, top_k: int = 1
                     ) -> str | None:  # fmt: skip
-    """A sentence on the targeted matrices whose rank exceeds their smallest dimension (PEFT
-    allows it), with what it costs; None when every rank fits. Past min(d_in, d_out) a
-    product B @ A gains no expressiveness, only parameters."""
-    chosen = match_targets(list(shapes), config.target_modules)
-    over = {n: config.rank_for(n, top_k) for n in chosen
+    """A sentence on the targeted matrices (``targets``: name -> (d_in, d_out)) whose rank
+    exceeds their smallest dimension (PEFT allows it), with what it costs; None when every
+    rank fits. Past min(d_in, d_out) a product B @ A gains no expressiveness, only
+    parameters."""
+    shapes = targets
+    over = {n: config.rank_for(n, top_k) for n in shapes
             if config.rank_for(n, top_k) > min(shapes[n])}  # fmt: skip
     if not over:
         return None

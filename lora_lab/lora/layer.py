@@ -1,15 +1,13 @@
 """LoRA layers, and the dispatch list that decides which layer wraps which module.
 
-As in PEFT, a new kind of layer (a fused or quantised one, say) is added by appending a
-factory to :data:`LAYER_DISPATCH`, never by another ``if`` in the injection code.
+As in PEFT, a new kind of layer (a fused or quantised one, say) is added as a factory in
+:data:`lora_lab.lora.dispatch.LAYER_DISPATCH`, never by another ``if`` in the injection code.
 """
 
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import torch
 import torch.nn as nn
@@ -95,13 +93,13 @@ class LoRALinear(nn.Module):
         return f"r={self.r}, lora_alpha={self.lora_alpha}, scaling={self.scaling:g}"
 
 
-# A factory takes (module to adapt, config, rank) and returns the LoRA layer, or None when
-# it does not handle that kind of module. The first factory that answers wins.
-LayerFactory = Callable[[nn.Module, LoraConfig, int], "nn.Module | None"]
+# A factory takes (module to adapt, config, rank, layer kind) and returns the LoRA layer, or
+# None when it does not handle that module or kind; lora_lab.lora.dispatch holds the list.
+LayerFactory = Callable[[nn.Module, LoraConfig, int, str], "nn.Module | None"]
 
 
-def linear_factory(module: nn.Module, config: LoraConfig, r: int) -> nn.Module | None:
-    """The reference layer for ``nn.Linear``."""
+def linear_factory(module: nn.Module, config: LoraConfig, r: int, kind: str) -> nn.Module | None:
+    """The reference layer for ``nn.Linear``, whatever kind was asked for (the fallback)."""
     if not isinstance(module, nn.Linear):
         return None
     return LoRALinear(
@@ -113,56 +111,9 @@ def linear_factory(module: nn.Module, config: LoraConfig, r: int) -> nn.Module |
     )
 
 
-LAYER_DISPATCH: list[LayerFactory] = [linear_factory]
-
-# Which implementation the dispatch list prefers when several handle a module: "reference"
-# (the readable LoRALinear above) or a faster kind registered by another module ("fused",
-# lora_lab.lora.fused). Same numbers within float rounding; records say which one ran.
-LAYER_KINDS: list[str] = ["reference"]
-_selected = {"kind": os.environ.get("LORA_LAB_LORA_LAYER", "reference")}
-
-
-def layer_kind() -> str:
-    """The LoRA layer kind new adapters get (``LORA_LAB_LORA_LAYER`` sets the default; a
-    value that names no kind is an error here, where it is read, not a silent label)."""
-    kind = _selected["kind"]
-    if kind not in LAYER_KINDS:
-        raise ValueError(
-            f"LORA_LAB_LORA_LAYER={kind!r} names no LoRA layer kind; known: {LAYER_KINDS}"
-        )
-    return kind
-
-
-def set_layer_kind(kind: str) -> None:
-    """Choose the layer kind for adapters injected from now on (see :data:`LAYER_KINDS`)."""
-    if kind not in LAYER_KINDS:
-        raise ValueError(f"unknown LoRA layer kind {kind!r}; known: {LAYER_KINDS}")
-    _selected["kind"] = kind
-
-
-@contextmanager
-def use_layer_kind(kind: str) -> Iterator[None]:
-    """``set_layer_kind`` for the block only."""
-    before = layer_kind()
-    set_layer_kind(kind)
-    try:
-        yield
-    finally:
-        _selected["kind"] = before
-
-
 def is_lora_layer(module: nn.Module) -> bool:
     """Every LoRA layer kind exposes ``lora_A``/``lora_B``, ``merge``/``unmerge`` and
     ``base_layer``; the rest of the package relies only on that."""
     return isinstance(module, LoRALinear) or (
         hasattr(module, "lora_A") and hasattr(module, "base_layer") and hasattr(module, "merge")
     )
-
-
-def make_lora_layer(module: nn.Module, config: LoraConfig, r: int) -> nn.Module | None:
-    """The first dispatch entry that handles ``module``, or None if none does."""
-    for factory in LAYER_DISPATCH:
-        layer = factory(module, config, r)
-        if layer is not None:
-            return layer
-    return None

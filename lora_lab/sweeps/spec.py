@@ -20,7 +20,7 @@ from typing import Any
 
 from lora_lab.lora import LAYER_KINDS
 from lora_lab.lora.config import LoraConfig
-from lora_lab.lora.inject import oversized_ranks
+from lora_lab.lora.inject import match_targets, oversized_ranks
 from lora_lab.model import PRESETS, linear_shapes
 from lora_lab.tasks import PREFERENCE_TASKS, SPLITS, TASKS, check_task_args
 from lora_lab.training.dpo import DPO_BETA, check_dpo_args
@@ -137,7 +137,9 @@ class RunSpec:
         if self.is_lora:  # said when declared; PEFT allows it, so it is a warning
             config = PRESETS[self.base if self.base in PRESETS else WARM_STARTS[self.base].base]
             top_k = config.top_k if config.is_moe else 1
-            too_big = oversized_ranks(linear_shapes(config), self.method, top_k)
+            shapes = linear_shapes(config)
+            targets = match_targets(list(shapes), self.method.target_modules)
+            too_big = oversized_ranks({n: shapes[n] for n in targets}, self.method, top_k)
             if too_big:
                 warnings.warn(too_big, stacklevel=3)
 

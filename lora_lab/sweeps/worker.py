@@ -11,7 +11,6 @@ from typing import Any
 
 import torch
 
-from lora_lab.lora import use_layer_kind
 from lora_lab.sweeps.identity import CODE
 from lora_lab.sweeps.spec import RunSpec, as_spec
 from lora_lab.sweeps.store import provenance
@@ -73,6 +72,7 @@ def _train_sft(spec: RunSpec, task: Task, eval_data: Any, metrics: Any, progress
         progress=progress,
         keep_model=spec.measure_bits,
         eval_metrics=metrics,
+        lora_layer=spec.lora_layer,
     )
 
 
@@ -102,6 +102,7 @@ def _train_rl(spec: RunSpec, task: Task, eval_data: Any, metrics: Any, progress:
         device=device,
         progress=progress,
         keep_model=False,
+        lora_layer=spec.lora_layer,
     )
 
 
@@ -131,6 +132,7 @@ def _train_dpo(spec: RunSpec, task: Task, eval_data: Any, metrics: Any, progress
         device=device,
         progress=progress,
         keep_model=False,
+        lora_layer=spec.lora_layer,
     )
 
 
@@ -152,8 +154,7 @@ def run_spec(spec: RunSpec | dict[str, Any], progress: bool = False, device: str
         sample_bits_metric(eval_data, limit=spec.eval_limit or 512) if spec.measure_bits else None
     )
     t0 = time.perf_counter()
-    with use_layer_kind(spec.lora_layer):
-        result = TRAINERS[spec.objective](spec, task, eval_data, metrics, progress, device)
+    result = TRAINERS[spec.objective](spec, task, eval_data, metrics, progress, device)
     if spec.measure_bits and not result.diverged:
         # exact, on every fact (the curve's points are estimated on a sample)
         result.final.update(bits_stored(result.model, eval_data))

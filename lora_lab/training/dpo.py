@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lora_lab.lora import disabled_adapters, layer_kind, lora_layers
+from lora_lab.lora import disabled_adapters, lora_layers
 from lora_lab.model import CompactLM
 from lora_lab.tasks.base import SFTDataset
 from lora_lab.tokenizer import PAD, TOKENIZER
@@ -291,6 +291,7 @@ def train_dpo(
     progress: bool = True,
     keep_model: bool = True,
     callback: Callable[[int, dict[str, float]], None] | None = None,
+    lora_layer: str | None = None,
 ) -> RunResult:
     """DPO-fine-tune a copy of ``model`` on the preference pairs of ``data`` (``batch_size``
     pairs per micro-batch), FullFT or LoRA as in :func:`~lora_lab.training.train`, whose
@@ -317,7 +318,7 @@ def train_dpo(
         eval_limit=eval_limit, accuracy_limit=accuracy_limit, aux_loss_coef=aux_loss_coef,
     )  # fmt: skip
     out = run_loop(
-        model, objective, lr=lr, steps=steps, prepare=lambda m: apply_method(m, method),
+        model, objective, lr=lr, steps=steps, prepare=lambda m: apply_method(m, method, lora_layer),
         grad_accum=grad_accum, schedule=schedule, warmup_steps=warmup_steps, betas=tuple(betas),
         weight_decay=weight_decay, eval_steps=log_spaced_steps(steps, evals_per_decade),
         seed=seed, device=dev, progress=progress, desc="DPO", callback=callback,
@@ -333,7 +334,7 @@ def train_dpo(
         "objective": "dpo", "method": "full" if is_full else "lora",
         "label": method_label(method), "lora": None if is_full else method.to_dict(),
         "lora_layer_class": None if is_full else lora_layer_names(out.model),
-        "lora_layer_kind": None if is_full else layer_kind(),
+        "lora_layer_kind": None if is_full else out.model.lora_layer_kind,
         "reference": "frozen copy" if is_full else "adapters disabled",
         "model": getattr(getattr(model, "config", None), "name", None),
         "task": data.name, "data_fingerprint": data.fingerprint(),

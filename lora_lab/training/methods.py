@@ -49,11 +49,13 @@ def as_method(method: Any) -> FullFT | LoraConfig:
     )
 
 
-def apply_method(model: nn.Module, method: FullFT | LoraConfig) -> nn.Module:
-    """A copy of ``model`` with exactly the method's parameters trainable (LoRA injected)."""
+def apply_method(model: nn.Module, method: FullFT | LoraConfig, layer_kind: str | None = None
+                 ) -> nn.Module:  # fmt: skip
+    """A copy of ``model`` with exactly the method's parameters trainable (LoRA injected,
+    as layers of ``layer_kind``: see :func:`~lora_lab.lora.inject_lora`)."""
     model = copy.deepcopy(model)
     if isinstance(method, LoraConfig):
-        return inject_lora(model, method)
+        return inject_lora(model, method, layer_kind)
     if method.target_modules is None:
         for p in model.parameters():
             p.requires_grad_(True)

@@ -11,7 +11,6 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
-from lora_lab.lora import layer_kind
 from lora_lab.model import CompactLM
 from lora_lab.tasks.base import SFTDataset
 from lora_lab.training.loop import resolve_device, run_loop
@@ -48,6 +47,7 @@ def train_rl(
     progress: bool = True,
     keep_model: bool = True,
     callback: Callable[[int, dict[str, float]], None] | None = None,
+    lora_layer: str | None = None,
 ) -> RunResult:
     """RL-fine-tune a copy of ``model`` on the prompts of ``data`` (a task with a verifier):
     ``steps`` optimizer steps of ``grad_accum`` x ``prompts_per_step`` x ``group_size``
@@ -75,7 +75,7 @@ def train_rl(
         eval_limit=eval_limit, aux_loss_coef=aux_loss_coef, seed=seed,
     )  # fmt: skip
     out = run_loop(
-        model, objective, lr=lr, steps=steps, prepare=lambda m: apply_method(m, method),
+        model, objective, lr=lr, steps=steps, prepare=lambda m: apply_method(m, method, lora_layer),
         grad_accum=grad_accum, schedule=schedule, warmup_steps=warmup_steps, betas=tuple(betas),
         weight_decay=weight_decay, eval_steps=log_spaced_steps(steps, evals_per_decade),
         seed=seed, device=dev, progress=progress, desc="RL", callback=callback,
@@ -94,7 +94,7 @@ def train_rl(
         "objective": "rl", "method": "full" if is_full else "lora",
         "label": method_label(method), "lora": None if is_full else method.to_dict(),
         "lora_layer_class": None if is_full else lora_layer_names(out.model),
-        "lora_layer_kind": None if is_full else layer_kind(),
+        "lora_layer_kind": None if is_full else out.model.lora_layer_kind,
         "model": getattr(getattr(model, "config", None), "name", None),
         "task": data.name, "data_fingerprint": data.fingerprint(),
         "eval_data": f"{eval_data.name}/{eval_data.split}", "lr": lr, "steps": steps,

@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
-from lora_lab.lora import layer_kind, lora_layers
+from lora_lab.lora import lora_layers
 from lora_lab.model import CompactLM
 from lora_lab.tasks.base import SFTDataset, Task
 from lora_lab.training.evaluation import sampled_accuracy
@@ -181,6 +181,7 @@ def train(
     progress: bool = True,
     keep_model: bool = True,
     callback: Callable[[int, dict[str, float]], None] | None = None,
+    lora_layer: str | None = None,
     eval_metrics: Callable[[nn.Module], dict[str, float]] | None = None,
 ) -> RunResult:
     """Fine-tune a copy of ``model`` (a :class:`CompactLM` or a shipped base's preset name).
@@ -194,7 +195,8 @@ def train(
     returned with ``diverged=True`` rather than raising, so sweeps keep going.
     ``callback(step, row)`` is called after each evaluation (live plots use it).
     ``eval_metrics(model)`` returns extra named numbers logged at every evaluation (e.g.
-    bits stored on ``facts``); they become columns of ``curves``.
+    bits stored on ``facts``); they become columns of ``curves``. ``lora_layer`` picks the
+    LoRA layer kind ("reference" or "fused", same maths; default ``$LORA_LAB_LORA_LAYER``).
     """
     method = as_method(method)
     check_train_args(
@@ -225,7 +227,7 @@ def train(
         objective,
         lr=lr,
         steps=steps,
-        prepare=lambda m: apply_method(m, method),
+        prepare=lambda m: apply_method(m, method, lora_layer),
         grad_accum=grad_accum,
         schedule=schedule,
         warmup_steps=warmup_steps,
@@ -260,7 +262,7 @@ def train(
         "model": getattr(getattr(model, "config", None), "name", None),
         # which LoRA layer implementation ran (reference or fused: same maths, other kernels)
         "lora_layer_class": None if is_full else lora_layer_names(out.model),
-        "lora_layer_kind": None if is_full else layer_kind(),
+        "lora_layer_kind": None if is_full else out.model.lora_layer_kind,
         "task": data.name,
         "data_fingerprint": data.fingerprint(),
         "eval_data": f"{eval_data.name}/{eval_data.split}",
