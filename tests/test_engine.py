@@ -43,6 +43,7 @@ from lora_lab.training import (
     train,
 )
 from lora_lab.training.loop import MicroBatch, Objective, run_loop
+from lora_lab.training.settings import OptimSettings
 
 PACKAGE = Path(__file__).resolve().parents[1] / "lora_lab"
 
@@ -639,8 +640,7 @@ def test_divergence_is_judged_over_enough_examples_not_one_lucky_small_batch(bat
     result = run_loop(
         torch.nn.Linear(2, 2),
         _ScriptedLoss(values, batch_size),
-        lr=1e-3,
-        steps=100,
+        OptimSettings(lr=1e-3, steps=100),
         progress=False,
     )
     assert result.diverged is diverged
@@ -649,6 +649,7 @@ def test_divergence_is_judged_over_enough_examples_not_one_lucky_small_batch(bat
 def test_a_real_blow_up_at_small_batch_is_still_caught():
     values = [2.6] * 20 + [9.0] * 200
     result = run_loop(
-        torch.nn.Linear(2, 2), _ScriptedLoss(values, 4), lr=1e-3, steps=200, progress=False
+        torch.nn.Linear(2, 2), _ScriptedLoss(values, 4), OptimSettings(lr=1e-3, steps=200),
+        progress=False,
     )
     assert result.diverged and result.steps_done < 60

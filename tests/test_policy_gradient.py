@@ -23,6 +23,7 @@ from lora_lab.training.policy_gradient import (
     token_logprobs,
 )
 from lora_lab.training.pretrain import load_base
+from lora_lab.training.settings import OptimSettings
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +129,7 @@ def test_sampling_is_seeded_and_deterministic(nano, arith):
 def test_the_objective_runs_in_the_one_training_loop(nano, arith):
     obj = PolicyGradientObjective(arith.train, arith.test, prompts_per_step=2, group_size=2,
                                   max_new_tokens=16, eval_limit=4, seed=0)  # fmt: skip
-    out = run_loop(nano, obj, lr=1e-3, steps=2, eval_steps=[0, 2], progress=False,
+    out = run_loop(nano, obj, OptimSettings(lr=1e-3, steps=2), eval_steps=[0, 2], progress=False,
                    prepare=lambda m: apply_method(m, LoraConfig(r=1)))  # fmt: skip
     assert not out.diverged and out.steps_done == 2
     last = out.rows[-1]
@@ -136,7 +137,7 @@ def test_the_objective_runs_in_the_one_training_loop(nano, arith):
     assert last["episodes"] == 8 and last["sampled_tokens_per_s"] > 0
     with pytest.raises(ValueError, match="no verifier"):
         PolicyGradientObjective(make_task("facts", n_entities=8).train, arith.test)
-    with pytest.raises(ValueError, match="group_size must be >= 2"):
+    with pytest.raises(ValueError, match="group_size must be an integer >= 2"):
         PolicyGradientObjective(arith.train, arith.test, group_size=1)
 
 
@@ -201,7 +202,7 @@ def test_a_step_with_a_non_finite_loss_stops_the_run(nano, arith):
     obj = PolicyGradientObjective(arith.train, arith.test, prompts_per_step=2, group_size=2,
                                   max_new_tokens=8, eval_limit=2, seed=0)  # fmt: skip
     model = copy.deepcopy(nano)
-    out = run_loop(model, obj, lr=1e-3, steps=3, progress=False,
+    out = run_loop(model, obj, OptimSettings(lr=1e-3, steps=3), progress=False,
                    prepare=lambda m: _poison(m))  # fmt: skip
     assert out.diverged and out.steps_done == 1 and out.rows[-1]["train_loss"] != 0
 

@@ -23,11 +23,10 @@ from lora_lab.lora.config import LoraConfig
 from lora_lab.lora.inject import match_targets, oversized_ranks
 from lora_lab.model import PRESETS, linear_shapes
 from lora_lab.tasks import PREFERENCE_TASKS, SPLITS, TASKS, check_task_args
-from lora_lab.training.dpo import DPO_BETA, check_dpo_args
+from lora_lab.training.dpo import DPO_BETA
 from lora_lab.training.methods import FullFT, as_method, method_label
 from lora_lab.training.optim import ADAM_BETAS, MOE_AUX_LOSS_COEF
-from lora_lab.training.policy_gradient import check_rl_args
-from lora_lab.training.sft import check_train_args
+from lora_lab.training.settings import DPOSettings, EvalSettings, OptimSettings, RLSettings
 from lora_lab.training.warm_start import WARM_STARTS
 
 OBJECTIVES = ("sft", "rl", "dpo")
@@ -129,11 +128,7 @@ class RunSpec:
             raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
         if self.experiment is not None and not isinstance(self.experiment, str):
             raise ValueError(f"experiment must be a name, got {self.experiment!r}")
-        check_train_args(
-            self.lr, self.steps, self.epochs, self.batch_size, self.grad_accum, self.schedule,
-            self.warmup_steps, self.betas, self.weight_decay, self.evals_per_decade,
-            self.eval_limit, self.accuracy_limit, self.aux_loss_coef,
-        )  # fmt: skip
+        self.optim, self.evaluation  # noqa: B018 - built once here: the settings check themselves
         if self.is_lora:  # said when declared; PEFT allows it, so it is a warning
             config = PRESETS[self.base if self.base in PRESETS else WARM_STARTS[self.base].base]
             top_k = config.top_k if config.is_moe else 1
@@ -161,14 +156,36 @@ class RunSpec:
                 )
             if self.measure_bits:
                 raise ValueError("measure_bits applies to objective='sft' only")
-            check_dpo_args(self.dpo_beta, self.sft_coef)
+            self.dpo  # noqa: B018 - checks itself
             return
         if self.epochs is not None:
             raise ValueError("an RL run is measured in steps: give steps, not epochs")
         changed = [f for f in SFT_ONLY_FIELDS if getattr(self, f) != _DEFAULTS[f]]
         if changed:  # RL always measures accuracy; bits are an SFT-on-facts measurement
             raise ValueError(f"{changed} apply to objective='sft' only")
-        check_rl_args(self.group_size, self.max_new_tokens, self.temperature, self.kl_coef)
+        self.rl  # noqa: B018 - checks itself
+
+    # ------------------------------------------------------------------ settings objects
+    @property
+    def optim(self) -> OptimSettings:
+        """How this run optimises (what the trainers take)."""
+        return OptimSettings(lr=self.lr, steps=self.steps, epochs=self.epochs,
+                             batch_size=self.batch_size, grad_accum=self.grad_accum,
+                             schedule=self.schedule, warmup_steps=self.warmup_steps,
+                             betas=tuple(self.betas), weight_decay=self.weight_decay,
+                             aux_loss_coef=self.aux_loss_coef)  # fmt: skip
+
+    @property
+    def evaluation(self) -> EvalSettings:
+        return EvalSettings(self.evals_per_decade, self.eval_limit, self.accuracy_limit)
+
+    @property
+    def rl(self) -> RLSettings:
+        return RLSettings(self.group_size, self.max_new_tokens, self.temperature, self.kl_coef)
+
+    @property
+    def dpo(self) -> DPOSettings:
+        return DPOSettings(self.dpo_beta, self.sft_coef)
 
     # ------------------------------------------------------------------ names and keys
     @property

@@ -16,9 +16,9 @@ from lora_lab.sweeps.spec import RunSpec, as_spec
 from lora_lab.sweeps.store import provenance
 from lora_lab.tasks import Task, make_task
 from lora_lab.training.bits import bits_stored, sample_bits_metric
-from lora_lab.training.dpo import train_dpo
-from lora_lab.training.rl import train_rl
-from lora_lab.training.sft import RunResult, train
+from lora_lab.training.dpo import train_dpo_with
+from lora_lab.training.rl import train_rl_with
+from lora_lab.training.sft import RunResult, train_with
 from lora_lab.training.warm_start import WARM_STARTS, resolve_base
 
 
@@ -49,91 +49,29 @@ def eval_split(task: Task, split: str):
 
 def _train_sft(spec: RunSpec, task: Task, eval_data: Any, metrics: Any, progress: bool,
                device: str) -> RunResult:  # fmt: skip
-    return train(
-        _base(spec.base),
-        task.train,
-        spec.method,
-        lr=spec.lr,
-        steps=spec.steps,
-        epochs=spec.epochs,
-        batch_size=spec.batch_size,
-        grad_accum=spec.grad_accum,
-        eval_data=eval_data,
-        schedule=spec.schedule,
-        warmup_steps=spec.warmup_steps,
-        betas=spec.betas,
-        weight_decay=spec.weight_decay,
-        evals_per_decade=spec.evals_per_decade,
-        eval_limit=spec.eval_limit,
-        accuracy_limit=spec.accuracy_limit,
-        aux_loss_coef=spec.aux_loss_coef,
-        seed=spec.seed,
-        device=device,
-        progress=progress,
-        keep_model=spec.measure_bits,
-        eval_metrics=metrics,
-        lora_layer=spec.lora_layer,
-    )
+    return train_with(
+        _base(spec.base), task.train, spec.method, spec.optim, spec.evaluation,
+        eval_data=eval_data, seed=spec.seed, device=device, progress=progress,
+        keep_model=spec.measure_bits, eval_metrics=metrics, lora_layer=spec.lora_layer,
+    )  # fmt: skip
 
 
 def _train_rl(spec: RunSpec, task: Task, eval_data: Any, metrics: Any, progress: bool,
               device: str) -> RunResult:  # fmt: skip
-    return train_rl(
-        _base(spec.base),
-        task.train,
-        spec.method,
-        lr=spec.lr,
-        steps=spec.steps,
-        eval_data=eval_data,
-        prompts_per_step=spec.batch_size,
-        grad_accum=spec.grad_accum,
-        group_size=spec.group_size,
-        max_new_tokens=spec.max_new_tokens,
-        temperature=spec.temperature,
-        kl_coef=spec.kl_coef,
-        schedule=spec.schedule,
-        warmup_steps=spec.warmup_steps,
-        betas=spec.betas,
-        weight_decay=spec.weight_decay,
-        aux_loss_coef=spec.aux_loss_coef,
-        evals_per_decade=spec.evals_per_decade,
-        eval_limit=spec.eval_limit or len(eval_data),
-        seed=spec.seed,
-        device=device,
-        progress=progress,
-        keep_model=False,
-        lora_layer=spec.lora_layer,
-    )
+    return train_rl_with(
+        _base(spec.base), task.train, spec.method, spec.optim, spec.evaluation, spec.rl,
+        eval_data=eval_data, seed=spec.seed, device=device, progress=progress,
+        keep_model=False, lora_layer=spec.lora_layer,
+    )  # fmt: skip
 
 
 def _train_dpo(spec: RunSpec, task: Task, eval_data: Any, metrics: Any, progress: bool,
                device: str) -> RunResult:  # fmt: skip
-    return train_dpo(
-        _base(spec.base),
-        task.train,
-        spec.method,
-        lr=spec.lr,
-        steps=spec.steps,
-        epochs=spec.epochs,
-        batch_size=spec.batch_size,
-        beta=spec.dpo_beta,
-        sft_coef=spec.sft_coef,
-        grad_accum=spec.grad_accum,
-        eval_data=eval_data,
-        schedule=spec.schedule,
-        warmup_steps=spec.warmup_steps,
-        betas=spec.betas,
-        weight_decay=spec.weight_decay,
-        evals_per_decade=spec.evals_per_decade,
-        eval_limit=spec.eval_limit,
-        accuracy_limit=spec.accuracy_limit,
-        aux_loss_coef=spec.aux_loss_coef,
-        seed=spec.seed,
-        device=device,
-        progress=progress,
-        keep_model=False,
-        lora_layer=spec.lora_layer,
-    )
+    return train_dpo_with(
+        _base(spec.base), task.train, spec.method, spec.optim, spec.evaluation, spec.dpo,
+        eval_data=eval_data, seed=spec.seed, device=device, progress=progress,
+        keep_model=False, lora_layer=spec.lora_layer,
+    )  # fmt: skip
 
 
 # one trainer per objective: a new objective adds its entry here and its spec fields

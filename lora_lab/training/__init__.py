@@ -8,6 +8,9 @@
 - :mod:`~lora_lab.training.pretrain`: ``pretrain()`` and the shipped bases (``load_base``)
 - :mod:`~lora_lab.training.bits`: bits of a dataset a model has stored
 - :mod:`~lora_lab.training.optim`: AdamW settings and LR schedules, in one place
+- :mod:`~lora_lab.training.settings`: the settings objects every trainer and run spec share
+  (``OptimSettings``, ``EvalSettings``, ``RLSettings``, ``DPOSettings``)
+- :mod:`~lora_lab.training.rl` / :mod:`~lora_lab.training.dpo`: ``train_rl()``, ``train_dpo()``
 """
 
 from lora_lab.training.bits import bits_stored, sample_bits_metric
@@ -24,12 +27,17 @@ from lora_lab.training.methods import (
 )
 from lora_lab.training.objectives import LanguageModelObjective, SupervisedObjective
 from lora_lab.training.pretrain import available_bases, load_base, pretrain
-from lora_lab.training.sft import RunResult, log_spaced_steps, train
+from lora_lab.training.settings import DPOSettings, EvalSettings, OptimSettings, RLSettings
+from lora_lab.training.sft import RunResult, log_spaced_steps, train, train_with
 
 __all__ = [
+    "DPOSettings",
+    "EvalSettings",
     "FullFT",
     "LanguageModelObjective",
     "LoopResult",
+    "OptimSettings",
+    "RLSettings",
     "Method",
     "MicroBatch",
     "Objective",
@@ -48,6 +56,7 @@ __all__ = [
     "method_label",
     "pretrain",
     "resolve_device",
+    "train_with",
     "run_loop",
     "sampled_accuracy",
     "sample_bits_metric",

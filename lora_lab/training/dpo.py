@@ -35,19 +35,13 @@ from lora_lab.tasks.base import SFTDataset
 from lora_lab.tokenizer import PAD, TOKENIZER
 from lora_lab.training.evaluation import evaluating, sampled_accuracy
 from lora_lab.training.loop import MicroBatch, Objective, resolve_device, run_loop
-from lora_lab.training.methods import FullFT, apply_method, as_method, method_label
+from lora_lab.training.methods import FullFT, apply_method, as_method
 from lora_lab.training.objectives import moe_aux_loss
 from lora_lab.training.optim import ADAM_BETAS, MOE_AUX_LOSS_COEF
-from lora_lab.training.pretrain import load_base
-from lora_lab.training.sft import (
-    RunResult,
-    _check_dataset,
-    check_train_args,
-    log_spaced_steps,
-    lora_layer_names,
-)
+from lora_lab.training.settings import DPOSettings, EvalSettings, OptimSettings
+from lora_lab.training.sft import RunResult, method_config, prepared
 
-DPO_BETA = 0.1  # TRL's default, and the DPO paper's usual value
+DPO_BETA = DPOSettings().beta  # 0.1: TRL's default, and the DPO paper's usual value
 
 
 @dataclass
@@ -256,13 +250,9 @@ class PreferenceObjective(Objective):
         return row
 
 
-def check_dpo_args(beta: Any, sft_coef: Any) -> None:
-    """DPO's own settings, checked before any work (and when a run spec is declared)."""
-    for name, v, strict in (("dpo_beta", beta, True), ("sft_coef", sft_coef, False)):
-        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-        if not ok or v < 0 or (strict and v == 0):
-            need = "a positive" if strict else "a non-negative"
-            raise ValueError(f"{name} must be {need} number, got {v!r}")
+def check_dpo_args(beta: Any, sft_coef: Any) -> DPOSettings:
+    """DPO's own settings through the one check every path shares (:class:`DPOSettings`)."""
+    return DPOSettings(beta, sft_coef)
 
 
 def train_dpo(
@@ -296,32 +286,49 @@ def train_dpo(
     """DPO-fine-tune a copy of ``model`` on the preference pairs of ``data`` (``batch_size``
     pairs per micro-batch), FullFT or LoRA as in :func:`~lora_lab.training.train`, whose
     optimiser and evaluation settings these are. ``curves`` and ``final`` hold the
-    :class:`PreferenceObjective`'s evaluations; ``train_loss`` is the DPO loss."""
-    method = as_method(method)
-    check_train_args(
-        lr, steps, epochs, batch_size, grad_accum, schedule, warmup_steps, betas, weight_decay,
-        evals_per_decade, eval_limit, accuracy_limit, aux_loss_coef,
+    :class:`PreferenceObjective`'s evaluations; ``train_loss`` is the DPO loss. The keywords
+    build the settings objects once (:func:`train_dpo_with` takes them directly)."""
+    optim = OptimSettings(lr=lr, steps=steps, epochs=epochs, batch_size=batch_size,
+                          grad_accum=grad_accum, schedule=schedule, warmup_steps=warmup_steps,
+                          betas=tuple(betas), weight_decay=weight_decay,
+                          aux_loss_coef=aux_loss_coef)  # fmt: skip
+    return train_dpo_with(
+        model, data, method, optim, EvalSettings(evals_per_decade, eval_limit, accuracy_limit),
+        DPOSettings(beta, sft_coef), eval_data=eval_data, seed=seed, device=device,
+        progress=progress, keep_model=keep_model, callback=callback, lora_layer=lora_layer,
     )  # fmt: skip
-    check_dpo_args(beta, sft_coef)
-    _check_dataset("data", data)
-    eval_data = eval_data if eval_data is not None else data
-    _check_dataset("eval_data", eval_data)
-    if isinstance(model, str):
-        model = load_base(model)
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a CompactLM or a preset name, got {type(model).__name__}")
+
+
+def train_dpo_with(
+    model: CompactLM | str,
+    data: SFTDataset,
+    method: Any,
+    optim: OptimSettings,
+    evaluation: EvalSettings,
+    dpo: DPOSettings,
+    *,
+    eval_data: SFTDataset | None = None,
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    progress: bool = True,
+    keep_model: bool = True,
+    callback: Callable[[int, dict[str, float]], None] | None = None,
+    lora_layer: str | None = None,
+) -> RunResult:
+    """:func:`train_dpo` with its settings as objects (what a run spec holds)."""
+    method = as_method(method)
+    model, eval_data = prepared(model, data, eval_data)
     dev = resolve_device(device)
-    if steps is None:
-        steps = max(1, math.ceil(epochs * len(data) / (batch_size * grad_accum)))
+    given, optim = optim, optim.for_data(len(data))
     objective = PreferenceObjective(
-        data, eval_data, batch_size=batch_size, beta=beta, sft_coef=sft_coef, seed=seed,
-        eval_limit=eval_limit, accuracy_limit=accuracy_limit, aux_loss_coef=aux_loss_coef,
+        data, eval_data, batch_size=optim.batch_size, beta=dpo.beta, sft_coef=dpo.sft_coef,
+        seed=seed, eval_limit=evaluation.eval_limit, accuracy_limit=evaluation.accuracy_limit,
+        aux_loss_coef=optim.aux_loss_coef,
     )  # fmt: skip
     out = run_loop(
-        model, objective, lr=lr, steps=steps, prepare=lambda m: apply_method(m, method, lora_layer),
-        grad_accum=grad_accum, schedule=schedule, warmup_steps=warmup_steps, betas=tuple(betas),
-        weight_decay=weight_decay, eval_steps=log_spaced_steps(steps, evals_per_decade),
-        seed=seed, device=dev, progress=progress, desc="DPO", callback=callback,
+        model, objective, optim, prepare=lambda m: apply_method(m, method, lora_layer),
+        eval_steps=evaluation.steps(optim.steps), seed=seed, device=dev, progress=progress,
+        desc="DPO", callback=callback,
     )  # fmt: skip
     curves = pd.DataFrame(out.rows)
     last = curves.iloc[-1]
@@ -331,19 +338,15 @@ def train_dpo(
     final["reference_bytes"] = float(objective.reference.extra_bytes)
     is_full = isinstance(method, FullFT)
     config = {
-        "objective": "dpo", "method": "full" if is_full else "lora",
-        "label": method_label(method), "lora": None if is_full else method.to_dict(),
-        "lora_layer_class": None if is_full else lora_layer_names(out.model),
-        "lora_layer_kind": None if is_full else out.model.lora_layer_kind,
+        "objective": "dpo",
+        **method_config(method, model, out.model, data, eval_data),
         "reference": "frozen copy" if is_full else "adapters disabled",
-        "model": getattr(getattr(model, "config", None), "name", None),
-        "task": data.name, "data_fingerprint": data.fingerprint(),
-        "eval_data": f"{eval_data.name}/{eval_data.split}", "lr": lr, "steps": steps,
-        "epochs": epochs, "batch_size": batch_size, "grad_accum": grad_accum,
-        "dpo_beta": beta, "sft_coef": sft_coef, "schedule": schedule,
-        "warmup_steps": warmup_steps, "betas": list(betas), "weight_decay": weight_decay,
-        "aux_loss_coef": aux_loss_coef, "evals_per_decade": evals_per_decade,
-        "eval_limit": eval_limit, "accuracy_limit": accuracy_limit, "seed": seed,
-        "device": str(dev), "torch_threads": torch.get_num_threads(),
-    }  # fmt: skip
+        **optim.as_dict(),
+        "epochs": given.epochs,
+        **dpo.as_dict(),
+        **evaluation.as_dict(),
+        "seed": seed,
+        "device": str(dev),
+        "torch_threads": torch.get_num_threads(),
+    }
     return RunResult.from_loop(out, config, curves, final, keep_model)

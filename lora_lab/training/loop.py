@@ -23,7 +23,8 @@ import torch
 import torch.nn as nn
 
 from lora_lab.progress import progress_bar
-from lora_lab.training.optim import ADAM_BETAS, SCHEDULES, lr_factor, make_adamw
+from lora_lab.training.optim import lr_factor, make_adamw
+from lora_lab.training.settings import OptimSettings
 
 
 @dataclass
@@ -80,34 +81,13 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(device)
 
 
-def check_positive_int(name: str, value: Any, allow_zero: bool = False) -> None:
-    ok = isinstance(value, int) and not isinstance(value, bool)
-    if not ok or value < (0 if allow_zero else 1):
-        need = "a non-negative" if allow_zero else "a positive"
-        raise ValueError(f"{name} must be {need} integer, got {value!r}")
-
-
-def check_lr(lr: Any) -> None:
-    ok = isinstance(lr, (int, float)) and not isinstance(lr, bool)
-    if not (ok and math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a positive finite number, got {lr!r}")
-
-
 def run_loop(
     model: nn.Module,
     objective: Objective,
+    optim: OptimSettings,
     *,
-    lr: float,
-    steps: int,
     prepare: Callable[[nn.Module], nn.Module] | None = None,
     param_groups: Callable[[nn.Module], list[dict[str, Any]]] | None = None,
-    grad_accum: int = 1,
-    schedule: str = "constant",
-    warmup_steps: int = 0,
-    min_lr_ratio: float = 0.0,
-    betas: tuple[float, float] = ADAM_BETAS,
-    weight_decay: float = 0.0,
-    clip_grad_norm: float | None = None,
     eval_steps: Iterable[int] = (),
     seed: int = 0,
     device: str | torch.device = "cpu",
@@ -115,7 +95,8 @@ def run_loop(
     desc: str = "train",
     callback: Callable[[int, dict[str, float]], None] | None = None,
 ) -> LoopResult:
-    """Train ``prepare(model)`` on ``objective`` for ``steps`` optimizer steps.
+    """Train ``prepare(model)`` on ``objective`` as ``optim`` says (its ``steps``: a caller
+    with ``epochs`` resolves them first, :meth:`OptimSettings.for_data`).
 
     Everything random inside (``prepare``'s initialisations, dropout) draws from torch's
     global RNG seeded with ``seed`` in a forked state, so a run is reproducible and leaves
@@ -126,12 +107,9 @@ def run_loop(
     turns non-finite or blows up stops with ``diverged=True`` and a last row without
     evaluation, so sweeps keep going.
     """
-    check_lr(lr)
-    check_positive_int("steps", steps)
-    check_positive_int("grad_accum", grad_accum)
-    check_positive_int("warmup_steps", warmup_steps, allow_zero=True)
-    if schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+    if not isinstance(optim, OptimSettings) or optim.steps is None:
+        raise ValueError("run_loop needs OptimSettings in steps (resolve epochs first)")
+    lr, steps, grad_accum = optim.lr, optim.steps, optim.grad_accum
     evaluate_at = set(eval_steps)
     device = resolve_device(device)
     examples_per_step = objective.examples_per_micro_batch * grad_accum
@@ -142,7 +120,7 @@ def run_loop(
         if not params:
             raise ValueError("the model has no trainable parameters")
         groups = param_groups(model) if param_groups is not None else params
-        opt = make_adamw(groups, lr=lr, betas=betas, weight_decay=weight_decay)
+        opt = make_adamw(groups, lr=lr, betas=optim.betas, weight_decay=optim.weight_decay)
         objective.setup(model, device)
         rows: list[dict[str, float]] = []
         start: float | None = None
@@ -168,7 +146,8 @@ def run_loop(
         if 0 in evaluate_at:
             log(0, math.nan)
         for step in range(1, steps + 1):
-            factor = lr_factor(step - 1, steps, warmup_steps, schedule, min_lr_ratio)
+            factor = lr_factor(step - 1, steps, optim.warmup_steps, optim.schedule,
+                               optim.min_lr_ratio)  # fmt: skip
             for group in opt.param_groups:
                 group["lr"] = lr * factor
             opt.zero_grad(set_to_none=True)
@@ -188,8 +167,8 @@ def run_loop(
                 diverged = True
                 log(step, value, evaluate=False)
                 break
-            if clip_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(params, clip_grad_norm)
+            if optim.clip_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(params, optim.clip_grad_norm)
             opt.step()
             bar.update(1)
             if step % 10 == 0:

@@ -36,23 +36,19 @@ from lora_lab.training.evaluation import evaluating, prompt_batches, sampled_acc
 from lora_lab.training.loop import MicroBatch, Objective
 from lora_lab.training.objectives import moe_aux_loss
 from lora_lab.training.optim import MOE_AUX_LOSS_COEF
+from lora_lab.training.settings import RLSettings
 
 
 def check_rl_args(group_size: Any, max_new_tokens: Any, temperature: Any, kl_coef: Any,
-                  prompts_per_step: Any = 1) -> None:  # fmt: skip
-    """Policy gradient's own settings: one check shared by ``RunSpec``, ``train_rl`` and
-    :class:`PolicyGradientObjective`, so no path accepts what another refuses (a
-    temperature of 0 samples greedily: every group is all right or all wrong, no signal)."""
-    for name, v, low in (("prompts_per_step", prompts_per_step, 1), ("group_size", group_size, 2),
-                         ("max_new_tokens", max_new_tokens, 1)):  # fmt: skip
-        if isinstance(v, bool) or not isinstance(v, int) or v < low:
-            why = ": a group-mean advantage needs a group" if name == "group_size" else ""
-            raise ValueError(f"{name} must be an integer >= {low}, got {v!r}{why}")
-    for name, v, low in (("temperature", temperature, "positive"),
-                         ("kl_coef", kl_coef, "non-negative")):  # fmt: skip
-        ok = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
-        if not ok or v < 0 or (low == "positive" and v == 0):
-            raise ValueError(f"{name} must be a {low} number, got {v!r}")
+                  prompts_per_step: Any = 1) -> RLSettings:  # fmt: skip
+    """Policy gradient's settings through the one check every path shares
+    (:class:`~lora_lab.training.settings.RLSettings`; a temperature of 0 samples greedily:
+    every group all right or all wrong, no signal)."""
+    if isinstance(prompts_per_step, bool) or not isinstance(prompts_per_step, int) or (
+        prompts_per_step < 1
+    ):  # fmt: skip
+        raise ValueError(f"prompts_per_step must be an integer >= 1, got {prompts_per_step!r}")
+    return RLSettings(group_size, max_new_tokens, temperature, kl_coef)
 
 
 def group_advantages(rewards: torch.Tensor) -> torch.Tensor:

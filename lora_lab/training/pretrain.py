@@ -20,8 +20,9 @@ from lora_lab._version import __version__
 from lora_lab.model import CompactLM, build_model, get_preset, load_model, save_model
 from lora_lab.paths import base_path, data_dir
 from lora_lab.tasks.corpus import corpus_tokens
-from lora_lab.training.loop import check_lr, check_positive_int, resolve_device, run_loop
+from lora_lab.training.loop import resolve_device, run_loop
 from lora_lab.training.objectives import LanguageModelObjective, stream_eval_loss
+from lora_lab.training.settings import OptimSettings, check_positive_int
 
 # Steps sized so each base trains in under ~15 minutes on 2 CPU cores (README, "Bases").
 PRETRAIN_STEPS = {"nano": 600, "tiny": 1500, "small": 1000, "wide": 1000, "small-moe": 1000}
@@ -85,10 +86,12 @@ def pretrain(
     """
     steps = PRETRAIN_STEPS.get(preset, 1000) if steps is None else steps
     check_positive_int("steps", steps)
-    check_positive_int("batch_size", batch_size)
     check_positive_int("seq_len", seq_len)
     check_positive_int("warmup", warmup, allow_zero=True)
-    check_lr(lr)
+    # a run shorter than the warmup (a smoke test) warms up over all of it
+    optim = OptimSettings(lr=lr, steps=steps, batch_size=batch_size, schedule="cosine",
+                          warmup_steps=min(warmup, steps), min_lr_ratio=0.1,
+                          clip_grad_norm=1.0)  # fmt: skip
     dev = resolve_device(device)
     model = build_model(preset, seed=seed)
     eval_stream = corpus_tokens(n_docs=4000, seed=EVAL_SEED)
@@ -100,13 +103,8 @@ def pretrain(
     result = run_loop(
         model,
         objective,
-        lr=lr,
-        steps=steps,
+        optim,
         param_groups=_decay_groups,
-        schedule="cosine",
-        warmup_steps=warmup,
-        min_lr_ratio=0.1,
-        clip_grad_norm=1.0,
         eval_steps=range(every, steps + 1, every),
         seed=seed,
         device=dev,

@@ -9,16 +9,15 @@ from typing import Any
 
 import pandas as pd
 import torch
-import torch.nn as nn
 
 from lora_lab.model import CompactLM
 from lora_lab.tasks.base import SFTDataset
 from lora_lab.training.loop import resolve_device, run_loop
-from lora_lab.training.methods import FullFT, apply_method, as_method, method_label
+from lora_lab.training.methods import apply_method, as_method
 from lora_lab.training.optim import ADAM_BETAS, MOE_AUX_LOSS_COEF
-from lora_lab.training.policy_gradient import PolicyGradientObjective, check_rl_args
-from lora_lab.training.pretrain import load_base
-from lora_lab.training.sft import RunResult, check_train_args, log_spaced_steps, lora_layer_names
+from lora_lab.training.policy_gradient import PolicyGradientObjective
+from lora_lab.training.settings import EvalSettings, OptimSettings, RLSettings
+from lora_lab.training.sft import RunResult, method_config, prepared
 
 
 def train_rl(
@@ -55,30 +54,54 @@ def train_rl(
 
     ``curves`` hold ``train_loss`` = mean reward of the last steps' episodes, ``accuracy``
     (greedy) and ``sampled_accuracy`` on ``eval_data``, ``eval_loss`` = 1 - greedy accuracy,
-    and episodes / sampled tokens per second; ``final`` the same at the end.
+    and episodes / sampled tokens per second; ``final`` the same at the end. The keywords
+    build the settings objects once (:func:`train_rl_with` takes them directly).
     """
-    method = as_method(method)
-    check_train_args(
-        lr, steps, None, prompts_per_step, grad_accum, schedule, warmup_steps, betas,
-        weight_decay, evals_per_decade, eval_limit, 0, aux_loss_coef,
+    optim = OptimSettings(lr=lr, steps=steps, batch_size=prompts_per_step,
+                          grad_accum=grad_accum, schedule=schedule, warmup_steps=warmup_steps,
+                          betas=tuple(betas), weight_decay=weight_decay,
+                          aux_loss_coef=aux_loss_coef)  # fmt: skip
+    rl = RLSettings(group_size, max_new_tokens, temperature, kl_coef)
+    return train_rl_with(
+        model, data, method, optim, EvalSettings(evals_per_decade, eval_limit), rl,
+        eval_data=eval_data, seed=seed, device=device, progress=progress,
+        keep_model=keep_model, callback=callback, lora_layer=lora_layer,
     )  # fmt: skip
-    check_rl_args(group_size, max_new_tokens, temperature, kl_coef, prompts_per_step)
-    if isinstance(model, str):
-        model = load_base(model)
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a CompactLM or a preset name, got {type(model).__name__}")
-    eval_data = eval_data if eval_data is not None else data
+
+
+def train_rl_with(
+    model: CompactLM | str,
+    data: SFTDataset,
+    method: Any,
+    optim: OptimSettings,
+    evaluation: EvalSettings,
+    rl: RLSettings,
+    *,
+    eval_data: SFTDataset | None = None,
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    progress: bool = True,
+    keep_model: bool = True,
+    callback: Callable[[int, dict[str, float]], None] | None = None,
+    lora_layer: str | None = None,
+) -> RunResult:
+    """:func:`train_rl` with its settings as objects (``optim.batch_size`` is the prompts
+    per step; an RL run is counted in steps)."""
+    if optim.steps is None:
+        raise ValueError("an RL run is measured in steps: give steps, not epochs")
+    method = as_method(method)
+    model, eval_data = prepared(model, data, eval_data)
     dev = resolve_device(device)
+    eval_limit = evaluation.eval_limit or len(eval_data)
     objective = PolicyGradientObjective(
-        data, eval_data, prompts_per_step=prompts_per_step, group_size=group_size,
-        max_new_tokens=max_new_tokens, temperature=temperature, kl_coef=kl_coef,
-        eval_limit=eval_limit, aux_loss_coef=aux_loss_coef, seed=seed,
+        data, eval_data, prompts_per_step=optim.batch_size, group_size=rl.group_size,
+        max_new_tokens=rl.max_new_tokens, temperature=rl.temperature, kl_coef=rl.kl_coef,
+        eval_limit=eval_limit, aux_loss_coef=optim.aux_loss_coef, seed=seed,
     )  # fmt: skip
     out = run_loop(
-        model, objective, lr=lr, steps=steps, prepare=lambda m: apply_method(m, method, lora_layer),
-        grad_accum=grad_accum, schedule=schedule, warmup_steps=warmup_steps, betas=tuple(betas),
-        weight_decay=weight_decay, eval_steps=log_spaced_steps(steps, evals_per_decade),
-        seed=seed, device=dev, progress=progress, desc="RL", callback=callback,
+        model, objective, optim, prepare=lambda m: apply_method(m, method, lora_layer),
+        eval_steps=evaluation.steps(optim.steps), seed=seed, device=dev, progress=progress,
+        desc="RL", callback=callback,
     )  # fmt: skip
     curves = pd.DataFrame(out.rows).rename(columns={"train_loss": "mean_reward"})
     curves["train_loss"] = curves["mean_reward"]
@@ -89,21 +112,16 @@ def train_rl(
     final.setdefault("eval_loss", float("nan"))  # a diverged run has no last evaluation
     final.update(steps_done=float(out.steps_done), episodes=float(objective.episodes_done),
                  episodes_per_s=objective.episodes_done / max(out.wall_time_s, 1e-9))  # fmt: skip
-    is_full = isinstance(method, FullFT)
     config = {
-        "objective": "rl", "method": "full" if is_full else "lora",
-        "label": method_label(method), "lora": None if is_full else method.to_dict(),
-        "lora_layer_class": None if is_full else lora_layer_names(out.model),
-        "lora_layer_kind": None if is_full else out.model.lora_layer_kind,
-        "model": getattr(getattr(model, "config", None), "name", None),
-        "task": data.name, "data_fingerprint": data.fingerprint(),
-        "eval_data": f"{eval_data.name}/{eval_data.split}", "lr": lr, "steps": steps,
-        "batch_size": prompts_per_step, "prompts_per_step": prompts_per_step,
-        "grad_accum": grad_accum, "group_size": group_size,
-        "max_new_tokens": max_new_tokens, "temperature": temperature, "kl_coef": kl_coef,
-        "schedule": schedule, "warmup_steps": warmup_steps, "betas": list(betas),
-        "weight_decay": weight_decay, "aux_loss_coef": aux_loss_coef,
-        "evals_per_decade": evals_per_decade, "eval_limit": eval_limit, "seed": seed,
-        "device": str(dev), "torch_threads": torch.get_num_threads(),
-    }  # fmt: skip
+        "objective": "rl",
+        **method_config(method, model, out.model, data, eval_data),
+        **optim.as_dict(),
+        "prompts_per_step": optim.batch_size,
+        **rl.as_dict(),
+        **evaluation.as_dict(),
+        "eval_limit": eval_limit,
+        "seed": seed,
+        "device": str(dev),
+        "torch_threads": torch.get_num_threads(),
+    }
     return RunResult.from_loop(out, config, curves, final, keep_model)

@@ -3,7 +3,6 @@ only in what is trainable. Both methods see exactly the same batches for a given
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,32 +12,22 @@ import torch
 import torch.nn as nn
 
 from lora_lab.lora import lora_layers
+from lora_lab.lora.config import LoraConfig
 from lora_lab.model import CompactLM
 from lora_lab.tasks.base import SFTDataset, Task
 from lora_lab.training.evaluation import sampled_accuracy
-from lora_lab.training.loop import (
-    LoopResult,
-    check_lr,
-    check_positive_int,
-    resolve_device,
-    run_loop,
-)
+from lora_lab.training.loop import LoopResult, resolve_device, run_loop
 from lora_lab.training.methods import FullFT, apply_method, as_method, method_label
 from lora_lab.training.objectives import SupervisedObjective
-from lora_lab.training.optim import ADAM_BETAS, MOE_AUX_LOSS_COEF, SCHEDULES
+from lora_lab.training.optim import ADAM_BETAS, MOE_AUX_LOSS_COEF
 from lora_lab.training.pretrain import load_base
+from lora_lab.training.settings import EvalSettings, OptimSettings
 
 
 def log_spaced_steps(total: int, per_decade: int = 4) -> list[int]:
-    """Steps 0, then round(10 ** (k / per_decade)) up to ``total``, then ``total``.
-
-    The points sit on one lattice whatever ``total`` is, so runs of different lengths are
-    evaluated at the same steps (with 4 per decade: 1, 2, 3, 6, 10, 18, 32, 56, 100, ...).
-    """
-    check_positive_int("per_decade", per_decade)
-    k_max = int(math.floor(math.log10(max(total, 1)) * per_decade + 1e-9))
-    steps = {round(10 ** (k / per_decade)) for k in range(k_max + 1)}
-    return sorted({0, total, *(s for s in steps if s <= total)})
+    """Steps 0, then round(10 ** (k / per_decade)) up to ``total``, then ``total``
+    (:meth:`EvalSettings.steps`): one lattice whatever ``total`` is."""
+    return EvalSettings(evals_per_decade=per_decade).steps(total)
 
 
 @dataclass
@@ -120,41 +109,40 @@ def _check_dataset(name: str, data: Any) -> None:
     raise TypeError(f"{name} must be an SFTDataset, got {type(data).__name__}{hint}")
 
 
-def check_train_args(
-    lr, steps, epochs, batch_size, grad_accum, schedule, warmup_steps, betas, weight_decay,
-    evals_per_decade, eval_limit, accuracy_limit, aux_loss_coef,
-) -> None:  # fmt: skip
-    """Every optimisation and evaluation setting of :func:`train`, checked before any work
-    (also used to check a run spec when it is declared, not when it runs)."""
-    check_lr(lr)
-    if (steps is None) == (epochs is None):
-        raise ValueError("give exactly one of steps or epochs")
-    if steps is not None:
-        check_positive_int("steps", steps)
-    if epochs is not None and not (
-        isinstance(epochs, (int, float)) and not isinstance(epochs, bool) and epochs > 0
-        and math.isfinite(epochs)
-    ):  # fmt: skip
-        raise ValueError(f"epochs must be a positive number, got {epochs!r}")
-    check_positive_int("batch_size", batch_size)
-    check_positive_int("grad_accum", grad_accum)
-    check_positive_int("warmup_steps", warmup_steps, allow_zero=True)
-    if steps is not None and warmup_steps > steps:
-        raise ValueError(f"warmup_steps ({warmup_steps}) is longer than the run ({steps} steps)")
-    check_positive_int("evals_per_decade", evals_per_decade)
-    check_positive_int("accuracy_limit", accuracy_limit, allow_zero=True)
-    if eval_limit is not None:
-        check_positive_int("eval_limit", eval_limit)
-    if schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
-    if not (
-        isinstance(betas, (tuple, list)) and len(betas) == 2
-        and all(isinstance(b, (int, float)) and 0.0 <= b < 1.0 for b in betas)
-    ):  # fmt: skip
-        raise ValueError(f"betas must be two numbers in [0, 1), got {betas!r}")
-    for name, v in (("weight_decay", weight_decay), ("aux_loss_coef", aux_loss_coef)):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0 <= v < math.inf):
-            raise ValueError(f"{name} must be a non-negative number, got {v!r}")
+def method_config(method: FullFT | LoraConfig, model: nn.Module, trained: nn.Module,
+                  data: SFTDataset, eval_data: SFTDataset) -> dict[str, Any]:  # fmt: skip
+    """What every trainer's record says about what was trained on what: the method, the
+    LoRA layer that ran, the model, the data's fingerprint and the evaluation split."""
+    is_full = isinstance(method, FullFT)
+    targets = method.target_modules
+    return {
+        "method": "full" if is_full else "lora",
+        "label": method_label(method),
+        "lora": None if is_full else method.to_dict(),
+        "full_targets": (list(targets) if isinstance(targets, tuple) else targets)
+        if is_full
+        else None,
+        "model": getattr(getattr(model, "config", None), "name", None),
+        # which LoRA layer implementation ran (reference or fused: same maths, other kernels)
+        "lora_layer_class": None if is_full else lora_layer_names(trained),
+        "lora_layer_kind": None if is_full else trained.lora_layer_kind,
+        "task": data.name,
+        "data_fingerprint": data.fingerprint(),
+        "eval_data": f"{eval_data.name}/{eval_data.split}",
+    }
+
+
+def prepared(model: CompactLM | str, data: Any, eval_data: Any) -> tuple[nn.Module, SFTDataset]:
+    """The model (a preset name loads the shipped base) and the evaluation split (default:
+    ``data``), both checked, for every trainer."""
+    _check_dataset("data", data)
+    eval_data = eval_data if eval_data is not None else data
+    _check_dataset("eval_data", eval_data)
+    if isinstance(model, str):
+        model = load_base(model)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a CompactLM or a preset name, got {type(model).__name__}")
+    return model, eval_data
 
 
 def train(
@@ -181,8 +169,8 @@ def train(
     progress: bool = True,
     keep_model: bool = True,
     callback: Callable[[int, dict[str, float]], None] | None = None,
-    lora_layer: str | None = None,
     eval_metrics: Callable[[nn.Module], dict[str, float]] | None = None,
+    lora_layer: str | None = None,
 ) -> RunResult:
     """Fine-tune a copy of ``model`` (a :class:`CompactLM` or a shipped base's preset name).
 
@@ -197,43 +185,58 @@ def train(
     ``eval_metrics(model)`` returns extra named numbers logged at every evaluation (e.g.
     bits stored on ``facts``); they become columns of ``curves``. ``lora_layer`` picks the
     LoRA layer kind ("reference" or "fused", same maths; default ``$LORA_LAB_LORA_LAYER``).
+    The keywords build an :class:`OptimSettings` and an :class:`EvalSettings` once
+    (:func:`train_with` takes those objects directly).
     """
-    method = as_method(method)
-    check_train_args(
-        lr, steps, epochs, batch_size, grad_accum, schedule, warmup_steps, betas, weight_decay,
-        evals_per_decade, eval_limit, accuracy_limit, aux_loss_coef,
+    optim = OptimSettings(lr=lr, steps=steps, epochs=epochs, batch_size=batch_size,
+                          grad_accum=grad_accum, schedule=schedule, warmup_steps=warmup_steps,
+                          betas=tuple(betas), weight_decay=weight_decay,
+                          aux_loss_coef=aux_loss_coef)  # fmt: skip
+    evaluation = EvalSettings(evals_per_decade, eval_limit, accuracy_limit)
+    return train_with(
+        model, data, method, optim, evaluation, eval_data=eval_data, seed=seed, device=device,
+        progress=progress, keep_model=keep_model, callback=callback, eval_metrics=eval_metrics,
+        lora_layer=lora_layer,
     )  # fmt: skip
-    _check_dataset("data", data)
-    eval_data = eval_data if eval_data is not None else data
-    _check_dataset("eval_data", eval_data)
-    if isinstance(model, str):
-        model = load_base(model)
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a CompactLM or a preset name, got {type(model).__name__}")
+
+
+def train_with(
+    model: CompactLM | str,
+    data: SFTDataset,
+    method: Any,
+    optim: OptimSettings,
+    evaluation: EvalSettings | None = None,
+    *,
+    eval_data: SFTDataset | None = None,
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    progress: bool = True,
+    keep_model: bool = True,
+    callback: Callable[[int, dict[str, float]], None] | None = None,
+    eval_metrics: Callable[[nn.Module], dict[str, float]] | None = None,
+    lora_layer: str | None = None,
+) -> RunResult:
+    """:func:`train` with its settings as objects (what a run spec holds)."""
+    evaluation = evaluation or EvalSettings()
+    method = as_method(method)
+    model, eval_data = prepared(model, data, eval_data)
     dev = resolve_device(device)
-    if steps is None:
-        steps = max(1, math.ceil(epochs * len(data) / (batch_size * grad_accum)))
+    given, optim = optim, optim.for_data(len(data))  # epochs become steps
     objective = SupervisedObjective(
         data,
         eval_data,
-        batch_size=batch_size,
+        batch_size=optim.batch_size,
         seed=seed,
-        eval_limit=eval_limit,
-        aux_loss_coef=aux_loss_coef,
+        eval_limit=evaluation.eval_limit,
+        aux_loss_coef=optim.aux_loss_coef,
         eval_metrics=eval_metrics,
     )
     out = run_loop(
         model,
         objective,
-        lr=lr,
-        steps=steps,
+        optim,
         prepare=lambda m: apply_method(m, method, lora_layer),
-        grad_accum=grad_accum,
-        schedule=schedule,
-        warmup_steps=warmup_steps,
-        betas=tuple(betas),
-        weight_decay=weight_decay,
-        eval_steps=log_spaced_steps(steps, evals_per_decade),
+        eval_steps=evaluation.steps(optim.steps),
         seed=seed,
         device=dev,
         progress=progress,
@@ -248,37 +251,15 @@ def train(
     if not out.diverged:  # the last evaluation's other metrics (router balance, bits estimate)
         extra = curves.iloc[-1].drop(["step", "examples", "train_loss", "eval_loss"])
         final.update({k: float(v) for k, v in extra.items() if pd.notna(v)})
-    if accuracy_limit and not out.diverged and eval_data.verifier is not None:
-        final["accuracy"] = sampled_accuracy(out.model, eval_data, limit=accuracy_limit, device=dev)
-    is_full = isinstance(method, FullFT)
-    targets = method.target_modules
+    if evaluation.accuracy_limit and not out.diverged and eval_data.verifier is not None:
+        final["accuracy"] = sampled_accuracy(
+            out.model, eval_data, limit=evaluation.accuracy_limit, device=dev
+        )
     run_config = {
-        "method": "full" if is_full else "lora",
-        "label": method_label(method),
-        "lora": None if is_full else method.to_dict(),
-        "full_targets": (list(targets) if isinstance(targets, tuple) else targets)
-        if is_full
-        else None,
-        "model": getattr(getattr(model, "config", None), "name", None),
-        # which LoRA layer implementation ran (reference or fused: same maths, other kernels)
-        "lora_layer_class": None if is_full else lora_layer_names(out.model),
-        "lora_layer_kind": None if is_full else out.model.lora_layer_kind,
-        "task": data.name,
-        "data_fingerprint": data.fingerprint(),
-        "eval_data": f"{eval_data.name}/{eval_data.split}",
-        "lr": lr,
-        "steps": steps,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "grad_accum": grad_accum,
-        "schedule": schedule,
-        "warmup_steps": warmup_steps,
-        "betas": list(betas),
-        "weight_decay": weight_decay,
-        "aux_loss_coef": aux_loss_coef,
-        "evals_per_decade": evals_per_decade,
-        "eval_limit": eval_limit,
-        "accuracy_limit": accuracy_limit,
+        **method_config(method, model, out.model, data, eval_data),
+        **optim.as_dict(),
+        "epochs": given.epochs,
+        **evaluation.as_dict(),
         "seed": seed,
         "device": str(dev),
         "torch_threads": torch.get_num_threads(),
