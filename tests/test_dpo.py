@@ -92,7 +92,7 @@ def test_one_step_raises_the_chosen_log_ratio_over_the_rejected(nano, prefs, met
             return float(dpo_loss(sequence_logprobs(model, *batch), reference, 0.1)[1].mean())
 
     assert margin() == 0.0  # the policy starts at the reference
-    objective.order = idx  # the step's batch is the pairs measured
+    objective.batches.order = idx  # the step's batch is the pairs measured
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=0.5 if method == "full" else 5.0)
     objective.micro_batch(model).loss.backward()

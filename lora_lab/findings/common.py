@@ -117,6 +117,16 @@ def gap_change(
     return verdict(e, margin, subject, units=units)
 
 
+def keeps_up(word: str) -> bool | None:
+    """Whether a verdict word says the subject keeps up with its reference (equivalent or
+    better: True), lags (worse: False), or cannot say (not resolved: None)."""
+    if word.endswith(" worse"):
+        return False
+    if word.endswith(" better") or word.startswith("equivalent"):
+        return True
+    return None
+
+
 def verdict_columns(v: Verdict, prefix: str = "") -> dict[str, Any]:
     """A verdict as table columns: point, 95 % interval, 90 % interval, seeds, margin, the
     verdict's word and its full text (which always carries the interval)."""

@@ -33,6 +33,7 @@ from lora_lab.findings.common import (
     contrast,
     gap_change,
     interior_text,
+    keeps_up,
     lr_ratio,
     ratio_text,
     verdict_columns,
@@ -233,23 +234,13 @@ def method_table(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _keeps_up(word: str) -> bool | None:
-    """True if a verdict says LoRA keeps up (equivalent or better), False if it lags, None
-    if not resolved."""
-    if word == "LoRA worse":
-        return False
-    if word == "LoRA better" or word.startswith("equivalent"):
-        return True
-    return None
-
-
 def capacity_test(gaps: pd.DataFrame, label: str = "r=1") -> str:
     """The capacity argument's prediction for ``label``: it keeps up with FullFT when the
     pairs need fewer bits than it holds (N = 64) and falls behind when they need several
     times more (N = 1000). Read on held-out DPO loss."""
     by = gaps.set_index(["facts", "label"]).verdict
-    inside = _keeps_up(by.loc[(SIZES["inside"], label)])
-    beyond = _keeps_up(by.loc[(SIZES["beyond"], label)])
+    inside = keeps_up(by.loc[(SIZES["inside"], label)])
+    beyond = keeps_up(by.loc[(SIZES["beyond"], label)])
     if inside is None or beyond is None:
         return "not resolved: a verdict it rests on is not resolved"
     if inside and not beyond:

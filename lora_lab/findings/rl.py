@@ -24,7 +24,14 @@ import torch
 
 from lora_lab.analysis import load_curves, load_runs, lr_ratio
 from lora_lab.findings.capacity import capacity_table
-from lora_lab.findings.common import contrast, gap, interior_text, ratio_text, verdict_columns
+from lora_lab.findings.common import (
+    contrast,
+    gap,
+    interior_text,
+    keeps_up,
+    ratio_text,
+    verdict_columns,
+)
 from lora_lab.lora import LoraConfig
 from lora_lab.plots import set_style
 from lora_lab.stats import Estimate, interval_text
@@ -389,22 +396,12 @@ def sft_contrast(rl_runs: pd.DataFrame, sft_runs: pd.DataFrame,
     return pd.DataFrame(rows)
 
 
-def _matches(word: str) -> bool | None:
-    """True if a verdict says LoRA keeps up (equivalent or better), False if it lags, None
-    if it is not resolved."""
-    if word == "LoRA worse":
-        return False
-    if word == "LoRA better" or word.startswith("equivalent"):
-        return True
-    return None
-
-
 def prediction_verdict(contrast: pd.DataFrame, label: str = "r=1") -> str:
     """The post's prediction for ``label``: it lags FullFT in SFT but not in RL. "not
     resolved" when either side's verdict is."""
     row = contrast.set_index("label").loc[label]
-    sft_keeps = [_matches(row.sft_verdict), _matches(row.nll_verdict)]
-    rl_keeps = _matches(row.rl_verdict)
+    sft_keeps = [keeps_up(row.sft_verdict), keeps_up(row.nll_verdict)]
+    rl_keeps = keeps_up(row.rl_verdict)
     sft_lags = False in sft_keeps
     if rl_keeps is None or (not sft_lags and None in sft_keeps):
         return "not resolved: a verdict it rests on is not resolved"
@@ -425,7 +422,7 @@ def parity_claim_verdict(table: pd.DataFrame) -> str:
     r1, r4 = v.get("r=1"), v.get("r=4")
     if r1 is None or r4 is None:
         raise ValueError("needs r=1 and r=4 rows")
-    k1, k4 = _matches(r1), _matches(r4)
+    k1, k4 = keeps_up(r1), keeps_up(r4)
     if k1:
         return "not supported: rank 1 is within the margin of FullFT"
     if k1 is False and k4:

@@ -36,7 +36,7 @@ from lora_lab.tokenizer import PAD, TOKENIZER
 from lora_lab.training.evaluation import evaluating, sampled_accuracy
 from lora_lab.training.loop import MicroBatch, Objective, resolve_device, run_loop
 from lora_lab.training.methods import FullFT, apply_method, as_method
-from lora_lab.training.objectives import moe_aux_loss
+from lora_lab.training.objectives import EpochShuffle, moe_aux_loss
 from lora_lab.training.optim import ADAM_BETAS, MOE_AUX_LOSS_COEF
 from lora_lab.training.settings import DPOSettings, EvalSettings, OptimSettings
 from lora_lab.training.sft import RunResult, method_config, prepared
@@ -180,9 +180,7 @@ class PreferenceObjective(Objective):
         self.eval_limit, self.accuracy_limit, self.aux_loss_coef = (
             eval_limit, accuracy_limit, aux_loss_coef,
         )  # fmt: skip
-        self.order_gen = torch.Generator().manual_seed(seed)
-        self.order = torch.randperm(len(data), generator=self.order_gen)
-        self.cursor = 0
+        self.batches = EpochShuffle(len(data), seed)
         self.device = torch.device("cpu")
         self.reference: Reference | None = None
 
@@ -196,11 +194,7 @@ class PreferenceObjective(Objective):
 
     def micro_batch(self, model: nn.Module) -> MicroBatch:
         bs = self.examples_per_micro_batch
-        if self.cursor + bs > len(self.order):  # new epoch, new shuffle
-            self.order = torch.randperm(len(self.data), generator=self.order_gen)
-            self.cursor = 0
-        idx = self.order[self.cursor : self.cursor + bs]
-        self.cursor += bs
+        idx = self.batches.draw(bs)
         batch = tuple(t.to(self.device) for t in self.pairs.rows(idx))
         reference = self._reference_logprobs(model, batch)
         policy = sequence_logprobs(model, *batch)

@@ -27,6 +27,26 @@ def moe_aux_loss(model: nn.Module, coef: float) -> torch.Tensor | float:
     return coef * model.aux_loss() if getattr(config, "is_moe", False) else 0.0
 
 
+class EpochShuffle:
+    """Indices 0..n-1 drawn ``k`` at a time without replacement from a seeded shuffle,
+    reshuffled (same generator) when an epoch cannot fill the next draw: for a given seed
+    every method sees exactly the same batches."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n = n
+        self.gen = torch.Generator().manual_seed(seed)
+        self.order = torch.randperm(n, generator=self.gen)
+        self.cursor = 0
+
+    def draw(self, k: int) -> torch.Tensor:
+        if self.cursor + k > len(self.order):  # new epoch, new shuffle
+            self.order = torch.randperm(self.n, generator=self.gen)
+            self.cursor = 0
+        idx = self.order[self.cursor : self.cursor + k]
+        self.cursor += k
+        return idx
+
+
 class SupervisedObjective(Objective):
     """Mean NLL per completion token (prompt tokens carry no loss), as SFT in the post.
 
@@ -53,21 +73,14 @@ class SupervisedObjective(Objective):
             eval_metrics,
         )
         self.inputs, self.targets, self.mask = data.tensors()
-        self.order_gen = torch.Generator().manual_seed(seed)
-        self.order = torch.randperm(len(data), generator=self.order_gen)
-        self.cursor = 0
+        self.batches = EpochShuffle(len(data), seed)
         self.device = torch.device("cpu")
 
     def setup(self, model: nn.Module, device: torch.device) -> None:
         self.device = device
 
     def micro_batch(self, model: nn.Module) -> MicroBatch:
-        bs = self.examples_per_micro_batch
-        if self.cursor + bs > len(self.order):  # new epoch, new shuffle
-            self.order = torch.randperm(len(self.data), generator=self.order_gen)
-            self.cursor = 0
-        idx = self.order[self.cursor : self.cursor + bs]
-        self.cursor += bs
+        idx = self.batches.draw(self.examples_per_micro_batch)
         dev = self.device
         inputs = self.inputs[idx]
         loss, _ = masked_nll(
