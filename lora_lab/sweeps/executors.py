@@ -162,7 +162,9 @@ class RayExecutor:
                     "`ray start --address HOST:6379`), give --address auto on a node of a "
                     "running cluster, or leave --address out for a local Ray"
                 ) from None
-        window = max(1, int(self.jobs / self.cpus_per_run))
+        # as many runs in flight as the cluster has room for (a local Ray: ``jobs`` CPUs)
+        cpus = ray.cluster_resources().get("CPU", self.jobs) if self.address else self.jobs
+        window = max(1, int(cpus // self.cpus_per_run))
 
         def finished(pending: list) -> tuple[set, list[Outcome]]:
             done, _ = ray.wait(pending, num_returns=1)
