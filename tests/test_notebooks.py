@@ -340,8 +340,8 @@ def test_09_preferences(executed):
     assert rec["optima_interior"] is True
     for name, (gap, lo, hi, verdict) in rec["gaps"].items():  # DPO loss: lower is better
         assert lo <= gap <= hi and _follows(verdict, lo, hi, "LoRA"), name
-    for name, (ratio, lo, hi) in rec["lr_ratios"].items():
-        assert ratio > 0 and lo <= ratio <= hi, name
+    for name, (ratio, lo, hi) in rec["lr_ratios"].items():  # an unbounded end is null
+        assert ratio > 0 and lo <= ratio <= (float("inf") if hi is None else hi), name
     for facts, (label, ranking, content, capacity) in rec["bits"].items():
         assert label <= ranking <= content and capacity > 0, facts
     assert rec["memory_reference_bytes"]["FullFT"] > 0
