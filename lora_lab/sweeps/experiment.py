@@ -160,7 +160,8 @@ def confirmation(
     Why a separate sweep: an LR picked on the same seeds it is then judged on flatters its
     condition (the winner's curse). Judged on seeds that played no part in choosing it, the
     comparison at the chosen LRs is unbiased, and a paired-seed interval covers as it says.
-    The parent's LR lattice and spec fields are reused, so its seeds can join these rows.
+    The parent's LR lattice and spec fields are reused, so its seeds can join these rows;
+    a condition keeps its own ``task_kwargs`` where the parent crosses data sizes.
     """
     by_label: dict[Any, RunSpec] = {}
     for spec in parent.specs("full"):
@@ -170,7 +171,7 @@ def confirmation(
         raise ValueError(
             f"{parent.name} has no condition {unknown}; it has {sorted(by_label, key=str)}"
         )
-    own = {"experiment", "base", "task", "task_kwargs", "eval_split", "lr", "seed"}
+    own = {"experiment", "base", "task", "eval_split", "lr", "seed"}
     specs = [
         {**{k: v for k, v in by_label[label].to_dict().items() if k not in own},
          "lr": lr, "seed": seed}
