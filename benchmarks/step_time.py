@@ -13,7 +13,7 @@ step, the counted FLOP ratio (FlopCounterMode), GFLOP/s and MFU against the mach
 matmul peak. Then the targets of issue 15 (``lora_lab.findings.compute.targets``): the fused
 layer within 0.10 of the FLOP ratio at every width >= 128 and r in {1, 8}, and >= 1.2x faster
 than PEFT. A benchmark, not a test: run it on an idle machine; it writes
-``lora_lab/data/benchmarks/step_time.json`` (with provenance) and prints Markdown.
+``data/benchmarks/step_time.json`` (with provenance) and prints Markdown.
 """
 
 from __future__ import annotations

@@ -10,42 +10,69 @@ specs, executors, store), :mod:`lora_lab.findings` (one module per notebook),
 :mod:`lora_lab.own_runs` (the same reading of *your* sweeps: ``lora_lab.analyze(path)``).
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from lora_lab._version import __version__
-from lora_lab.lora import (
-    LoraConfig,
-    LoRALinear,
-    count_lora_params,
-    inject_lora,
-    load_adapter,
-    merge,
-    parameter_report,
-    save_adapter,
-    unload,
-    unmerge,
-)
-from lora_lab.model import (
-    PRESETS,
-    CompactLM,
-    ModelConfig,
-    build_model,
-    get_preset,
-    load_model,
-    save_model,
-)
-from lora_lab.own_runs import analyze
-from lora_lab.records import read_records, record
-from lora_lab.threads import configure_threads
-from lora_lab.training import FullFT, load_base, train
 
-# torch's default (a thread per core) collapses 15-40x when anything else runs on a small
-# machine; see lora_lab.threads for the rule and how to override it.
-try:
-    configure_threads()
-except ValueError as _bad_setting:  # a malformed environment variable must not break import
-    import warnings
+# Public names, loaded on first use (PEP 562): ``import lora_lab`` and the command line's
+# ``--help`` stay quick, and nothing heavy (torch, pandas, Jupyter) loads before it is used.
+# Importing lora_lab changes no global state: the thread rule (lora_lab.threads) is applied
+# where work starts (the CLI, a panel's Run, train), once per process.
+_PUBLIC = {
+    "lora_lab.lora": ("LoraConfig", "LoRALinear", "count_lora_params", "inject_lora",
+                      "load_adapter", "merge", "parameter_report", "save_adapter", "unload",
+                      "unmerge"),
+    "lora_lab.model": ("PRESETS", "CompactLM", "ModelConfig", "build_model", "get_preset",
+                       "load_model", "save_model"),
+    "lora_lab.own_runs": ("analyze",),
+    "lora_lab.records": ("read_records", "record"),
+    "lora_lab.threads": ("configure_threads",),
+    "lora_lab.training": ("FullFT", "load_base", "train"),
+}  # fmt: skip
+_WHERE = {name: module for module, names in _PUBLIC.items() for name in names}
 
-    warnings.warn(f"{_bad_setting}; using 1 thread", stacklevel=2)
-    configure_threads(1)
+if TYPE_CHECKING:  # for type checkers and editors: the same names, eagerly
+    from lora_lab.lora import (
+        LoraConfig,
+        LoRALinear,
+        count_lora_params,
+        inject_lora,
+        load_adapter,
+        merge,
+        parameter_report,
+        save_adapter,
+        unload,
+        unmerge,
+    )
+    from lora_lab.model import (
+        PRESETS,
+        CompactLM,
+        ModelConfig,
+        build_model,
+        get_preset,
+        load_model,
+        save_model,
+    )
+    from lora_lab.own_runs import analyze
+    from lora_lab.records import read_records, record
+    from lora_lab.threads import configure_threads
+    from lora_lab.training import FullFT, load_base, train
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        value = getattr(importlib.import_module(_WHERE[name]), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    raise AttributeError(f"module 'lora_lab' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE))
+
 
 __all__ = [
     "PRESETS",

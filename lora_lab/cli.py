@@ -1,39 +1,27 @@
 """``lora-lab`` command line: demo, pretrain, sweep, verify, experiments, reproduce, analyze,
-info."""
+check, notebooks, grade, info."""
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
 
-import torch
-
-from lora_lab._version import __version__
-from lora_lab.findings import EXPERIMENTS, get_experiment, summary_markdown, write_summary
-from lora_lab.lora import LoraConfig
-from lora_lab.model import PRESETS, build_model, count_parameters, read_model_metadata
-from lora_lab.own_runs import analyze, write_report
-from lora_lab.own_runs.importers import FORMATS
-from lora_lab.paths import base_path, results_root, work_dir
-from lora_lab.reproduce import reproduce
-from lora_lab.sweeps.executors import EXECUTORS, MissingExtraError
-from lora_lab.sweeps.experiment import results_dir
-from lora_lab.sweeps.migrate import migrate_store
-from lora_lab.sweeps.runner import CodeSkewError, run_sweep
-from lora_lab.sweeps.store import ResultStore
-from lora_lab.sweeps.verify import verify_records
-from lora_lab.tasks import make_task
-from lora_lab.threads import choose_threads, configure_threads
-from lora_lab.training.methods import FullFT
-from lora_lab.training.pretrain import available_bases, load_base, pretrain
-from lora_lab.training.sft import train
-from lora_lab.training.warm_start import WARM_STARTS
+# Only the standard library at module level: ``lora-lab --help`` (and every command's) must
+# answer in well under a second, so each command imports what it needs when it runs.
+EXECUTORS = ("serial", "process", "ray")  # lora_lab.sweeps.executors.EXECUTORS (a test checks)
+ANALYZE_FORMATS = ("auto", "csv", "jsonl", "wandb", "trainer", "lora_lab")  # importers.FORMATS
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Fine-tune the nano base with LoRA and FullFT for a few dozen steps and compare."""
+    from lora_lab.lora import LoraConfig
+    from lora_lab.model import build_model
+    from lora_lab.tasks import make_task
+    from lora_lab.threads import configure_threads
+    from lora_lab.training.methods import FullFT
+    from lora_lab.training.pretrain import available_bases, load_base
+    from lora_lab.training.sft import train
+
     configure_threads(args.threads)
     if "nano" in available_bases():
         base, origin = load_base("nano"), "shipped pretrained base nano"
@@ -78,9 +66,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
+    from lora_lab.paths import base_path, shipped_read_only, work_dir
+    from lora_lab.threads import configure_threads
+    from lora_lab.training.pretrain import pretrain
+
     configure_threads(args.threads)
     if args.replace_shipped and args.out:
         raise ValueError("give --out or --replace-shipped, not both")
+    if args.replace_shipped and shipped_read_only():
+        raise ValueError("the shipped bases are read-only in an installed package; "
+                         "write to your work folder (the default) or --out")
     out = base_path(args.preset) if args.replace_shipped else (
         args.out or work_dir() / "bases" / args.preset
     )  # fmt: skip
@@ -102,10 +97,27 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
 
 
 def _device_name() -> str:
+    import torch
+
     return f"cuda ({torch.cuda.get_device_name()})" if torch.cuda.is_available() else "cpu"
 
 
 def cmd_info(args: argparse.Namespace) -> int:
+    import json
+    import platform
+
+    import torch
+
+    from lora_lab._version import __version__
+    from lora_lab.findings import EXPERIMENTS
+    from lora_lab.model import PRESETS, build_model, count_parameters, read_model_metadata
+    from lora_lab.paths import base_path, results_root
+    from lora_lab.sweeps.experiment import results_dir
+    from lora_lab.sweeps.store import ResultStore
+    from lora_lab.threads import choose_threads
+    from lora_lab.training.pretrain import available_bases
+    from lora_lab.training.warm_start import WARM_STARTS
+
     shipped = set(available_bases())
     presets = {}
     for name, cfg in PRESETS.items():
@@ -152,6 +164,9 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
+    from lora_lab.findings import get_experiment
+    from lora_lab.sweeps.runner import run_sweep
+
     exp = get_experiment(args.name)
     summary = run_sweep(
         exp, args.grid, jobs=args.jobs, root=args.out, executor=args.executor, address=args.address
@@ -164,6 +179,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     """Rerun records and say whether their numbers come back."""
+    from lora_lab.sweeps.verify import verify_records
+
     table = verify_records(args.records)
     for r in table.itertuples():
         print(f"{r.outcome:<23} {r.label} lr {r.lr:.3g} seed {r.seed}: recorded {r.recorded:.6f}, "
@@ -173,6 +190,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from lora_lab.findings import EXPERIMENTS
+    from lora_lab.sweeps.experiment import results_dir
+    from lora_lab.sweeps.store import ResultStore
+
     for name, exp in EXPERIMENTS.items():
         done = len(ResultStore(results_dir(name)).done_keys())
         ci = f"ci {len(exp.specs('ci'))} runs" if "ci" in exp.grids else "no ci grid"
@@ -185,6 +206,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_summary(args: argparse.Namespace) -> int:
     """What the shipped records say about each finding (README's section is generated)."""
+    from lora_lab.findings import summary_markdown, write_summary
+
     if args.write:
         changed = write_summary(args.write)
         print(f"{args.write}: findings summary {'updated' if changed else 'already current'}")
@@ -195,6 +218,8 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     """Re-key run records written before typed specs (lora_lab < 0.2)."""
+    from lora_lab.sweeps.migrate import migrate_store
+
     moved = migrate_store(args.folder, dry_run=args.dry_run)
     verb = "would re-key or rewrite" if args.dry_run else "re-keyed or rewrote"
     print(f"{args.folder}: {verb} {len(moved)} records")
@@ -202,13 +227,52 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
-    index = reproduce(quick=args.quick, out=args.out, timeout=args.timeout)
+    from lora_lab.paths import reports_dir
+    from lora_lab.reproduce import reproduce
+
+    index = reproduce(quick=args.quick, out=args.out or reports_dir(), timeout=args.timeout,
+                      kernel=args.kernel)  # fmt: skip
     print(f"executed notebooks and index: {index}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Is this machine ready for the course? One [OK] / [FAIL] line per check, with a fix."""
+    from lora_lab.doctor import run_checks
+
+    results = run_checks(skip=set(args.skip or ()), kernel=args.kernel)
+    failed = [r for r in results if r.status == "FAIL"]
+    print(f"{len(results) - len(failed)} of {len(results)} checks passed"
+          + (f"; fix the {len(failed)} above" if failed else ": ready"))  # fmt: skip
+    return 1 if failed else 0
+
+
+def cmd_notebooks(args: argparse.Namespace) -> int:
+    """Copy the notebooks somewhere a user may write (a hub home, a course folder)."""
+    from lora_lab.paths import copy_notebooks
+
+    copied = copy_notebooks(args.dest, overwrite=args.overwrite)
+    print(f"copied {len(copied)} notebooks to {args.dest}; open them with: jupyter lab {args.dest}")
+    return 0
+
+
+def cmd_grade(args: argparse.Namespace) -> int:
+    """Collect the exercise outcomes recorded in executed notebooks into one table."""
+    from lora_lab.grading import grade_notebooks
+
+    table = grade_notebooks(args.notebooks)
+    if args.csv:
+        table.to_csv(args.csv, index=False)
+        print(f"{args.csv}: {len(table)} rows ({table.notebook.nunique()} notebooks)")
+    else:
+        print(table.to_string(index=False) if len(table) else "no exercise outcomes recorded")
     return 0
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     """Read a user's runs, analyse them as the notebooks do, write the report."""
+    from lora_lab.own_runs import analyze, write_report
+
     mapping = dict(_mapping(m) for m in args.map or [])
     print(f"reading {len(args.paths)} source(s) ...", file=sys.stderr)
     result = analyze(args.paths, fmt=args.format, metric=args.metric,
@@ -275,7 +339,6 @@ def _parser(sub, name: str, help_text: str) -> argparse.ArgumentParser:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lora-lab", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
-    presets = sorted(PRESETS)
 
     d = _parser(sub, "demo", "LoRA vs FullFT on the nano base, a few dozen steps")
     d.add_argument("--steps", type=_positive_int, default=60, help="optimizer steps per method")
@@ -291,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=cmd_demo)
 
     t = _parser(sub, "pretrain", "pretrain a base model on the synthetic corpus")
-    t.add_argument("--preset", required=True, choices=presets, help="model preset")
+    t.add_argument("--preset", required=True, help="model preset (lora-lab info lists them)")
     t.add_argument(
         "--steps", type=_positive_int, default=None, help="optimizer steps (default: the preset's)"
     )
@@ -313,15 +376,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--replace-shipped",
         action="store_true",
-        help="write to the shipped base's path (lora_lab/data/base/PRESET) instead",
+        help="write to the shipped base's path (data/base/PRESET) instead",
     )
     t.set_defaults(func=cmd_pretrain)
 
     s = _parser(sub, "sweep", "run an experiment's grid, resumably (skips finished runs)")
-    s.add_argument("name", help=f"experiment: {', '.join(sorted(EXPERIMENTS))}")
+    s.add_argument("name", help="experiment (lora-lab experiments lists them)")
     s.add_argument("--grid", default="full", choices=["full", "ci"], help="which grid")
     s.add_argument("--jobs", type=_positive_int, default=2, help="worker processes / Ray CPUs")
-    s.add_argument("--out", default=None, help="results root (default: the shipped results)")
+    s.add_argument("--out", default=None, help="results root (default: the shipped results in a "
+                   "source checkout, else results/ in your work folder; lora-lab check shows it)")
     s.add_argument(
         "--executor",
         default="process",
@@ -355,7 +419,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = _parser(sub, "reproduce", "execute every notebook with papermill into reports/")
     r.add_argument("--quick", action="store_true", help="inject the ci preset")
-    r.add_argument("--out", default="reports", help="output folder")
+    r.add_argument("--out", default=None,
+                   help="output folder (default: reports/ in a checkout, else your work folder)")
+    r.add_argument("--kernel", default="python3",
+                   help="Jupyter kernel to execute with (a hub's own kernel name, e.g.)")
     r.add_argument("--timeout", type=_positive_int, default=1800, help="seconds per cell")
     r.set_defaults(func=cmd_reproduce)
 
@@ -364,7 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("paths", nargs="+", metavar="PATH",
                     help="a CSV / JSON Lines table, a folder of Hugging Face Trainer outputs, "
                     "a W&B runs export or a lora_lab results folder")  # fmt: skip
-    an.add_argument("--format", default="auto", choices=FORMATS,
+    an.add_argument("--format", default="auto", choices=ANALYZE_FORMATS,
                     help="what PATH holds (auto tells all but wandb apart)")  # fmt: skip
     an.add_argument("--metric", default=None,
                     help="column or logged key to compare (default: eval_loss, final_loss, "
@@ -385,6 +452,25 @@ def build_parser() -> argparse.ArgumentParser:
                     help="folder for report.html, summary.md, runs.csv, next_runs.csv")
     an.set_defaults(func=cmd_analyze)
 
+    ck = _parser(sub, "check", "is this machine ready? versions, torch build and threads, "
+                 "widgets, kernel, work folder, bases, a timed training step")
+    ck.add_argument("--kernel", default="python3", help="the kernel the notebooks will use")
+    ck.add_argument("--skip", action="append", metavar="CHECK",
+                    help="skip a check by name (repeatable), e.g. --skip step")
+    ck.set_defaults(func=cmd_check)
+
+    nb = _parser(sub, "notebooks", "copy the notebooks into DEST (they ship with the package)")
+    nb.add_argument("dest", help="destination folder (created if missing)")
+    nb.add_argument("--overwrite", action="store_true", help="replace notebooks already there")
+    nb.set_defaults(func=cmd_notebooks)
+
+    g = _parser(sub, "grade", "collect exercise outcomes from executed notebooks")
+    g.add_argument("notebooks", nargs="+", metavar="NOTEBOOK",
+                   help="executed .ipynb files or folders holding them")
+    g.add_argument("--csv", default=None, help="write the table here (one row per notebook "
+                   "and exercise) instead of printing it")
+    g.set_defaults(func=cmd_grade)
+
     i = _parser(sub, "info", "versions, device, presets and shipped bases")
     i.add_argument("--json", action="store_true", help="print only JSON")
     i.set_defaults(func=cmd_info)
@@ -394,14 +480,28 @@ def build_parser() -> argparse.ArgumentParser:
 # What a user can fix (bad input, a missing file or extra, an unreachable cluster, a sweep
 # whose code changed under it): one line and exit code 2. Anything else is a bug in
 # lora_lab, and its traceback is what a bug report needs.
-USER_ERRORS = (ValueError, FileNotFoundError, ConnectionError, MissingExtraError, CodeSkewError)
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, ConnectionError)
+LAZY_USER_ERRORS = (("lora_lab.sweeps.executors", "MissingExtraError"),
+                    ("lora_lab.sweeps.runner", "CodeSkewError"))  # fmt: skip
+
+
+def _is_user_error(e: BaseException) -> bool:
+    """Whether ``e`` is one a user can fix. The engine's own error classes are looked up only
+    if their module was imported (it was, if it raised), so ``--help`` stays torch-free."""
+    kinds = list(USER_ERRORS)
+    for module, name in LAZY_USER_ERRORS:
+        if module in sys.modules:
+            kinds.append(getattr(sys.modules[module], name))
+    return isinstance(e, tuple(kinds))
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except USER_ERRORS as e:
+    except Exception as e:
+        if not _is_user_error(e):
+            raise
         print(f"lora-lab: error: {e}", file=sys.stderr)
         return 2
 

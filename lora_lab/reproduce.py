@@ -13,9 +13,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import jupyter_server_mathjax
-import nbformat
-
 from lora_lab.paths import notebooks_dir
 
 
@@ -25,8 +22,9 @@ def execute_notebook(
     parameters: dict | None = None,
     timeout: int = 1800,
     cwd: str | Path | None = None,
+    kernel: str = "python3",
 ) -> Path:
-    """Run one notebook headless (kernel python3) and write the executed copy.
+    """Run one notebook headless (with Jupyter kernel ``kernel``) and write the executed copy.
 
     The kernel draws with the inline backend, so the executed notebook and its HTML keep
     their plots; a caller that only wants records (the tests) sets ``MPLBACKEND=Agg``.
@@ -42,7 +40,7 @@ def execute_notebook(
             str(path),
             str(out_path),
             parameters=parameters or {},
-            kernel_name="python3",
+            kernel_name=kernel,
             execution_timeout=timeout,
             progress_bar=False,
             cwd=str(cwd or Path(path).parent),
@@ -84,6 +82,8 @@ def static_widgets(nb: Any) -> Any:
 def local_mathjax(out: Path) -> str:
     """Copy MathJax (from the ``jupyter-server-mathjax`` package) next to the reports once,
     and return the relative URL the pages load it from: maths renders with no network."""
+    import jupyter_server_mathjax  # heavy (jupyter_server, jsonschema): only when writing pages
+
     src = Path(jupyter_server_mathjax.__file__).parent / "static"
     dest = out / "mathjax"
     if not (dest / "MathJax.js").exists():
@@ -94,6 +94,7 @@ def local_mathjax(out: Path) -> str:
 def to_html(executed: Path) -> Path:
     """The executed notebook as a page that reads offline: local MathJax, static panels,
     no script from a CDN."""
+    import nbformat
     from nbconvert import HTMLExporter
 
     nb = static_widgets(nbformat.read(str(executed), as_version=4))
@@ -113,6 +114,7 @@ def reproduce(
     out: str | Path = "reports",
     timeout: int = 1800,
     notebooks: list[Path] | None = None,
+    kernel: str = "python3",
 ) -> Path:
     """Execute the notebooks into ``out`` and write ``out/index.html``; returns its path."""
     out = Path(out)
@@ -123,7 +125,7 @@ def reproduce(
     rows = []
     for nb in paths:
         t0 = time.perf_counter()
-        executed = execute_notebook(nb, out / nb.name, params, timeout)
+        executed = execute_notebook(nb, out / nb.name, params, timeout, kernel=kernel)
         page = to_html(executed)
         rows.append((nb.stem, page.name, time.perf_counter() - t0))
         print(f"{nb.name}: {rows[-1][2]:.0f} s")

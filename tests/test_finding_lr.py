@@ -1,6 +1,6 @@
 """Finding 2 on the shipped results: LoRA's optimal LR, its ratio to FullFT's, rank invariance.
 
-These read ``lora_lab/data/results/lr_rule`` (``lora-lab sweep lr_rule``, LR searched to 1.47x)
+These read ``data/results/lr_rule`` (``lora-lab sweep lr_rule``, LR searched to 1.47x)
 and check what notebook 02 and README state, with the measured seed intervals. A ratio is
 called above (or below) 1 only where its whole 95 % interval is; the thresholds come from the
 claims (above 1, within 2x), not from the data.

@@ -7,14 +7,17 @@ import re
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import torch.nn as nn
 
 from lora_lab.lora.config import TARGET_PRESETS, LoraConfig, _check_targets
 from lora_lab.lora.dispatch import check_layer_kind, default_layer_kind, make_lora_layer
 from lora_lab.lora.layer import is_lora_layer
 from lora_lab.model import ModelConfig, linear_shapes
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def match_targets(names: Iterable[str], target_modules: str | Sequence[str]) -> list[str]:
@@ -180,6 +183,8 @@ def parameter_report(model: nn.Module) -> pd.DataFrame:
 
     The last row, ``total``, sums the groups; ``trainable_share`` is trainable / total.
     """
+    import pandas as pd  # here, not at import: lora_lab loads in torch's time
+
     rows: dict[str, list[int]] = {}
     for name, p in model.named_parameters():
         key = module_group(name)

@@ -31,6 +31,7 @@ import torch
 from lora_lab.sweeps.identity import CODE
 from lora_lab.sweeps.spec import RunSpec
 from lora_lab.sweeps.worker import execute
+from lora_lab.threads import set_threads
 
 Outcome = tuple[str, "dict[str, Any] | None", str]
 
@@ -67,7 +68,7 @@ def _init_worker(threads: int, parent: int, interval_s: float = 1.0) -> None:
         os._exit(1)
     threading.Thread(target=_watch_parent, args=(parent, interval_s), daemon=True,
                      name="lora-lab-parent-watch").start()  # fmt: skip
-    torch.set_num_threads(threads)
+    set_threads(threads)
 
 
 def _windowed(specs: Iterable[RunSpec], window: int, submit: Any, done: Any) -> Iterator[Any]:
@@ -100,7 +101,7 @@ class SerialExecutor:
             for spec in specs:
                 yield execute(spec.to_dict(), self.threads)
         finally:
-            torch.set_num_threads(before)
+            set_threads(before)
 
 
 @dataclass

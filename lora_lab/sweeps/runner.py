@@ -118,8 +118,8 @@ def run_sweep(
     failed: dict[str, str] = {}
     ran = 0
     t0 = time.perf_counter()
-    warn_if_untraceable(folder)
-    claims = Claims(folder)
+    warn_if_untraceable(store.folder)
+    claims = Claims(store.folder)  # where this sweep writes: the user's mirror if read-only
     bar = progress_bar(total=len(specs), initial=skipped, desc=f"sweep {experiment.name}",
                disable=not progress)  # fmt: skip
 
@@ -180,7 +180,7 @@ def run_sweep(
         failed,
         [k for k in keys if k in bad_keys],  # invalid records of this sweep: redone
         time.perf_counter() - t0,
-        folder,
+        store.folder,
         keys,
         executor.name,
     )

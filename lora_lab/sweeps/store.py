@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from lora_lab._version import __version__
+from lora_lab.paths import user_mirror
 from lora_lab.sweeps.identity import CODE
 from lora_lab.sweeps.spec import RunSpec
 
@@ -118,10 +119,18 @@ RESULT_FIELDS = ("config", "curves", "final", "trainable_params", "wall_time_s",
 
 
 class ResultStore:
-    """A folder of run records: ``<folder>/<spec key>.json``."""
+    """A folder of run records: ``<folder>/<spec key>.json``.
+
+    Where the folder is a shipped one and the shipped data is read-only (an installed
+    package, :func:`lora_lab.paths.shipped_read_only`), new records go to the user's mirror
+    of it and reading sees both: the shipped records under the user's own (which win)."""
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
+        self.shipped: Path | None = None
+        mirror = user_mirror(self.folder)
+        if mirror is not None:
+            self.shipped, self.folder = self.folder, mirror
 
     def path(self, key: str) -> Path:
         return self.folder / f"{key}.json"
@@ -132,18 +141,27 @@ class ResultStore:
 
     def read(self, key: str) -> dict[str, Any] | None:
         """The valid record under ``key``, or None."""
-        try:
-            return validate_record(key, json.loads(self.path(key).read_text()))
-        except FileNotFoundError:
-            return None
-        except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
-            return None
+        for path in self._layers(key):
+            try:
+                return validate_record(key, json.loads(path.read_text()))
+            except FileNotFoundError:
+                continue
+            except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
+                return None
+        return None
+
+    def _layers(self, key: str) -> list[Path]:
+        shipped = [self.shipped / f"{key}.json"] if self.shipped is not None else []
+        return [self.path(key), *shipped]
 
     def scan(self, warn: bool = True) -> tuple[dict[str, dict[str, Any]], list[Path]]:
         """(valid records by key, invalid files). Invalid ones are reported (a warning that
         says why) and will be redone by the next sweep."""
         good: dict[str, dict[str, Any]] = {}
         bad: list[Path] = []
+        if self.shipped is not None:  # read-only: an unreadable shipped file is reported only
+            shipped, _ = ResultStore._plain(self.shipped).scan(warn)
+            good.update(shipped)
         if not self.folder.exists():
             return good, bad
         for p in sorted(self.folder.glob("*.json")):
@@ -158,6 +176,12 @@ class ResultStore:
                         f"unreadable result record {p} ({e}); it will be redone", stacklevel=2
                     )
         return good, bad
+
+    @classmethod
+    def _plain(cls, folder: Path) -> ResultStore:
+        store = cls.__new__(cls)
+        store.folder, store.shipped = Path(folder), None
+        return store
 
     def done_keys(self) -> set[str]:
         return set(self.scan()[0])

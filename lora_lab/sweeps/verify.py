@@ -23,6 +23,7 @@ from lora_lab.sweeps.lr_search import condition_key
 from lora_lab.sweeps.spec import RunSpec
 from lora_lab.sweeps.store import ResultStore, validate_record
 from lora_lab.sweeps.worker import run_spec
+from lora_lab.threads import set_threads
 
 FLOAT_NOISE = 1e-6  # relative: what a rerun of the same code on the same CPU may differ by
 
@@ -51,11 +52,11 @@ def verify_record(path: str | Path) -> dict:
     spec = RunSpec.from_dict(rec["spec"])
     prov = rec.get("provenance", {})
     before = torch.get_num_threads()
-    torch.set_num_threads(int(prov.get("torch_threads") or before))
+    set_threads(int(prov.get("torch_threads") or before))
     try:
         again = run_spec(spec)
     finally:
-        torch.set_num_threads(before)
+        set_threads(before)
     recorded = rec["result"]["final"]["eval_loss"]
     rerun = again["result"]["final"]["eval_loss"]
     diff = rerun - recorded

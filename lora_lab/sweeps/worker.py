@@ -15,6 +15,7 @@ from lora_lab.sweeps.identity import CODE
 from lora_lab.sweeps.spec import RunSpec, as_spec
 from lora_lab.sweeps.store import provenance
 from lora_lab.tasks import Task, make_task
+from lora_lab.threads import set_threads
 from lora_lab.training.bits import bits_stored, sample_bits_metric
 from lora_lab.training.dpo import train_dpo_with
 from lora_lab.training.rl import train_rl_with
@@ -124,7 +125,7 @@ def execute(spec: dict[str, Any], threads: int | None = None,
     driver's code identity: a worker that imported other code (another version, spec format
     or source) refuses before running anything, with an error starting with ``CodeSkew``."""
     if threads:
-        torch.set_num_threads(threads)
+        set_threads(threads)
     key = RunSpec.from_dict(spec).key
     if expect is not None:
         why = CODE.mismatch(expect)

@@ -74,7 +74,7 @@ __all__ = [
 
 
 def write_samples(folder: str | Path | None = None) -> None:
-    """Write the small JSONL samples shipped in ``lora_lab/data/samples`` (for reading)."""
+    """Write the small JSONL samples shipped in ``data/samples`` (for reading)."""
     out = Path(folder) if folder is not None else data_dir() / "samples"
     out.mkdir(parents=True, exist_ok=True)
     for name, kw in [

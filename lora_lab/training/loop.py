@@ -23,6 +23,7 @@ import torch
 import torch.nn as nn
 
 from lora_lab.progress import progress_bar
+from lora_lab.threads import apply_default_threads
 from lora_lab.training.optim import lr_factor, make_adamw
 from lora_lab.training.settings import OptimSettings
 
@@ -109,6 +110,7 @@ def run_loop(
     """
     if not isinstance(optim, OptimSettings) or optim.steps is None:
         raise ValueError("run_loop needs OptimSettings in steps (resolve epochs first)")
+    apply_default_threads()  # the thread rule, once per process, where work starts
     lr, steps, grad_accum = optim.lr, optim.steps, optim.grad_accum
     evaluate_at = set(eval_steps)
     device = resolve_device(device)

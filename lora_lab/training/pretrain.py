@@ -3,7 +3,7 @@
 Fine-tuning in lora_lab is *post-training*, as in the post: every task starts from a base
 that already knows the formats and the language of the synthetic world. Bases are trained
 by :func:`pretrain` (``lora-lab pretrain --preset P``) with the same loop as fine-tuning
-and a language-modelling objective, and shipped in ``lora_lab/data/base/``.
+and a language-modelling objective, and shipped in ``data/base/``.
 """
 
 from __future__ import annotations

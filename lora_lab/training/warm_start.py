@@ -26,6 +26,7 @@ import torch
 from lora_lab.model import PRESETS, CompactLM, load_model, save_model
 from lora_lab.paths import work_dir
 from lora_lab.tasks import make_task
+from lora_lab.threads import set_threads
 from lora_lab.training.pretrain import load_base
 from lora_lab.training.sft import train
 
@@ -65,7 +66,7 @@ def build_warm_start(name: str, progress: bool = False) -> CompactLM:
     recipe = WARM_STARTS[name]
     task = make_task(recipe.task, **recipe.task_kwargs)
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    set_threads(1)
     try:
         result = train(
             load_base(recipe.base), task.train, "full", lr=recipe.lr, steps=recipe.steps,
@@ -73,7 +74,7 @@ def build_warm_start(name: str, progress: bool = False) -> CompactLM:
             seed=recipe.seed, device="cpu", progress=progress,
         )  # fmt: skip
     finally:
-        torch.set_num_threads(threads)
+        set_threads(threads)
     model = result.model
     return model
 
