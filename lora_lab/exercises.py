@@ -1,8 +1,14 @@
-"""Self-checking exercises for the notebooks: the answer lives here, not in the notebook."""
+"""Self-checking exercises for the notebooks: each checker gives a hint, never a traceback,
+and records its outcome in the executed notebook so ``lora-lab grade`` can collect it.
+
+The answers are not here: they live in :mod:`lora_lab.solutions`, for instructors (and for
+the tests that keep every checker honest: the answer passes, a wrong answer does not).
+"""
 
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -11,6 +17,15 @@ import torch
 
 from lora_lab.analysis import optimum_from_curve
 from lora_lab.lora import LoRALinear
+from lora_lab.solutions import (
+    reference_advantage_bits,
+    reference_alpha_exponent,
+    reference_dpo_loss,
+    reference_failing_size,
+    reference_group_advantages,
+    reference_predict_ratio,
+    reference_ratio_interval,
+)
 from lora_lab.sweeps.lr_search import LRSearch
 
 
@@ -65,9 +80,6 @@ def _lora_forward_hint(fn: Callable[..., torch.Tensor | None], seed: int) -> str
     return None
 
 
-def reference_lora_forward(x, W, A, B, alpha, r):
-    """The answer, for the notebook's self-test of the checker."""
-    return x @ W.T + (alpha / r) * (x @ A.T) @ B.T
 
 
 # ----------------------------------------------------------------------------- shared
@@ -87,15 +99,50 @@ def _call(fn: Callable[..., Any], *args: Any) -> Any:
         raise _HintError(f"Not yet: your function raised {type(e).__name__}: {e}") from None
 
 
+EXERCISE_MIME = "application/vnd.lora-lab.exercise+json"
+NOT_ATTEMPTED = "Not attempted yet"
+
+
 def _verdict(check: Callable[[], str | None], quiet: bool, success: str = "Correct.") -> bool:
-    """Run ``check`` (returns None when right, else a hint); print the outcome."""
+    """Run ``check`` (returns None when right, else a hint); print the outcome and, unless
+    ``quiet`` (a checker's own self-test), record it for grading. The exercise is named
+    after the checker that called this (``check_bits_in_facts`` -> ``bits_in_facts``)."""
     try:
         hint = check()
     except _HintError as e:
         hint = str(e)
     if not quiet:
-        print(hint or success)
+        exercise = sys._getframe(1).f_code.co_name.removeprefix("check_")
+        outcome = "passed" if hint is None else (
+            "not attempted" if hint.startswith(NOT_ATTEMPTED) else "failed")  # fmt: skip
+        _emit_outcome(exercise, outcome, hint or success)
     return hint is None
+
+
+def _in_kernel() -> bool:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and type(shell).__name__ != "TerminalInteractiveShell"
+
+
+def _display(data: dict[str, Any]) -> None:
+    from IPython.display import display
+
+    display(data, raw=True)
+
+
+def _emit_outcome(exercise: str, outcome: str, message: str) -> None:
+    """Show the message; inside a Jupyter kernel it goes out as a display output that also
+    carries a machine-readable outcome (the notebook records mechanism), which
+    ``lora-lab grade`` reads back from the saved notebook."""
+    if not _in_kernel():
+        print(message)
+        return
+    payload = {"exercise": exercise, "outcome": outcome, "message": message}
+    _display({EXERCISE_MIME: payload, "text/plain": message})
 
 
 # ----------------------------------------------------------------------------- notebook 01
@@ -237,35 +284,16 @@ def check_paired_gap(fn: Callable[[dict, dict], float], quiet: bool = False) -> 
 
 
 # The answers, for the notebooks' self-tests of the checkers (kept out of the notebooks).
-def reference_bits_in_facts(n_facts):
-    return n_facts * 4 * math.log2(26)
 
 
-def reference_out_of_room(n_facts, trainable_params, bits_per_param):
-    return trainable_params * bits_per_param < 0.75 * reference_bits_in_facts(n_facts)
 
 
-def reference_parabola_optimum(lrs, losses):
-    x = np.log(np.asarray(lrs, float))
-    a, b, _ = np.polyfit(x, np.asarray(losses, float), 2)
-    return float(np.exp(-b / (2 * a)))
 
 
-def reference_is_interior(lrs, losses):
-    i = int(np.argmin(losses))
-    if i == 0 or i == len(lrs) - 1:
-        return False
-    step = 10 ** (1 / 6) * 1.01
-    return lrs[i] / lrs[i - 1] <= step and lrs[i + 1] / lrs[i] <= step
 
 
-def reference_lr_exponent(batch_sizes, best_lrs):
-    return float(np.polyfit(np.log(batch_sizes), np.log(best_lrs), 1)[0])
 
 
-def reference_paired_gap(lora_by_seed, full_by_seed):
-    common = sorted(set(lora_by_seed) & set(full_by_seed))
-    return sum(lora_by_seed[s] - full_by_seed[s] for s in common) / len(common)
 
 
 # ----------------------------------------------------------------------------- notebook 04
@@ -304,12 +332,8 @@ def check_matching_rank(fn: Callable[[int, int], int], quiet: bool = False) -> b
     return _verdict(check, quiet)
 
 
-def reference_lora_param_count(d_in, d_out, r):
-    return r * (d_in + d_out)
 
 
-def reference_matching_rank(budget, params_per_rank):
-    return max(1, round(budget / params_per_rank))
 
 
 def check_flop_ratio(fn: Callable[[int, int], float], quiet: bool = False) -> bool:
@@ -351,12 +375,8 @@ def check_adam_bytes(fn: Callable[[int], int], quiet: bool = False) -> bool:
     return _verdict(check, quiet)
 
 
-def reference_flop_ratio(n, r):
-    return (2 * n * n + 6 * n * r) / (3 * n * n)
 
 
-def reference_adam_bytes(trainable):
-    return 12 * trainable
 
 
 # ----------------------------------------------------------------------------- notebook 05
@@ -402,16 +422,8 @@ def check_advantage_bits(fn: Callable[[int, int], float], quiet: bool = False) -
     return _verdict(check, quiet)
 
 
-def reference_group_advantages(rewards):
-    mean = sum(rewards) / len(rewards)
-    return [r - mean for r in rewards]
 
 
-def reference_advantage_bits(correct, group_size):
-    p = correct / group_size
-    if p in (0.0, 1.0):
-        return 0.0
-    return group_size * -(p * math.log2(p) + (1 - p) * math.log2(1 - p))
 
 
 # ----------------------------------------------------------------------------- notebook 08
@@ -465,14 +477,8 @@ def check_ratio_interval(
     return _verdict(check, quiet)
 
 
-def reference_next_lrs(lrs, losses):
-    return LRSearch().next_lrs(dict(zip(lrs, losses)))
 
 
-def reference_ratio_interval(lo_a, hi_a, lo_b, hi_b):
-    lo = lo_a / hi_b if hi_b > 0 and math.isfinite(hi_b) else 0.0
-    hi = hi_a / lo_b if lo_b > 0 else math.inf
-    return (lo, hi)
 
 
 # ----------------------------------------------------------------------------- notebook 07
@@ -517,12 +523,8 @@ def check_predict_ratio(fn: Callable[[float, float, float], float], quiet: bool 
     return _verdict(check, quiet)
 
 
-def reference_alpha_exponent(alphas, best_lrs):
-    return math.log(best_lrs[1] / best_lrs[0]) / math.log(alphas[1] / alphas[0])
 
 
-def reference_predict_ratio(ratio_at_32, exponent, alpha):
-    return ratio_at_32 * (alpha / 32.0) ** exponent
 
 
 # ----------------------------------------------------------------------------- notebook 09
@@ -575,12 +577,4 @@ def check_failing_size(fn: Callable[[float, list], int], quiet: bool = False) ->
     return _verdict(check, quiet)
 
 
-def reference_dpo_loss(pc, pr, rc, rr, beta):
-    h = (pc - rc) - (pr - rr)
-    return math.log1p(math.exp(-beta * h))
 
-
-def reference_failing_size(capacity_bits, sizes):
-    need = {n: math.lgamma(n + 1) / math.log(2) for n in sizes}
-    beyond = [n for n in sorted(sizes) if need[n] > capacity_bits]
-    return beyond[0] if beyond else None

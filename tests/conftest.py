@@ -6,7 +6,9 @@ import pytest
 import torch
 
 os.environ.setdefault("MPLBACKEND", "Agg")
-torch.set_num_threads(1)
+from lora_lab.threads import configure_threads  # noqa: E402
+
+configure_threads(1)  # deterministic and quick; also marks the rule applied
 
 
 @pytest.fixture(autouse=True)

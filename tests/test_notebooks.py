@@ -47,7 +47,12 @@ def executed(tmp_path_factory):
         get(stem)
         return printed_text(folders[stem] / f"{stem}.ipynb")
 
+    def path(stem: str):
+        get(stem)
+        return folders[stem] / f"{stem}.ipynb"
+
     get.printed = printed
+    get.path = path
     return get
 
 
@@ -74,9 +79,6 @@ def test_00_lora_from_the_inside(executed):
     assert rec["peft_load_max_abs_diff"] < 1e-4
     assert 0.55 < rec["mlp_share_of_block_weights"] < 0.75
     assert 0 < rec["lora_r4_trainable_share"] < 0.1
-    assert rec["exercise_checker_accepts_reference"] is True
-    assert rec["exercise_checker_rejects_base_only"] is True
-    assert rec["exercise_checker_hints_on_shape_error"] is True
     losses = rec["finetune_final_loss"]
     assert set(losses) == {"FullFT", "r=4"} and all(v > 0 for v in losses.values())
 
@@ -133,17 +135,25 @@ def test_01_rank_capacity(executed):
     assert set(rec["steps_ratio_at_last_match"]) == {"r=1", "r=4", "r=16", "r=64"}
 
 
-@pytest.mark.parametrize(
-    "stem",
-    ["01_rank_capacity", "02_learning_rate", "03_batch_size", "04_layer_targeting",
-     "07_lr_ratio", "08_own_runs"],
-)  # fmt: skip
-def test_every_notebook_has_checked_exercises(executed, stem):
-    rec = executed(stem)
-    assert rec["exercise_checkers_ok"] is True
+EXERCISE_NOTEBOOKS = [p.stem for p in NOTEBOOKS if "raise NotImplementedError" in p.read_text()]
+
+
+def test_most_notebooks_have_exercises():
+    assert len(EXERCISE_NOTEBOOKS) >= len(NOTEBOOKS) - 1
+
+
+@pytest.mark.parametrize("stem", EXERCISE_NOTEBOOKS)
+def test_exercises_are_recorded_for_grading(executed, stem):
+    """Executed as shipped (stubs untouched), every exercise the notebook asks for records
+    "not attempted", and ``lora-lab grade`` reads it back from the executed notebook."""
+    from lora_lab.grading import grade_notebooks
+
     nb = json.loads((ROOT / "notebooks" / f"{stem}.ipynb").read_text())
     stubs = [c for c in nb["cells"] if "raise NotImplementedError" in "".join(c["source"])]
-    assert len(stubs) >= 2, "at least two exercises with a stub to fill in"
+    assert len(stubs) >= 1, "an exercise with a stub to fill in"
+    table = grade_notebooks([executed.path(stem)])
+    assert len(table) >= len(stubs)
+    assert set(table.outcome) == {"not attempted"}, table[["exercise", "outcome"]]
 
 
 def _follows(verdict: str, lo: float, hi: float, subject: str) -> bool:
@@ -222,7 +232,6 @@ def test_06_compute_memory(executed):
     assert rec["optimizer_bytes_ratio_r1"] < 0.05 and rec["checkpoint_bytes_ratio_r1"] < 0.05
     t = rec["targets"]
     assert 0 <= t["flop_met"] <= t["flop_judged"] and 0 <= t["peft_met"] <= t["peft_judged"]
-    assert rec["exercise_checkers_ok"] is True
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -298,7 +307,6 @@ def test_05_rl(executed):
     rl_keeps = keeps(contrast["rl"][3])
     assert (contrast["verdict"] == "holds") == (sft_lags and rl_keeps is True)
     assert all(0 < b <= 1 for b in rec["bits_per_episode"].values())  # "at most one bit"
-    assert rec["exercise_checkers_ok"] is True
     for name, (ratio, lo, hi) in rec["sft_contrast"]["ratios"].items():
         assert ratio > 0 and lo <= ratio <= hi, name
 
@@ -356,4 +364,3 @@ def test_09_preferences(executed):
         assert outcome == "not resolved"
     else:
         assert (outcome == "holds") == (inside and not beyond)
-    assert rec["exercise_checkers_ok"] is True

@@ -1,3 +1,6 @@
+import os
+import subprocess
+import sys
 import warnings
 
 import pandas as pd
@@ -148,9 +151,11 @@ def test_cli_info_json_is_json_only(capsys):
     ],
 )
 def test_cli_refuses_silent_nonsense(argv, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    assert exc.value.code == 2 and "error" in capsys.readouterr().err
+    try:  # argparse exits with 2; a value only the command can judge returns 2
+        code = main(argv)
+    except SystemExit as exc:
+        code = exc.code
+    assert code == 2 and "error" in capsys.readouterr().err
 
 
 def test_cli_pretrain_never_overwrites_the_shipped_base_by_default(tmp_path, monkeypatch):
@@ -190,32 +195,75 @@ def test_run_button_is_disabled_while_training_and_ignores_a_second_click():
     assert not panel.button.disabled and panel.button.description == "Run"
 
 
-def test_one_rule_decides_the_thread_count(monkeypatch):
-    from lora_lab.threads import DEFAULT_THREADS, choose_threads, configure_threads
+def test_one_rule_decides_the_thread_count(monkeypatch, tmp_path):
+    from lora_lab import threads as th
 
-    monkeypatch.delenv("LORA_LAB_THREADS", raising=False)
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    assert DEFAULT_THREADS == 1 and choose_threads()[0] == DEFAULT_THREADS
+    for var in th.ENV_VARS + th.HUB_VARS:
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(th, "usable_cpus", lambda: 2)
+    assert th.choose_threads()[0] == 1  # a 2-CPU machine: 2 threads collapse when busy
+    monkeypatch.setattr(th, "usable_cpus", lambda: 8)
+    assert th.choose_threads()[0] == 4  # an idle 8-core laptop: half, not 1
+    monkeypatch.setattr(th, "usable_cpus", lambda: 64)
+    assert th.choose_threads()[0] == th.MAX_DEFAULT_THREADS
+    monkeypatch.setenv("JUPYTERHUB_USER", "student")
+    assert th.choose_threads()[0] == 1  # a shared hub: many kernels share the cores
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
-    assert choose_threads()[0] == 3
+    assert th.choose_threads()[0] == 3
     monkeypatch.setenv("LORA_LAB_THREADS", "2")  # ours wins over the generic variable
-    assert choose_threads() == (2, "LORA_LAB_THREADS")
-    assert choose_threads(4) == (4, "explicit")  # an explicit count wins over both
+    assert th.choose_threads() == (2, "LORA_LAB_THREADS")
+    assert th.choose_threads(4) == (4, "explicit")  # an explicit count wins over both
     for bad in (0, -1, "two"):
         with pytest.raises(ValueError, match="positive whole number"):
-            choose_threads(bad)
+            th.choose_threads(bad)
     monkeypatch.setenv("LORA_LAB_THREADS", "0")
     with pytest.raises(ValueError, match="LORA_LAB_THREADS"):
-        choose_threads()
+        th.choose_threads()
     before = torch.get_num_threads()
     try:
-        assert configure_threads(1) == 1 and torch.get_num_threads() == 1
+        assert th.configure_threads(1) == 1 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_cpu_quota_is_read_from_cgroups(tmp_path):
+    from lora_lab.threads import cgroup_cpu_quota
+
+    (tmp_path / "cpu.max").write_text("200000 100000\n")
+    assert cgroup_cpu_quota(tmp_path) == 2.0
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert cgroup_cpu_quota(tmp_path) is None
+    assert cgroup_cpu_quota(tmp_path / "missing") is None
+
+
+def test_importing_lora_lab_changes_no_thread_setting():
+    """The rule runs where work starts, never on import: a program that imports lora_lab
+    keeps its own torch settings (here 3 threads, set before the import)."""
+    code = ("import torch; torch.set_num_threads(3); import lora_lab; lora_lab.LoraConfig; "
+            "from lora_lab import train; print(torch.get_num_threads())")  # fmt: skip
+    env = {**os.environ, "LORA_LAB_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         check=True).stdout  # fmt: skip
+    assert out.strip() == "3"
+
+
+def test_work_applies_the_rule_once_and_never_overrides_an_explicit_choice(monkeypatch):
+    from lora_lab import threads as th
+
+    before = torch.get_num_threads()
+    monkeypatch.setitem(th._state, "applied", False)
+    monkeypatch.setenv("LORA_LAB_THREADS", "2")
+    try:
+        assert th.apply_default_threads() == 2 and torch.get_num_threads() == 2
+        torch.set_num_threads(1)  # the caller's own choice afterwards
+        assert th.apply_default_threads() == 1  # applied once: left alone
     finally:
         torch.set_num_threads(before)
 
 
 def test_exercise_checkers_give_hints_never_tracebacks(capsys):
     from lora_lab import exercises as ex
+    from lora_lab import solutions as sol
 
     def broken(*args):
         raise ZeroDivisionError("oops")
@@ -231,12 +279,12 @@ def test_exercise_checkers_give_hints_never_tracebacks(capsys):
         assert check(not_done) is False
         assert "Not attempted yet" in capsys.readouterr().out
     for check, answer in [
-        (ex.check_bits_in_facts, ex.reference_bits_in_facts),
-        (ex.check_parabola_optimum, ex.reference_parabola_optimum),
-        (ex.check_is_interior, ex.reference_is_interior),
-        (ex.check_lr_exponent, ex.reference_lr_exponent),
-        (ex.check_paired_gap, ex.reference_paired_gap),
-        (ex.check_lora_forward, ex.reference_lora_forward),
+        (ex.check_bits_in_facts, sol.reference_bits_in_facts),
+        (ex.check_parabola_optimum, sol.reference_parabola_optimum),
+        (ex.check_is_interior, sol.reference_is_interior),
+        (ex.check_lr_exponent, sol.reference_lr_exponent),
+        (ex.check_paired_gap, sol.reference_paired_gap),
+        (ex.check_lora_forward, sol.reference_lora_forward),
     ]:
         assert check(answer) is True
         assert capsys.readouterr().out.startswith("Correct")
