@@ -28,7 +28,10 @@ import pytest
 
 from tests.harness import ROOT
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# Debian's chromium here and in .ci/run; a GitHub runner's preinstalled Chrome in a fork's
+# workflow (LORA_LAB_CHROMIUM=google-chrome); any Chromium build Playwright can drive.
+CHROMIUM = next(filter(None, (shutil.which(name) for name in (
+    os.environ.get("LORA_LAB_CHROMIUM", ""), "chromium", "chromium-browser"))), None)  # fmt: skip
 REQUIRED = os.environ.get("LORA_LAB_REQUIRE_BROWSER") == "1"
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 SHOTS = ROOT / "reports" / "browser"

@@ -194,6 +194,7 @@ def test_pointwise_min_and_best_over_lr():
     assert b.loc["FullFT", "lr"] == pytest.approx(1e-3)
 
 
+@pytest.mark.notebooks
 def test_records_round_trip_through_executed_notebook(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

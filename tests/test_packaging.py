@@ -1,5 +1,7 @@
 """The project installs the way README says, and its metadata agrees with itself."""
 
+import json
+import os
 import re
 import shutil
 import subprocess
@@ -7,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 try:
     import tomllib
@@ -15,38 +18,103 @@ except ImportError:  # Python 3.10
 
 ROOT = Path(__file__).resolve().parents[1]
 # conda-forge names that differ from PyPI's
-CONDA_NAMES = {"pytorch": "torch"}
+CONDA_NAMES = {"pytorch": "torch", "playwright-python": "playwright"}
+CI_TORCH = "2.13.0"  # the reference machines' local CPU wheel (.ci/run)
 
 
 def _name(req: str) -> str:
     return re.split(r"[<>=!~\[ ;]", req.strip(), maxsplit=1)[0].lower().replace("_", "-")
 
 
-def test_environment_yml_names_the_pyproject_dependencies():
-    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    wanted = {_name(r) for r in meta["dependencies"] + meta["optional-dependencies"]["dev"]}
-    env = (ROOT / "environment.yml").read_text()
-    deps_block = env.split("dependencies:", 1)[1].split("- pip:", 1)[0]  # conda part only
-    listed = set()
-    for line in deps_block.splitlines():
-        m = re.match(r"\s+-\s+([A-Za-z0-9_.-]+)", line)
-        if m and m.group(1) not in ("python", "pip"):
-            listed.add(CONDA_NAMES.get(m.group(1).lower(), m.group(1).lower()))
-    assert listed == wanted
-    assert "-e .[dev]" in env
+def _spec(req: str) -> str:
+    return req.split(";")[0].strip()[len(_name(req)):].strip()
 
 
-def test_readme_quickstart_and_ci_agree():
+def _conda(path: Path) -> tuple[dict[str, str], list[str]]:
+    """A conda environment file's conda packages (PyPI name -> version spec) and pip lines."""
+    env = yaml.safe_load(path.read_text())
+    conda, pip = {}, []
+    for dep in env["dependencies"]:
+        if isinstance(dep, dict):
+            pip += dep["pip"]
+            continue
+        name = re.split(r"[<>=!~ ]", dep, maxsplit=1)[0]
+        if name in ("python", "pip"):
+            continue
+        conda[CONDA_NAMES.get(name, name)] = dep[len(name):].split("=cpu")[0].strip()
+    return conda, pip
+
+
+def _pyproject() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+
+def test_environment_files_match_pyproject_names_and_pins():
+    """Students get the kernel-side requirements and JupyterLab (environment.yml), the dev
+    tools come separately (environment-dev.yml); names are conda-forge's, ranges pyproject's,
+    and torch is pinned to the version this project's CI installs."""
+    meta = _pyproject()
+    student, student_pip = _conda(ROOT / "environment.yml")
+    core = {_name(r): _spec(r) for r in meta["dependencies"] + meta["optional-dependencies"]["lab"]}
+    assert set(student) == set(core)
+    for name, spec in core.items():
+        want = f"={CI_TORCH}" if name == "torch" else spec
+        assert student[name] == want, (name, student[name], want)
+    assert student_pip == ["-e ."]
+    dev, dev_pip = _conda(ROOT / "environment-dev.yml")
+    extras = {_name(r): _spec(r) for r in meta["optional-dependencies"]["dev"]
+              if not r.startswith("lora_lab")}  # fmt: skip
+    assert dev == extras
+    assert dev_pip == ["-e .[dev]"]
+
+
+def _readme_block(heading: str) -> list[str]:
     readme = (ROOT / "README.md").read_text()
-    block = readme.split("## Quickstart", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
-    commands = [c for c in block.strip().splitlines() if c.strip()]
-    assert len(commands) == 2
-    test_command = commands[1].strip()
+    block = readme.split(heading, 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    return [c.strip() for c in block.strip().splitlines() if c.strip()]
+
+
+def test_readme_quickstart_installs_cpu_torch_first_and_ci_runs_the_test_command():
+    first, second = _readme_block("## Quickstart")
+    steps = [c.strip() for c in first.split("&&")]
+    assert steps[0] == "pip install torch --index-url https://download.pytorch.org/whl/cpu"
+    assert steps[1].startswith("pip install -e") and steps[-1] == "lora-lab check"
+    assert second == "lora-lab reproduce --quick"
+    test_command = _readme_block("## Tests")[0]
     ci = (ROOT / ".ci" / "run").read_text()
     assert test_command in ci.splitlines()
-    assert "torch==2.13.0" in ci
-    assert ci.index("torch==2.13.0") < ci.index('-e ".[dev')
+    assert f"torch=={CI_TORCH}" in ci
+    assert ci.index(f"torch=={CI_TORCH}") < ci.index('-e ".[dev')
     assert '-e ".[dev,ray]"' in ci  # the Ray-equivalence test must run in CI, not be skipped
+
+
+def test_fork_workflow_is_valid_and_runs_the_documented_commands():
+    wf = yaml.safe_load((ROOT / ".github" / "workflows" / "tests.yml").read_text())
+    readme = (ROOT / "README.md").read_text()
+    runs = {job: "\n".join(step.get("run", "") for step in spec["steps"])
+            for job, spec in wf["jobs"].items()}  # fmt: skip
+    assert set(runs) == {"quick", "full"}
+    quick = 'python -m pytest -m "not browser and not notebooks"'
+    assert quick in runs["quick"] and quick in readme
+    assert "python -m pytest\n" in runs["full"] + "\n"
+    for job in runs.values():  # CPU torch first, from PyTorch's CPU index
+        assert job.index("download.pytorch.org/whl/cpu") < job.index("pip install -e")
+
+
+def test_markers_are_declared_and_documented():
+    ini = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
+    declared = {m.split(":")[0] for m in ini["markers"]}
+    assert declared == {"slow", "notebooks", "browser"}
+    tests = (ROOT / "README.md").read_text().split("## Tests", 1)[1]
+    assert all(f"`{m}`" in tests for m in declared)
+
+
+def test_license_and_citation():
+    assert "MIT License" in (ROOT / "LICENSE").read_text()
+    cff = yaml.safe_load((ROOT / "CITATION.cff").read_text())
+    assert cff["cff-version"].startswith("1.2") and cff["version"] == _pyproject()["version"]
+    refs = " ".join(str(r) for r in cff.get("references", []))
+    assert "LoRA Without Regret" in refs and "10.64434/tml.20250929" in refs
 
 
 def test_console_script_declared():
@@ -70,15 +138,71 @@ def test_ruff_clean():
 
 
 def test_package_data_covers_every_shipped_file():
-    """Bases, records and samples live inside the package and are declared as package data,
-    so an installed wheel (or a Ray worker) finds them where a checkout does."""
-    meta = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    patterns = meta["tool"]["setuptools"]["package-data"]["lora_lab"]
-    data = ROOT / "lora_lab" / "data"
-    files = [p.relative_to(ROOT / "lora_lab") for p in data.rglob("*") if p.is_file()]
-    assert files
-    uncovered = [f for f in files if not any(f.match(pat) for pat in patterns)]
-    assert not uncovered, uncovered
+    """data/ and notebooks/ sit at the top of the checkout and are mapped into the wheel
+    (lora_lab/data, lora_lab/notebooks); every shipped file is declared package data."""
+    setup = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    for package, folder in [("lora_lab.data", "data"), ("lora_lab.notebooks", "notebooks")]:
+        assert setup["package-dir"][package] == folder
+        patterns = setup["package-data"][package]
+        files = [p.relative_to(ROOT / folder) for p in (ROOT / folder).rglob("*")
+                 if p.is_file() and ".claims" not in p.parts]  # fmt: skip
+        assert files
+        uncovered = [f for f in files if not any(f.match(pat) for pat in patterns)]
+        assert not uncovered, uncovered
+
+
+def test_declared_packages_are_the_source_tree():
+    setup = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    source = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "lora_lab").rglob(
+        "__init__.py")}  # fmt: skip
+    assert set(setup["packages"]) == source | {"lora_lab.data", "lora_lab.notebooks"}
+
+
+@pytest.mark.slow
+def test_wheel_installs_and_finds_its_data(tmp_path):
+    """Build the wheel, install it into a fresh virtual environment (dependencies borrowed
+    from this one, lora_lab itself only from the wheel) and, from outside the checkout, load
+    a base, read a shipped record, find the notebooks and write a sweep record to the
+    user's work folder, never into the installed package."""
+    dist = tmp_path / "dist"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps",
+                    "--no-build-isolation", "-q", "-w", str(dist)], check=True,
+                   capture_output=True)  # fmt: skip
+    wheel = next(dist.glob("lora_lab-*.whl"))
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    py = venv / "bin" / "python"
+    site = Path(subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()"
+                                "['purelib'])"], capture_output=True, text=True,
+                               check=True).stdout.strip())  # fmt: skip
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target",
+                    str(site), str(wheel)], check=True, capture_output=True)  # fmt: skip
+    here = next(p for p in map(Path, sys.path) if p.name == "site-packages" and p.is_dir())
+    (site / "borrowed_deps.pth").write_text(f"{here}\n")  # a plain path: no editable finder
+    code = """
+import json, sys, lora_lab, lora_lab.paths as p
+from lora_lab.training import load_base
+from lora_lab.sweeps.store import ResultStore
+assert "site-packages" in lora_lab.__file__ and p.checkout_root() is None, lora_lab.__file__
+base = load_base("nano")
+records = ResultStore(p.results_root() / "capacity").scan()[0]
+nbs = sorted(q.name for q in p.notebooks_dir().glob("*.ipynb"))
+store = ResultStore(p.results_root() / "capacity")
+print(json.dumps({"data": str(p.data_dir()), "records": len(records), "notebooks": nbs,
+                  "params": sum(t.numel() for t in base.parameters()),
+                  "writes_to": str(store.folder), "work": str(p.work_dir())}))
+"""
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "LORA_LAB_DATA")}
+    env.update(XDG_CACHE_HOME=str(tmp_path / "cache"))
+    env.pop("LORA_LAB_WORK", None)
+    out = subprocess.run([str(py), "-c", code], capture_output=True, text=True, env=env,
+                         cwd=tmp_path)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["data"].startswith(str(site)) and got["data"].endswith("lora_lab/data")
+    assert got["records"] > 0 and got["params"] > 0
+    assert "00_lora_from_the_inside.ipynb" in got["notebooks"]
+    assert got["writes_to"].startswith(str(tmp_path / "cache" / "lora_lab"))
 
 
 def test_readme_findings_section_is_generated_from_the_records():

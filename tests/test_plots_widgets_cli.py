@@ -116,6 +116,7 @@ def test_cli_sweep_ci_and_errors(tmp_path, capsys):
     assert "unknown experiment" in capsys.readouterr().err
 
 
+@pytest.mark.notebooks
 def test_reproduce_writes_executed_notebooks_and_index(tmp_path, monkeypatch):
     monkeypatch.delenv("MPLBACKEND", raising=False)  # as a user runs it: plots must be kept
     with warnings.catch_warnings():
