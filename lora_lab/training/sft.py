@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import torch
 import torch.nn as nn
 
@@ -23,11 +22,20 @@ from lora_lab.training.optim import ADAM_BETAS, MOE_AUX_LOSS_COEF
 from lora_lab.training.pretrain import load_base
 from lora_lab.training.settings import EvalSettings, OptimSettings
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 
 def log_spaced_steps(total: int, per_decade: int = 4) -> list[int]:
     """Steps 0, then round(10 ** (k / per_decade)) up to ``total``, then ``total``
     (:meth:`EvalSettings.steps`): one lattice whatever ``total`` is."""
     return EvalSettings(evals_per_decade=per_decade).steps(total)
+
+
+def _frame(rows: Any) -> pd.DataFrame:
+    import pandas as pd  # on first result, not on import: lora_lab loads in torch's time
+
+    return pd.DataFrame(rows)
 
 
 @dataclass
@@ -82,7 +90,7 @@ class RunResult:
     def from_dict(cls, d: dict[str, Any]) -> RunResult:
         return cls(
             config=d["config"],
-            curves=pd.DataFrame(d["curves"]),
+            curves=_frame(d["curves"]),
             final=d["final"],
             trainable_params=d["trainable_params"],
             wall_time_s=d["wall_time_s"],
@@ -242,15 +250,15 @@ def train_with(
         progress=progress,
         callback=callback,
     )
-    curves = pd.DataFrame(out.rows)
+    curves = _frame(out.rows)
     final: dict[str, float] = {
         "eval_loss": float("nan") if out.diverged else float(curves.eval_loss.iloc[-1]),
         "train_loss": float(curves.train_loss.iloc[-1]),
         "steps_done": float(out.steps_done),
     }
     if not out.diverged:  # the last evaluation's other metrics (router balance, bits estimate)
-        extra = curves.iloc[-1].drop(["step", "examples", "train_loss", "eval_loss"])
-        final.update({k: float(v) for k, v in extra.items() if pd.notna(v)})
+        extra = curves.iloc[-1].drop(["step", "examples", "train_loss", "eval_loss"]).dropna()
+        final.update({k: float(v) for k, v in extra.items()})
     if evaluation.accuracy_limit and not out.diverged and eval_data.verifier is not None:
         final["accuracy"] = sampled_accuracy(
             out.model, eval_data, limit=evaluation.accuracy_limit, device=dev
