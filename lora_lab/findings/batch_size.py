@@ -83,8 +83,8 @@ def _full_grid() -> list[dict]:
 
 BATCH_SIZE = Experiment(
     name="batch_size",
-    description="FullFT, full (blocks only), LoRA r=1/4/64 at batch 4..256 on 4,096 "
-    "instruction examples (2 epochs of 2,048), 3 seeds, LR searched to 1.47x",
+    description="FullFT, full (blocks only), LoRA r=1/4/64 at batch 2..256 on 512 instruction "
+    "examples x 2 epochs (1,024 per run, 512..4 steps), 3 seeds, LR searched to 1.47x",
     base="tiny",
     task="instruct",
     task_kwargs=BATCH_INSTRUCT,
