@@ -52,6 +52,27 @@ def line_styles(labels: Sequence[str]) -> dict[str, dict]:
     return styles
 
 
+def legend_outside(ax, **kw) -> None:
+    """The legend beside the data, never over it: right of ``ax`` when ``ax`` is in its
+    figure's rightmost column, else at the figure's right edge (a legend right of a left
+    panel would cover its neighbour). Every figure and live panel places legends here."""
+    kw.pop("loc", None)
+    kw.pop("bbox_to_anchor", None)
+    kw.setdefault("fontsize", 8)
+    kw.setdefault("frameon", True)
+    handles, labels = ax.get_legend_handles_labels()
+    if not handles:
+        return
+    spec = ax.get_subplotspec() if hasattr(ax, "get_subplotspec") else None
+    if spec is None or spec.colspan.stop == spec.get_gridspec().ncols:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, **kw)
+    else:  # stacked under any figure legend already there
+        shown = [[t.get_text() for t in leg.get_texts()] for leg in ax.figure.legends]
+        if labels not in shown:
+            y = 0.98 - 0.5 * len(shown)
+            ax.figure.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0, y), **kw)
+
+
 def _draw(ax, x, y, style: dict, label: str, **kw) -> None:
     (line,) = ax.plot(
         x,
@@ -104,7 +125,7 @@ def plot_learning_curves(
     ax.set_xlabel("training step (log scale)")
     ax.set_ylabel("eval loss (nats / completion token)")
     ax.set_title(title)
-    ax.legend(title=None, frameon=True, ncol=2 if len(styles) > 4 else 1)
+    legend_outside(ax, title=None, frameon=True, ncol=2 if len(styles) > 4 else 1)
     fig.tight_layout()
     return fig
 
@@ -160,7 +181,7 @@ def plot_lr_curves(
             hi = max(np.percentile(finite["mean"], 80), best.max())
             ax.set_ylim(lo - 0.05 * (hi - lo + 1e-9), hi + 0.25 * (hi - lo + 1e-9))
     ax.set_title(title)
-    ax.legend(frameon=True, fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    legend_outside(ax, frameon=True, fontsize=9, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig
 
@@ -198,7 +219,7 @@ def plot_loss_vs_batch(
     ax.set_xlabel("batch size (log2 scale)")
     ax.set_ylabel("final eval loss")
     ax.set_title(title)
-    ax.legend(frameon=True)
+    legend_outside(ax, frameon=True)
     fig.tight_layout()
     return fig
 
@@ -231,7 +252,7 @@ def plot_loss_vs_n(
     ax.set_xlabel("facts in the training set (log scale)")
     ax.set_ylabel("recall loss (nats / answer token)")
     ax.set_title(title)
-    ax.legend(frameon=True)
+    legend_outside(ax, frameon=True)
     fig.tight_layout()
     return fig
 
@@ -284,6 +305,6 @@ def plot_bits_vs_params(
     ax.set_xlabel("trainable parameters (log scale)")
     ax.set_ylabel("bits stored (log scale)")
     ax.set_title(title)
-    ax.legend(frameon=True, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    legend_outside(ax, frameon=True, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     return fig

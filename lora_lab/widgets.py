@@ -10,6 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from lora_lab.lora import LoraConfig
+from lora_lab.plots import legend_outside
 from lora_lab.sweeps.lr_search import lattice_index, lattice_lr
 from lora_lab.training.methods import FullFT
 from lora_lab.training.sft import RunResult, train
@@ -138,12 +139,13 @@ class LivePanel:
                 return
             with self.out:
                 self.out.clear_output(wait=True)
-                fig, ax = plt.subplots(figsize=(7, 4))
+                fig, ax = plt.subplots(figsize=(9.5, 4))
                 draw(ax, rows)
                 ax.set_xscale("log")
                 name = xlabel or ("examples seen" if x == "examples" else x)
                 ax.set_xlabel(f"{name} (log)")
-                ax.legend(fontsize=8, loc="best")
+                legend_outside(ax)  # beside the plot: the live curve is never covered
+                fig.tight_layout()
                 plt.show()
                 plt.close(fig)  # one live figure, not one per evaluation
 

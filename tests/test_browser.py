@@ -235,6 +235,9 @@ def _click_every_run_button(page, notebook: str) -> None:
         errors = panel.locator(".jp-OutputArea-output[data-mime-type*='stderr']")
         texts = [errors.nth(j).inner_text()[:1500] for j in range(errors.count())]
         assert not texts, f"{notebook}: panel {i} printed an error:\n" + "\n---\n".join(texts)
+        # kept for review: the panel after Run, its live curve over the sweep's
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        panel.screenshot(path=str(SHOTS / f"{Path(notebook).stem}-panel{i}.png"))
 
 
 def test_html_report_renders_maths_offline_and_shows_panels_statically(browser, tmp_path):

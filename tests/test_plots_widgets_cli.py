@@ -1,4 +1,5 @@
 import os
+import re
 import subprocess
 import sys
 import warnings
@@ -313,3 +314,46 @@ def test_experiments_command_lists_every_experiment_even_without_a_ci_grid(capsy
     out = capsys.readouterr().out
     assert all(name in out for name in EXPERIMENTS)
     assert "no ci grid" in out  # the *_confirm sweeps have only a full grid
+
+
+def test_sweep_overlay_curves_are_told_apart_and_legends_sit_outside():
+    """Notebook 04's panel draws ten sweep curves: each needs its own colour or dash, and
+    the legend must not cover the live curve."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lora_lab.findings.common import sweep_curve_overlay
+    from lora_lab.plots import legend_outside
+
+    labels = ["FullFT", "r=1", "r=4", "r=16", "r=64", "r=4 attn", "r=4 mlp", "r=7 attn",
+              "r=5 mlp", "r=3"]  # fmt: skip
+    curves = pd.DataFrame([{"label": lbl, "lr": 1e-3, "seed": 0, "step": s,
+                            "eval_loss": 2.0 - 0.1 * i - 0.01 * s, "key": lbl}
+                           for i, lbl in enumerate(labels) for s in (1, 10, 100)])  # fmt: skip
+    fig, (left, ax) = plt.subplots(1, 2)
+    sweep_curve_overlay(curves)(ax)
+    ax.plot([1, 100], [2, 1], lw=2.5, color="crimson", label="live")
+    styles = {(str(line.get_color()), tuple(line.get_dashes() if hasattr(line, "get_dashes")
+               else ()), line.get_marker()) for line in ax.get_lines()}  # fmt: skip
+    assert len(styles) == len(labels) + 1
+    left.plot([1, 2], [1, 2], label="left panel")
+    legend_outside(ax)
+    legend_outside(left)
+    fig.canvas.draw()
+    box = ax.get_window_extent()
+    assert ax.get_legend().get_window_extent().x0 >= box.x1  # right of the data
+    assert fig.legends and fig.legends[0].get_window_extent().x0 >= box.x1  # not over `ax`
+    plt.close(fig)
+
+
+def test_no_figure_places_a_legend_over_its_data():
+    """Every legend in the package goes through plots.legend_outside."""
+    from tests.harness import ROOT
+
+    offenders = [f"{p.relative_to(ROOT)}:{i}" for p in (ROOT / "lora_lab").rglob("*.py")
+                 for i, line in enumerate(p.read_text().splitlines(), 1)
+                 if re.search(r"\.legend\(", line) and "def legend_outside" not in line
+                 and p.name != "plots.py"]  # fmt: skip
+    assert not offenders, offenders

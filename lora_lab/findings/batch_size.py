@@ -30,7 +30,7 @@ from lora_lab.findings.common import (
     verdict_columns,
     vertex_slope,
 )
-from lora_lab.plots import line_styles, set_style
+from lora_lab.plots import legend_outside, line_styles, set_style
 from lora_lab.stats import (
     Estimate,
     interval_text,
@@ -918,7 +918,7 @@ def plot_gaps(gaps: pd.DataFrame, ax: Any = None, title: str | None = None) -> A
     ax.set_xlabel("batch size (log2 scale; fixed examples, so fewer steps to the right)")
     ax.set_ylabel("loss minus FullFT's (nats)")
     ax.set_title(title or "Gap to FullFT at each method's best LR (95 % seed intervals)")
-    ax.legend(frameon=True, fontsize=9)
+    legend_outside(ax, frameon=True, fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -936,8 +936,12 @@ def plot_gaps_by_design(gaps: dict[str, pd.DataFrame], titles: dict[str, str] | 
         plot_gaps(g, ax=ax, title=(titles or {}).get(name, name))
         if ax is not axes[0][0]:
             ax.set_ylabel("")
+        if ax.get_legend() is not None:
             ax.get_legend().remove()
         ax.set_xlabel("batch size (log2; fixed examples)")
+    for legend in list(fig.legends):  # one legend for the row, right of its last panel
+        legend.remove()
+    legend_outside(axes[0][-1])
     fig.tight_layout()
     return fig
 
@@ -963,7 +967,7 @@ def plot_curves_at(best: pd.DataFrame, batch_sizes: list[int], x: str = "example
         ax.set_xlabel("examples seen (log)" if x == "examples" else "step (log)")
         ax.set_title(f"batch {b} ({int(d.step.max())} steps)")
     axes[0][0].set_ylabel("eval loss (nats / completion token)")
-    axes[0][-1].legend(frameon=True, fontsize=8)
+    legend_outside(axes[0][-1], frameon=True, fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -990,7 +994,7 @@ def plot_gap_vs_progress(gaps: pd.DataFrame, label: str) -> Any:
     axes[0].set_ylabel(f"{label} minus FullFT (nats)")
     axes[0].set_title(f"{label}: gap against steps")
     axes[1].set_title(f"{label}: gap against examples")
-    axes[1].legend(frameon=True, fontsize=8, ncol=2)
+    legend_outside(axes[1], frameon=True, fontsize=8, ncol=2)
     fig.tight_layout()
     return fig
 
@@ -1025,6 +1029,6 @@ def plot_best_lr_vs_batch(opt: pd.DataFrame, scaling: pd.DataFrame, ax: Any = No
     ax.set_xlabel("batch size (log2 scale)")
     ax.set_ylabel("best learning rate (log scale)")
     ax.set_title("Best LR against batch size (LR ∝ batch^p)")
-    ax.legend(frameon=True, fontsize=8)
+    legend_outside(ax, frameon=True, fontsize=8)
     fig.tight_layout()
     return fig

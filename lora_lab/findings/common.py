@@ -248,18 +248,25 @@ def sweep_curve_overlay(
     curves: pd.DataFrame, reference: str = "FullFT", labels: list[str] | None = None
 ) -> Any:
     """An ``overlay(ax)`` for a live panel: the sweep's best-over-LR curves (the post's
-    pointwise minimum over LR of the seed-mean curves), ``reference`` solid black, the rest
-    dashed grey, each in the legend. ``curves`` is ``load_curves`` output with ``label``."""
+    pointwise minimum over LR of the seed-mean curves), each in its own colour, marker and
+    dash (:func:`lora_lab.plots.line_styles`, ``reference`` black), thin and translucent
+    so the live run, drawn over them thick and solid, stays the eye's first stop.
+    ``labels`` keeps only those curves (a panel shows the ones its controls can reach)."""
+    from lora_lab.plots import line_styles
+
     best = pointwise_min_curves(curves, ["label"])
     if labels is not None:
         best = best[best.label.isin(labels)]
+    styles = line_styles(best.label.unique())
 
     def overlay(ax: Any) -> None:
         for lbl, d in best.groupby("label"):
             d = d[d.step > 0]
-            mine = lbl == reference
-            ax.plot(d.step, d.eval_loss, color="black" if mine else "0.6", lw=1,
-                    ls="-" if mine else "--", label=f"sweep: {lbl} (best LR)")  # fmt: skip
+            st = styles[lbl]
+            (line,) = ax.plot(d.step, d.eval_loss, color=st["color"], marker=st["marker"],
+                              markersize=3, lw=1.2, alpha=0.75,
+                              label=f"sweep: {lbl} (best LR)")  # fmt: skip
+            line.set_dashes(st["dashes"] if lbl != reference else (2, 1.5))
 
     return overlay
 

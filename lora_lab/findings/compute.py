@@ -48,7 +48,7 @@ from lora_lab.lora import (
 from lora_lab.lora.inject import count_lora_params
 from lora_lab.model import PRESETS, ModelConfig, build_model, save_model
 from lora_lab.paths import benchmark_record
-from lora_lab.plots import set_style
+from lora_lab.plots import legend_outside, set_style
 from lora_lab.progress import progress_bar
 from lora_lab.threads import configure_threads
 from lora_lab.training.loop import resolve_device
@@ -723,7 +723,7 @@ class ComputePanel(LivePanel):
             ax.set_xlabel(f"d={v['width']}, r={v['rank']}, {v['batch']} x {self.seq} tokens, "
                           f"{torch.get_num_threads()} thread(s)")  # fmt: skip
             ax.set_ylabel("relative to FullFT")
-            ax.legend(fontsize=8)
+            legend_outside(ax, fontsize=8)
             plt.show()
             plt.close(fig)
             print("ms per step: " + ", ".join(

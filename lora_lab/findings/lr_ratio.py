@@ -24,6 +24,7 @@ from lora_lab.findings.common import best_lrs, lr_ratio, optimum_slope
 from lora_lab.findings.learning_rate import LR_RULE, LR_WIDTH, width_table
 from lora_lab.lora import LoraConfig, inject_lora, lora_layers
 from lora_lab.model import PRESETS
+from lora_lab.plots import legend_outside
 from lora_lab.stats import Estimate
 from lora_lab.sweeps.experiment import Experiment, grid, lr_grid, results_dir
 from lora_lab.sweeps.lr_search import LRSearch
@@ -462,7 +463,7 @@ class RatioPanel(LivePanel):
                         label=f"live: r={rank}, alpha {alpha:g}, {steps} steps, "
                               f"{self.width.value}")  # fmt: skip
                 ax.set(xscale="log", xlabel="learning rate (log)", ylabel="final eval loss")
-                ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+                legend_outside(ax, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
                 fig.tight_layout()
                 display(fig)
                 plt.close(fig)

@@ -40,7 +40,7 @@ from lora_lab.findings.common import (
 )
 from lora_lab.findings.compute import saved_activation_bytes
 from lora_lab.lora import LoraConfig
-from lora_lab.plots import plot_learning_curves, plot_lr_curves, set_style
+from lora_lab.plots import legend_outside, plot_learning_curves, plot_lr_curves, set_style
 from lora_lab.stats import Verdict
 from lora_lab.sweeps.experiment import Experiment, confirmation, grid, lr_grid, results_dir
 from lora_lab.sweeps.lr_search import LRSearch
@@ -472,7 +472,7 @@ def plot_bits(info: pd.DataFrame, ax: Any = None) -> Any:
     ax.set_xlabel("bits (log scale)")
     ax.set_ylabel("data size")
     ax.set_title("What the pairs carry, and what rank 1 can hold")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    legend_outside(ax, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return ax
 
 
@@ -533,7 +533,7 @@ def plot_gaps(gaps: pd.DataFrame, ax: Any = None) -> Any:
     ax.set_xlabel("adapter (all layers), each at its best LR")
     ax.set_ylabel("held-out DPO loss minus FullFT's")
     ax.set_title("Gap to FullFT (95 % intervals; shaded: margins)")
-    ax.legend(fontsize=8)
+    legend_outside(ax, fontsize=8)
     return ax
 
 
@@ -554,7 +554,7 @@ def plot_memory(table: pd.DataFrame, ax: Any = None) -> Any:
     ax.set_xlabel("method")
     ax.set_ylabel("MiB held during one step")
     ax.set_title("One DPO step on tiny, 32 pairs")
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    legend_outside(ax, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return ax
 
 

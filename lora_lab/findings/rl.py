@@ -33,7 +33,7 @@ from lora_lab.findings.common import (
     verdict_columns,
 )
 from lora_lab.lora import LoraConfig
-from lora_lab.plots import set_style
+from lora_lab.plots import legend_outside, set_style
 from lora_lab.stats import Estimate, interval_text
 from lora_lab.sweeps.experiment import Experiment, confirmation, grid, lr_grid, results_dir
 from lora_lab.sweeps.lr_search import LRSearch, interior_optima, lattice_index
@@ -535,7 +535,7 @@ def plot_reward_curves(curves: pd.DataFrame, runs: pd.DataFrame, axes: Any = Non
         ax.set_xlabel("episodes (log)")
         ax.set_ylabel(name)
         ax.set_title(f"{name} (best LR each)")
-    axes[0].legend(fontsize=8)
+    legend_outside(axes[0], fontsize=8)
     return axes
 
 
@@ -566,7 +566,7 @@ def plot_lr_bands(runs: pd.DataFrame, bands: pd.DataFrame, ax: Any = None) -> An
     ax.set_xlabel("learning rate (log)")
     ax.set_ylabel("held-out greedy accuracy after RL")
     ax.set_title(f"LR bands: LRs within {BAND_MARGIN:.2f} of each method's best (thick bars)")
-    ax.legend(fontsize=8)
+    legend_outside(ax, fontsize=8)
     return ax
 
 
@@ -603,7 +603,7 @@ def plot_sft_vs_rl(contrast: pd.DataFrame, axes: Any = None) -> Any:
         ax.set_xticks(x, contrast.label)
         ax.set_xlabel("adapter")
         ax.set_ylabel(ylabel)
-        ax.legend(fontsize=8)
+        legend_outside(ax, fontsize=8)
     axes[0].set_title("Same problems, same start: the gap")
     axes[1].set_title("...and relative to what FullFT leaves")
     return axes

@@ -24,7 +24,7 @@ from lora_lab.findings.common import Claim, contrast, gap, interior_text, verdic
 from lora_lab.lora import LoraConfig, inject_lora
 from lora_lab.lora.inject import count_lora_params
 from lora_lab.model import PRESETS, build_model
-from lora_lab.plots import set_style
+from lora_lab.plots import legend_outside, set_style
 from lora_lab.stats import interval_text
 from lora_lab.sweeps.experiment import Experiment, confirmation, grid, lr_grid, results_dir
 from lora_lab.sweeps.lr_search import LRSearch
@@ -601,7 +601,7 @@ def plot_placements(table: pd.DataFrame, metric: str = "gap_to_fullft", ax: Any 
     ax.set_xticks(np.arange(len(groups)), names)
     ax.set_xlabel("comparison")
     ax.set_ylabel("loss minus FullFT's (nats)" if metric == "gap_to_fullft" else metric)
-    ax.legend(title="LoRA on", frameon=True, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    legend_outside(ax, title="LoRA on", frameon=True, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     fig.tight_layout()
     return fig
 
@@ -632,7 +632,7 @@ def plot_moe(table: pd.DataFrame) -> Any:
     right.axvline(1, color="0.6", lw=0.8, ls=":")
     right.set_xlabel("router load imbalance (busiest expert / balanced share; 1 = balanced)")
     right.set_ylabel("method")
-    right.legend(fontsize=8)
+    legend_outside(right, fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -654,7 +654,7 @@ def plot_ntk_shares(ntk: pd.DataFrame, ax: Any = None) -> Any:
         ax.set_xlabel("parameter group")
         ax.set_ylabel("share")
         ax.set_title(model)
-    axes[0][0].legend(frameon=True, fontsize=8)
+    legend_outside(axes[0][0], frameon=True, fontsize=8)
     fig.tight_layout()
     return fig
 

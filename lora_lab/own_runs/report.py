@@ -23,7 +23,7 @@ import pandas as pd
 
 from lora_lab._version import __version__
 from lora_lab.analysis import seed_mean
-from lora_lab.plots import line_styles, plot_lr_curves
+from lora_lab.plots import legend_outside, line_styles, plot_lr_curves
 from lora_lab.tables import readable
 
 if TYPE_CHECKING:  # the analysis renders itself through this module
@@ -63,7 +63,7 @@ def figure_ratios(a: Analysis):
     ax.set_xlim(lo_all / 1.5, hi_all * 1.5)
     ax.set_xlabel(f"optimal LR / {a.reference}'s (95 % interval; an open end runs off the axis)")
     ax.set_title(f"Learning-rate ratio to {a.reference}")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9)
+    legend_outside(ax, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -85,7 +85,7 @@ def figure_curves(a: Analysis):
     ax.set_xlabel("step")
     ax.set_ylabel(a.metric)
     ax.set_title(f"Best over LR at each step (seed mean), {a.metric}")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9)
+    legend_outside(ax, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9)
     fig.tight_layout()
     return fig
 
