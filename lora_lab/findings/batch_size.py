@@ -20,6 +20,7 @@ import pandas as pd
 from lora_lab.analysis import best_over_lr, load_runs, optimal_lr
 from lora_lab.findings.common import (
     Claim,
+    Headline,
     above_one,
     contrast,
     gap_change,
@@ -1032,3 +1033,29 @@ def plot_best_lr_vs_batch(opt: pd.DataFrame, scaling: pd.DataFrame, ax: Any = No
     legend_outside(ax, frameon=True, fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def headline(results: Any = None) -> Headline:
+    """Finding 3 as one row of the front page, read in the post's regime
+    (``batch_size_long``): the gap to FullFT per doubling of batch, per rank."""
+    runs = load_design(POST_REGIME, results)
+    trend = gap_trend(runs, against="r=64")
+    claim = post_claim(trend, design_text(runs))
+    ranks = trend[trend.label.str.startswith("r=")]
+    measured = (
+        f"in the post's regime ({design_text(runs)}; {runs.seed.nunique()} seeds) LoRA's gap "
+        "to FullFT per doubling of batch: "
+        + ", ".join(f"{r.label} {r.slope_per_doubling:+.3f} [{r.lo:+.3f}, {r.hi:+.3f}] nats"
+                    for r in ranks.itertuples())  # fmt: skip
+        + " (95 %): the gap "
+        + ("shrinks at every rank" if (ranks.trend == "shrinks with batch").all()
+           else "does not grow at every rank")
+        + " as batches grow"
+    )  # fmt: skip
+    return Headline(
+        finding="3 · batch size",
+        claim="LoRA pays more than FullFT for large batches, whatever its rank",
+        measured=measured, status=claim.status, notebook="03_batch_size",
+        experiments=(POST_REGIME,), figure=lambda: plot_gaps(gap_table(runs),
+                                                             title=DESIGNS[POST_REGIME]),
+    )  # fmt: skip

@@ -28,10 +28,17 @@ from lora_lab.analysis import (
     pointwise_min_curves,
     steps_to_match,
 )
-from lora_lab.findings.common import Claim, contrast, gap, interior_text, verdict_columns
+from lora_lab.findings.common import (
+    Claim,
+    Headline,
+    contrast,
+    gap,
+    interior_text,
+    verdict_columns,
+)
 from lora_lab.lora import LoraConfig, count_lora_params
 from lora_lab.model import ModelConfig
-from lora_lab.plots import line_styles
+from lora_lab.plots import line_styles, plot_loss_vs_n
 from lora_lab.stats import seeds_for_margin
 from lora_lab.sweeps.experiment import (
     Experiment,
@@ -814,3 +821,39 @@ def summary(results: Any = None) -> str:
     lines.append(rank_8_16_claim(gaps_for_claim).text + ".")
     lines.append(large_data_claim(rc_runs).text + ".")
     return " ".join(lines)
+
+
+def headline(results: Any = None) -> Headline:
+    """Finding 1 as one row of the front page, computed from the ``capacity`` records."""
+    runs = load_runs(results_dir("capacity", root=results))
+    table = capacity_table(runs)
+    table["bound"] = capacity_bound(table)
+    ns = sorted(table.n_facts.unique())
+    adapters = sort_labels(table[table.label != "FullFT"].label.unique())
+    low, high = adapters[0], adapters[-1]
+    rows = table[table.label == low].set_index("n_facts")
+    bound = [n for n in ns if rows.bound[n]]
+    high_room = not table[table.label == high].bound.any()
+    growth = _climbing(load_curves(results_dir("capacity", root=results)), table, ns[-1], low)
+    measured = (
+        f"{low} ({int(rows.trainable_params.iloc[0]):,} parameters) stores at most "
+        f"{rows.bits_stored.max() / 1e3:.1f}k bits: "
+        + (f"out of room from N = {bound[0]:,} facts ({BITS_PER_FACT:.1f} bits each)"
+           if bound else "room at every N")  # fmt: skip
+        + (f", still learning ({growth:.2f}x bits over the run's second half)"
+           if np.isfinite(growth) and growth > 1.05 else "")  # fmt: skip
+        + f"; {high} keeps room to N = {ns[-1]:,} ({int(runs.steps.max())} steps, "
+        f"{runs.seed.nunique()} seeds)"
+    )
+    holds = bool(bound) and high_room and np.isfinite(growth) and growth > 1.05
+
+    def figure() -> Any:
+        return plot_loss_vs_n(table)
+
+    return Headline(
+        finding="1 · rank capacity",
+        claim="LoRA matches FullFT until the data holds more information than the adapter can "
+        "store; then low ranks lose training efficiency (no hard floor)",
+        measured=measured, status="holds" if holds else "does not hold",
+        notebook="01_rank_capacity", experiments=("capacity",), figure=figure,
+    )  # fmt: skip

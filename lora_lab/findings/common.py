@@ -14,7 +14,8 @@ everywhere (see :mod:`lora_lab.stats` for the statistics and their tested covera
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -295,6 +296,26 @@ class Claim:
     @property
     def text(self) -> str:
         return f'"{self.claim}" ({self.source}): {self.status} — {self.evidence}'
+
+
+@dataclass(frozen=True)
+class Headline:
+    """One row of the front page and of README's findings table: a finding of the post,
+    its claim, what this package measured (computed from the records), the claim's status
+    (one of :data:`CLAIM_STATUSES`) and the notebook that shows it. ``figure`` draws the
+    finding's one figure from the same records."""
+
+    finding: str
+    claim: str
+    measured: str
+    status: str
+    notebook: str
+    experiments: tuple[str, ...]
+    figure: Callable[[], Any] = field(compare=False, repr=False, default=lambda: None)
+
+    def __post_init__(self) -> None:
+        if self.status not in CLAIM_STATUSES:
+            raise ValueError(f"status must be one of {CLAIM_STATUSES}, got {self.status!r}")
 
 
 def untestable(claim: str, source: str, reason: str) -> Claim:

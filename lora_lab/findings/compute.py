@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
@@ -37,7 +38,7 @@ from torch.utils.flop_counter import (
     sdpa_flop_count,
 )
 
-from lora_lab.findings.common import Claim
+from lora_lab.findings.common import Claim, Headline
 from lora_lab.lora import (
     TARGET_PRESETS,
     LoraConfig,
@@ -730,3 +731,62 @@ class ComputePanel(LivePanel):
                 f"{r.method} {1000 * r.seconds:.1f}" for r in table.itertuples()))  # fmt: skip
         self.result = table
         return table
+
+
+POST_FLOP_RATIO = 2 / 3  # the post: a LoRA step costs ~2/3 of a FullFT step's FLOPs
+
+
+def plot_step_ratios(times: pd.DataFrame, r: int = 1, threads: int = 1) -> Any:
+    """LoRA's step time over FullFT's against model width (rank ``r``, ``threads``), each
+    implementation beside the counted FLOP ratio and the post's ~2/3."""
+    import matplotlib.pyplot as plt
+
+    set_style()
+    scan = times[times.model.str.startswith("d=") & (times.r == r) & (times.threads == threads)]
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    styles = {"LoRA (fused)": ("tab:blue", "o"), "LoRA (reference)": ("tab:orange", "s"),
+              "PEFT": ("tab:green", "^")}  # fmt: skip
+    for method, (colour, marker) in styles.items():
+        d = scan[scan.method == method].sort_values("width")
+        ax.plot(d.width, d.time_ratio, color=colour, marker=marker, label=f"time: {method}")
+    flops = scan[scan.method == "LoRA (fused)"].sort_values("width")
+    ax.plot(flops.width, flops.flop_ratio, color="black", ls="--", marker="x",
+            label="counted FLOPs")  # fmt: skip
+    ax.axhline(POST_FLOP_RATIO, color="crimson", ls=":", label="the post: ~2/3")
+    ax.axhline(1, color="0.5", lw=0.8)
+    ax.set(xscale="log", xlabel="model width d (log)", ylabel="LoRA step / FullFT step",
+           title=f"LoRA r={r} step cost against width ({threads} thread)")  # fmt: skip
+    ax.set_xticks(sorted(scan.width.unique()), [str(int(w)) for w in sorted(scan.width.unique())])
+    legend_outside(ax)
+    fig.tight_layout()
+    return fig
+
+
+def headline(record: dict | None = None) -> Headline:
+    """Finding 6 as one row of the front page, from the shipped benchmark record."""
+    record = record or load_benchmark()
+    times = benchmark_times(record)
+    one = times[times.model.str.startswith("d=") & (times.r == 1)
+                & (times.threads == times.threads.min())]  # fmt: skip
+    widths = sorted(one.width.unique())
+
+    def at(width: int, method: str, column: str) -> float:
+        return float(one[(one.width == width) & (one.method == method)][column].iloc[0])
+
+    lo, hi = widths[0], widths[-1]
+    measured = (
+        f"r=1, all layers, {int(times.threads.min())} thread: counted FLOP ratio "
+        f"{at(hi, 'LoRA (fused)', 'flop_ratio'):.2f} at d={hi}, "
+        f"{at(lo, 'LoRA (fused)', 'flop_ratio'):.2f} at d={lo}; measured step time (fused "
+        f"layer) {at(hi, 'LoRA (fused)', 'time_ratio'):.2f} and "
+        f"{at(lo, 'LoRA (fused)', 'time_ratio'):.2f} of FullFT's: the ~2/3 appears only where "
+        "matmuls dominate the step. " + rl_memory_claim().evidence
+    )
+    holds = abs(at(hi, "LoRA (fused)", "flop_ratio") - POST_FLOP_RATIO) < 0.05
+    return Headline(
+        finding="6 · compute and memory",
+        claim="a LoRA step costs ~2/3 of a FullFT step's FLOPs (and far less optimizer memory)",
+        measured=measured, status="holds" if holds else "does not hold",
+        notebook="06_compute_memory", experiments=(),
+        figure=lambda: plot_step_ratios(times),
+    )  # fmt: skip

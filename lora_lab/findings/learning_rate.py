@@ -24,7 +24,7 @@ from lora_lab.analysis import (
     optimal_lr,
     ratio_by_budget,
 )
-from lora_lab.findings.common import interior_text, ratio_text
+from lora_lab.findings.common import Headline, interior_text, ratio_text
 from lora_lab.lora import LoraConfig, inject_lora, lora_layers
 from lora_lab.model import PRESETS
 from lora_lab.stats import Estimate, optimum_location, optimum_ratio
@@ -438,3 +438,41 @@ def summary(results: Any = None) -> str:
             + "."
         )
     return text
+
+
+def headline(results: Any = None) -> Headline:
+    """Finding 2 as one row of the front page: the LR ratio on the confirmation's seeds
+    (the search's where no confirmation ran), from the ``lr_rule`` records."""
+    from lora_lab.analysis import seed_mean
+    from lora_lab.plots import plot_lr_curves
+
+    runs = load_runs(results_dir("lr_rule", root=results))
+    confirm = load_confirm(results)
+    if confirm is not None:
+        loc = confirm_locations(runs, confirm).set_index("label").drop(index="FullFT")
+        seeds = int(loc.seeds.max())
+        rows = [(lab, r.ratio, r.ratio_lo, r.ratio_hi) for lab, r in loc.iterrows()]
+    else:
+        ratios = ratio_table(runs).set_index("label")
+        seeds = runs.seed.nunique()
+        rows = [(lab, r.ratio, r.lo, r.hi) for lab, r in ratios.iterrows()]
+    below = all(hi < POST_RATIO for *_, hi in rows)
+    measured = (
+        "best LR over FullFT's: "
+        + ", ".join(f"{lab} {ratio_text(Estimate(v, lo, hi, seeds, ''))}"
+                    for lab, v, lo, hi in rows)
+        + f" (95 %, {seeds} seeds, {int(runs.steps.max())} steps, `instruct`); ~{POST_RATIO:g}x "
+        + ("excluded" if below else "not excluded")
+    )  # fmt: skip
+
+    def figure() -> Any:
+        means = seed_mean(runs, ["label"])
+        return plot_lr_curves(means, optima=optimal_lr(runs, ["label"]),
+                              title=f"Loss vs LR after {int(runs.steps.max())} steps")  # fmt: skip
+
+    return Headline(
+        finding="2 · learning rate",
+        claim=f"LoRA's best learning rate is ~{POST_RATIO:g}x FullFT's, nearly independent of rank",
+        measured=measured, status="does not hold" if below else "not resolved",
+        notebook="02_learning_rate", experiments=("lr_rule", LR_RULE_CONFIRM.name), figure=figure,
+    )  # fmt: skip

@@ -20,7 +20,7 @@ import pandas as pd
 import torch
 
 from lora_lab.analysis import load_curves, load_runs
-from lora_lab.findings.common import best_lrs, lr_ratio, optimum_slope
+from lora_lab.findings.common import Headline, best_lrs, lr_ratio, optimum_slope, ratio_text
 from lora_lab.findings.learning_rate import LR_RULE, LR_WIDTH, width_table
 from lora_lab.lora import LoraConfig, inject_lora, lora_layers
 from lora_lab.model import PRESETS
@@ -647,3 +647,59 @@ def summary(results: Any = None) -> str:
         f"{POST_RATIO:g}x at r=16 only at alpha ≈ {where['alpha']:.2g} or runs of ≈ "
         f"{where['steps']:.2g} steps: not testable in this design."
     )
+
+
+POST_SHORT_RATIO = 15.0  # the post: short runs want ~15x
+
+
+def plot_ratio_vs_steps(ltab: pd.DataFrame, ax: Any = None) -> Any:
+    """Each rank's best-LR ratio to FullFT against run length (log-log), point estimates
+    joined, with the post's ~10x and ~15x marked."""
+    import matplotlib.pyplot as plt
+
+    from lora_lab.plots import line_styles, set_style
+
+    set_style()
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(7, 4.2))
+    styles = line_styles(ltab.label.unique())
+    for label, d in ltab.groupby("label"):
+        st = styles[label]
+        ax.plot(d.steps, d.ratio, color=st["color"], marker=st["marker"], dashes=st["dashes"],
+                label=f"{label} / FullFT")  # fmt: skip
+    for value, name in ((POST_RATIO, "the post: ~10x"), (POST_SHORT_RATIO, "short runs: ~15x")):
+        ax.axhline(value, color="crimson", lw=1, ls="--" if value == POST_RATIO else ":",
+                   label=name)  # fmt: skip
+    ax.axhline(1, color="black", lw=0.8)
+    ax.set(xscale="log", yscale="log", xlabel="run length (steps, log)",
+           ylabel="best LR / FullFT's (log)",
+           title="LoRA's LR ratio against run length")  # fmt: skip
+    legend_outside(ax)
+    fig.tight_layout()
+    return fig
+
+
+def headline(results: Any = None) -> Headline:
+    """Finding 2's short-run claim as one row of the front page (notebook 07): the ratio
+    against run length, from the ``lr_length``, ``lr_rule`` and ``rank_curves`` records."""
+    ltab = length_table(budget_runs(results))
+    lexp = length_exponents(budget_runs(results)).set_index("label")
+    r16 = ltab[ltab.label == "r=16"].set_index("steps")
+    short, long_ = r16.index.min(), r16.index.max()
+    e = lexp.loc["r=16 / FullFT (ratio)"]
+    s = r16.loc[short]
+    resolved = s.hi < POST_SHORT_RATIO or s.lo > POST_SHORT_RATIO
+    measured = (
+        f"r=16 / FullFT {ratio_text(Estimate(s.ratio, s.lo, s.hi, 3, ''))} at {short} steps to "
+        f"{r16.ratio[long_]:.2f}x at {long_:,}; the ratio grows as runs shorten, ∝ steps^"
+        f"{e.exponent:.2f} {_interval(e.lo, e.hi)}, because FullFT's own optimum falls "
+        f"(3 seeds, `instruct`, tiny)"
+    )
+    status = ("holds" if s.lo > POST_SHORT_RATIO else "does not hold") if resolved \
+        else "not resolved"  # fmt: skip
+    return Headline(
+        finding="2 · LR ratio and run length",
+        claim=f"short runs want a higher ratio, ~{POST_SHORT_RATIO:g}x",
+        measured=measured, status=status, notebook="07_lr_ratio",
+        experiments=(LR_LENGTH.name, LR_RULE.name, "rank_curves"),
+        figure=lambda: plot_ratio_vs_steps(ltab),
+    )  # fmt: skip

@@ -25,6 +25,7 @@ import torch
 from lora_lab.analysis import load_curves, load_runs, lr_ratio
 from lora_lab.findings.capacity import capacity_table
 from lora_lab.findings.common import (
+    Headline,
     contrast,
     gap,
     interior_text,
@@ -774,3 +775,32 @@ def summary(results: Any = None) -> str:
         f" over the run; rank 1 stored up to {cap_bits:,.0f} bits on facts (notebook 01)."
     )
     return text
+
+
+def headline(results: Any = None) -> Headline:
+    """Finding 5 as one row of the front page: each rank's held-out reward minus FullFT's
+    on the confirmation's fresh seeds, from ``rl_rank`` and ``rl_rank_confirm``."""
+    runs = load("rl_rank", results)
+    confirm = load_confirm(results)
+    table = reward_table(runs, confirm).set_index("label")
+    ranks = [lbl for lbl in METHOD_ORDER if lbl in table.index and lbl != "FullFT"]
+    r1 = keeps_up(table.verdict["r=1"])
+    n = int(table.confirm_seeds.max()) if confirm is not None else runs.seed.nunique()
+    measured = (
+        "held-out greedy accuracy minus FullFT's after RL on `arith`: "
+        + ", ".join(f"{lbl} {table.minus_fullft[lbl]:+.3f} [{table.lo[lbl]:+.3f}, "
+                    f"{table.hi[lbl]:+.3f}] ({table.verdict[lbl]})" for lbl in ranks)  # fmt: skip
+        + f" (95 %, {n} fresh seeds, margin ±{table.margin.dropna().iloc[0]:g})"
+    )
+    status = {True: "holds", False: "does not hold", None: "not resolved"}[r1]
+
+    def figure() -> Any:
+        axes = plot_reward_curves(load_curves(results_dir("rl_rank", root=results)), runs)
+        return axes[0].figure
+
+    return Headline(
+        finding="5 · reinforcement learning",
+        claim="in policy-gradient RL even rank 1 matches FullFT",
+        measured=measured, status=status, notebook="05_rl",
+        experiments=("rl_rank", RL_CONFIRM.name), figure=figure,
+    )  # fmt: skip

@@ -20,7 +20,14 @@ import pandas as pd
 import torch
 
 from lora_lab.analysis import best_over_lr, load_curves, load_runs, optimal_lr
-from lora_lab.findings.common import Claim, contrast, gap, interior_text, verdict_columns
+from lora_lab.findings.common import (
+    Claim,
+    Headline,
+    contrast,
+    gap,
+    interior_text,
+    verdict_columns,
+)
 from lora_lab.lora import LoraConfig, inject_lora
 from lora_lab.lora.inject import count_lora_params
 from lora_lab.model import PRESETS, build_model
@@ -805,3 +812,36 @@ def multi_hop_claim(runs: pd.DataFrame) -> Claim:
     return Claim(CLAIM_MULTI_HOP, "circulating", "units differ",
                  "the claim gives no unit (probably accuracy); here attention-only's held-out "
                  f"loss relative to the others' (95 %): {measured}")  # fmt: skip
+
+
+def headlines(results: Any = None) -> list[Headline]:
+    """Finding 4 as two rows of the front page, all layers and MLP only, each against
+    attention-only at matched parameters (the large budget) and at the same rank, read on
+    the confirmation's fresh seeds (the search's when none shipped), ``instruct``."""
+    confirm = load_confirm(results)
+    runs = confirm if confirm is not None else load_runs(
+        results_dir(TARGETING_INSTRUCT.name, root=results))  # fmt: skip
+    c = placement_contrasts(runs).set_index(["budget", "contrast"])
+    search = load_runs(results_dir(TARGETING_INSTRUCT.name, root=results))
+    rows = []
+    for placement, contrast_name, word in (("all layers", "attn - all", "all"),
+                                           ("MLP only", "attn - mlp", "mlp")):  # fmt: skip
+        picked = [c.loc[(b, contrast_name)] for b in ("large", "same rank")]
+        beats = [r.verdict == "attn worse" for r in picked]
+        loses = [r.verdict == "attn better" for r in picked]
+        status = ("holds" if all(beats) else "does not hold" if any(loses)
+                  else "not resolved")  # fmt: skip
+        measured = (
+            f"attention-only minus {word}, held-out loss on `instruct`: "
+            + "; ".join(f"{b} ({r.labels}) {r.difference:+.3f} [{r.lo:+.3f}, {r.hi:+.3f}] nats"
+                        for b, r in zip(("matched parameters", "same rank"), picked))  # fmt: skip
+            + f" (95 %, {int(picked[0].seeds)} seeds; > 0: attention-only is worse)"
+        )
+        rows.append(Headline(
+            finding=f"4 · layer targeting ({placement})",
+            claim=f"LoRA on {placement} beats attention-only LoRA, even at matched parameters",
+            measured=measured, status=status, notebook="04_layer_targeting",
+            experiments=(TARGETING_INSTRUCT.name, TARGETING_INSTRUCT_CONFIRM.name),
+            figure=lambda: plot_placements(placement_table(search)),
+        ))  # fmt: skip
+    return rows
