@@ -29,6 +29,7 @@ import torch
 from lora_lab.analysis import load_curves, load_runs, optimal_lr, seed_mean
 from lora_lab.findings.capacity import capacity_table
 from lora_lab.findings.common import (
+    Headline,
     best_lrs,
     contrast,
     gap_change,
@@ -204,34 +205,52 @@ def information_table(runs: pd.DataFrame | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def gap_table(runs: pd.DataFrame) -> pd.DataFrame:
+def load_confirm(root: Any = None) -> pd.DataFrame | None:
+    """``dpo_capacity_confirm``: each condition at the LR the search chose, on fresh seeds
+    (None where it has not been run)."""
+    from lora_lab.sweeps.store import ResultStore
+
+    if not ResultStore(results_dir(DPO_CONFIRM.name, root=root)).scan(warn=False)[0]:
+        return None
+    return load(root, DPO_CONFIRM.name)
+
+
+def gap_table(runs: pd.DataFrame, confirm: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per data size and adapter: held-out DPO loss minus FullFT's, each at its best LR,
     seeds paired, as one of the four verdicts (margin :func:`margin_for`); the same for
     held-out preference accuracy (margin ACCURACY_MARGIN); and the best-LR ratio to FullFT
-    with the 95 % interval that carries both optima's locations."""
+    with the 95 % interval that carries both optima's locations.
+
+    With ``confirm`` (fresh seeds at the LRs the search chose) the verdicts are read on
+    those seeds only: an LR picked on the seeds it is judged on flatters its condition.
+    The margins, LR ratios and interior flags stay the search's."""
     best = optima(runs).set_index(["facts", "label"])
     rows = []
     for facts in sorted(runs.facts.unique()):
         margin = margin_for(runs, facts)
         sub = runs[runs.facts == facts]
+        judged = sub if confirm is None else confirm[confirm.facts == facts]
         full = {"label": "FullFT"}
         for label in _order(sub.label):
             if label == "FullFT":
                 continue
             me = {"label": label}
-            loss = contrast(sub, me, full, "final_loss", margin, "LoRA", units="nats")
-            acc = contrast(sub, me, full, "preference_accuracy", ACCURACY_MARGIN, "LoRA",
+            loss = contrast(judged, me, full, "final_loss", margin, "LoRA", units="nats")
+            acc = contrast(judged, me, full, "preference_accuracy", ACCURACY_MARGIN, "LoRA",
                            higher_is_better=True, units="accuracy")  # fmt: skip
             ratio = lr_ratio(sub, me, full)
             b, f = best.loc[(facts, label)], best.loc[(facts, "FullFT")]
-            at = sub[(sub.label == label) & np.isclose(sub.lr, b.best_lr)]
+            at = judged[(judged.label == label) & np.isclose(judged.lr, b.best_lr)]
+            if at.empty:
+                raise ValueError(f"{label} at N = {facts}: the confirmation has no run at the "
+                                 f"search's best LR {b.best_lr:.3g}")  # fmt: skip
             rows.append({"facts": int(facts), "label": label, **verdict_columns(loss),
                          "accuracy_minus_fullft": acc.estimate.value,
                          "accuracy_verdict": acc.word, "accuracy_verdict_text": acc.text,
                          "preference_accuracy": at.preference_accuracy.mean(),
                          "lr_ratio": ratio.value, "lr_ratio_lo": ratio.lo,
                          "lr_ratio_hi": ratio.hi, "lr_ratio_text": ratio_text(ratio),
-                         "interior": bool(b.interior and f.interior),
+                         "interior": bool(b.interior and f.interior), "seeds": len(at),
                          "trainable_params": int(at.trainable_params.iloc[0])})  # fmt: skip
     return pd.DataFrame(rows)
 
@@ -271,11 +290,14 @@ def capacity_test(gaps: pd.DataFrame, label: str = "r=1") -> str:
     return "reversed: rank 1 falls behind inside its capacity but not beyond it"
 
 
-def gap_growth(runs: pd.DataFrame, label: str = "r=1") -> Verdict:
+def gap_growth(runs: pd.DataFrame, label: str = "r=1",
+               confirm: pd.DataFrame | None = None) -> Verdict:  # fmt: skip
     """How much ``label``'s held-out loss gap to FullFT grows from N = 64 to N = 1000
-    (seeds paired across all four conditions): "LoRA worse" means the gap grew."""
+    (seeds paired across all four conditions; on ``confirm``'s fresh seeds when given):
+    "LoRA worse" means the gap grew."""
     big, small = SIZES["beyond"], SIZES["inside"]
-    return gap_change(runs, ({"facts": big, "label": label}, {"facts": big, "label": "FullFT"}),
+    return gap_change(runs if confirm is None else confirm,
+                      ({"facts": big, "label": label}, {"facts": big, "label": "FullFT"}),
                       ({"facts": small, "label": label}, {"facts": small, "label": "FullFT"}),
                       subject="LoRA", units="nats")  # fmt: skip
 
@@ -566,9 +588,12 @@ def summary(results: Any = None) -> str:
     except FileNotFoundError:
         return ("**Preferences (DPO, notebook 09).** The `dpo_capacity` sweep has not been run "
                 "yet: `lora-lab sweep dpo_capacity`.")  # fmt: skip
-    gaps = gap_table(runs)
+    confirm = load_confirm(results)
+    gaps = gap_table(runs, confirm)
     best = optima(runs)
     info = information_table().set_index("facts")
+    judged = (f"verdicts on {confirm.seed.nunique()} fresh seeds at the chosen LRs"
+              if confirm is not None else f"{int(best.seeds.min())} seeds")  # fmt: skip
     parts = []
     for facts in sorted(gaps.facts.unique()):
         g = gaps[gaps.facts == facts]
@@ -582,17 +607,59 @@ def summary(results: Any = None) -> str:
                        for r in gaps.itertuples())  # fmt: skip
     memory = memory_formula()
     r1 = memory.set_index("label").loc["r=1"]
-    n_runs, hours = len(runs), runs.wall_time_s.sum() / 3600
+    both = runs if confirm is None else pd.concat([runs, confirm])
+    n_runs, hours = len(both), both.wall_time_s.sum() / 3600
     return (
         f"**Preferences (DPO, notebook 09).** DPO (beta {DPO_BETA}) on `facts_prefs` from "
         f"`tiny`: FullFT vs LoRA r = 1, 4, 16 on all layers, {STEPS} steps x {PAIRS_PER_STEP} "
         f"pairs, each at its searched best LR ({interior_text(best)}), "
-        f"{int(best.seeds.min())} seeds, margin a tenth of FullFT's improvement over log 2. "
+        f"LR searched on {int(best.seeds.min())} seeds, {judged}, margin a tenth of FullFT's "
+        "improvement over log 2. "
         + "; ".join(parts) + ". "
         f"Capacity test (rank 1 keeps up inside its capacity, falls behind beyond it): "
         f"{capacity_test(gaps)}. Best-LR ratios to FullFT: {ratios}. Memory: LoRA's reference "
         f"is the model with adapters off (0 bytes), FullFT's a frozen copy; by formula at "
         f"Llama-3-8B (bf16 weights, fp32 Adam and master copy, activations excluded) FullFT "
         f"DPO holds {memory.gb.iloc[0]:.0f} GB and LoRA r=1 {r1.gb:.0f} GB "
-        f"({r1.fullft_over:.1f}x less). {n_runs} runs, {hours:.1f} CPU-hours."
+        f"({r1.fullft_over:.1f}x less). {n_runs} runs, {hours:.1f} CPU-hours"
+        + (f" (the search {runs.wall_time_s.sum() / 3600:.1f}, the confirmation "
+           f"{confirm.wall_time_s.sum() / 3600:.1f})." if confirm is not None else ".")
     )
+
+
+def headline(results: Any = None) -> Headline:
+    """The circulating DPO claim as one row of the front page: each rank's held-out DPO
+    loss gap to FullFT at both data sizes, on the confirmation's fresh seeds."""
+    runs, confirm = load(results), load_confirm(results)
+    gaps = gap_table(runs, confirm)
+    info = information_table().set_index("facts")
+    parts = []
+    for facts in sorted(gaps.facts.unique()):
+        g = gaps[gaps.facts == facts]
+        parts.append(
+            f"N = {facts} ({info.ranking_over_capacity[facts]:.1f}x rank 1's bits): "
+            + ", ".join(f"{r.label} {r.value:+.3f} [{r.lo:+.3f}, {r.hi:+.3f}]"
+                        for r in g.itertuples())
+        )  # fmt: skip
+    n = int(gaps.seeds.min())
+    fresh = "fresh " if confirm is not None else ""
+    measured = ("held-out DPO loss minus FullFT's (nats): " + "; ".join(parts)
+                + f" (95 %, {n}+ {fresh}seeds); capacity test: "
+                + capacity_test(gaps).split(":")[0])  # fmt: skip
+    words = gaps.verdict.map(keeps_up)
+    status = ("does not hold" if (words == False).any()  # noqa: E712 - three-valued
+              else "holds" if words.all() else "not resolved")  # fmt: skip
+    return Headline(
+        finding="5 · preferences (DPO)",
+        claim="LoRA matches FullFT in DPO on preference pairs, even at very low rank "
+        "(circulating)",
+        measured=measured, status=status, notebook="09_preferences",
+        experiments=("dpo_capacity", DPO_CONFIRM.name),
+        figure=lambda: _figure_of(plot_gaps(gaps)),
+    )  # fmt: skip
+
+
+def _figure_of(drawn: Any) -> Any:
+    """The Figure of what a plot function returned (an Axes, an array of them, a Figure)."""
+    first = drawn.flat[0] if hasattr(drawn, "flat") else drawn
+    return getattr(first, "figure", first)
