@@ -127,18 +127,78 @@ def reproduce(
         t0 = time.perf_counter()
         executed = execute_notebook(nb, out / nb.name, params, timeout, kernel=kernel)
         page = to_html(executed)
-        rows.append((nb.stem, page.name, time.perf_counter() - t0))
+        rows.append((nb, page.name, time.perf_counter() - t0))
         print(f"{nb.name}: {rows[-1][2]:.0f} s")
-    items = "\n".join(
-        f'<li><a href="{html.escape(p)}">{html.escape(n)}</a> ({t:.0f} s)</li>' for n, p, t in rows
-    )
     index = out / "index.html"
-    mode = "quick (ci preset)" if quick else "full"
-    index.write_text(
-        '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>lora_lab notebooks</title>'
-        f"</head><body><h1>lora_lab notebooks — {mode}</h1>"
-        f"<p>executed {time.strftime('%Y-%m-%d %H:%M')}</p><ul>{items}</ul>"
-        "</body></html>\n",
-        encoding="utf-8",
-    )
+    index.write_text(front_page(rows, out, quick), encoding="utf-8")
     return index
+
+
+STATUS_COLOURS = {"holds": "#1a7f37", "does not hold": "#b42318", "not resolved": "#8a6d00",
+                  "not testable in this design": "#555", "units differ": "#555"}  # fmt: skip
+
+
+def _title(path: Path) -> str:
+    """A notebook's first heading (its title), or its file name."""
+    import json
+
+    try:
+        cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    except (OSError, ValueError, KeyError):
+        return path.stem
+    for cell in cells:
+        if cell.get("cell_type") == "markdown":
+            for line in "".join(cell.get("source", "")).splitlines():
+                if line.startswith("#"):
+                    return line.lstrip("#").strip()
+    return path.stem
+
+
+def front_page(rows: list[tuple[Path, str, float]], out: Path, quick: bool) -> str:
+    """``index.html``: per notebook its title, runtime and links, the headline verdicts of
+    its finding(s) computed from the shipped records, and one figure. A missing record
+    leaves that notebook's verdicts out with a note, never the page."""
+    try:
+        from lora_lab.findings import headlines, write_figures
+
+        found = headlines()
+        figures = {p.stem: p.name for p in write_figures(out / "figures", found)}
+        problem = ""
+    except (FileNotFoundError, ValueError, KeyError) as e:  # records missing or partial
+        found, figures, problem = [], {}, f"{type(e).__name__}: {e}"
+    e = html.escape
+    sections = []
+    for nb, page, seconds in rows:
+        mine = [h for h in found if h.notebook == nb.stem]
+        verdicts = "".join(
+            f'<tr><td>{e(h.finding)}</td><td>{e(h.claim)}</td><td>{e(h.measured)}</td>'
+            f'<td style="color:{STATUS_COLOURS.get(h.status, "#000")};font-weight:bold">'
+            f"{e(h.status)}</td></tr>" for h in mine
+        )
+        table = (f"<table><tr><th>finding</th><th>the claim</th><th>measured</th>"
+                 f"<th>verdict</th></tr>{verdicts}</table>" if mine else "")  # fmt: skip
+        figure = (f'<img src="figures/{e(figures[nb.stem])}" alt="{e(nb.stem)}">'
+                  if nb.stem in figures else "")  # fmt: skip
+        sections.append(
+            f'<section><h2><a href="{e(page)}">{e(_title(nb))}</a></h2>'
+            f'<p class="meta">{e(nb.name)} · executed in {seconds:.0f} s · '
+            f'<a href="{e(page)}">page</a> · <a href="{e(nb.name)}">notebook</a></p>'
+            f"{table}{figure}</section>"
+        )
+    mode = "quick (ci preset: small live runs; verdicts and figures from the shipped records)" \
+        if quick else "full"  # fmt: skip
+    note = f'<p class="meta">verdicts unavailable: {e(problem)}</p>' if problem else ""
+    return (
+        '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>lora_lab: what LoRA '
+        "matches</title><style>body{font-family:system-ui,sans-serif;max-width:1100px;"
+        "margin:2em auto;padding:0 1em;color:#222}table{border-collapse:collapse;margin:.5em 0}"
+        "td,th{border:1px solid #ccc;padding:.35em .5em;vertical-align:top;font-size:.9em}"
+        "th{background:#f4f4f4}img{max-width:100%;border:1px solid #eee}.meta{color:#666;"
+        "font-size:.9em}section{margin-bottom:2.5em}</style></head><body>"
+        "<h1>lora_lab: when does LoRA match full fine-tuning?</h1>"
+        f'<p class="meta">The findings of <em>LoRA Without Regret</em> (Schulman et al., 2025) '
+        f"measured on compact transformers; {e(mode)}; executed "
+        f"{time.strftime('%Y-%m-%d %H:%M')}. Verdicts: holds, does not hold, not resolved, "
+        "not testable in this design; every interval is 95 %.</p>"
+        f"{note}{''.join(sections)}</body></html>\n"
+    )

@@ -205,9 +205,32 @@ print(json.dumps({"data": str(p.data_dir()), "records": len(records), "notebooks
     assert got["writes_to"].startswith(str(tmp_path / "cache" / "lora_lab"))
 
 
-def test_readme_findings_section_is_generated_from_the_records():
-    """README's numbers are computed from the shipped records, never typed: the section
-    between the markers must equal `lora-lab summary` (regenerate with --write README.md)."""
-    from lora_lab.findings import readme_summary, summary_markdown
+def test_readme_findings_table_docs_and_figures_are_generated_from_the_records():
+    """README's findings section (a table and one figure per finding), docs/findings.md and
+    the figures are computed from the shipped records, never typed: regenerate them with
+    `lora-lab summary --write README.md`. Each figure carries the digest of the records
+    it was drawn from, so a figure older than its records fails here."""
+    from PIL import Image
 
-    assert readme_summary(ROOT / "README.md") == summary_markdown().strip()
+    from lora_lab.findings import (
+        DETAILS,
+        FIGURES,
+        details_markdown,
+        figure_name,
+        headlines,
+        readme_summary,
+        records_digest,
+        summary_markdown,
+    )
+
+    rows = headlines()
+    assert {h.status for h in rows} <= {"holds", "does not hold", "not resolved",
+                                        "not testable in this design"}  # fmt: skip
+    assert readme_summary(ROOT / "README.md") == summary_markdown(rows).strip()
+    assert (ROOT / DETAILS).read_text() == details_markdown()
+    for h in rows:
+        path = ROOT / FIGURES / figure_name(h)
+        assert path.exists(), path
+        if h is next(r for r in rows if r.notebook == h.notebook):
+            stamp = Image.open(path).text.get("Source", "")
+            assert stamp == f"lora_lab {records_digest(h)}", (path.name, "stale: regenerate")
