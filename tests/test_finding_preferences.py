@@ -48,6 +48,40 @@ def test_gap_verdicts_follow_their_intervals(runs):
         assert prefs.margin_for(runs, facts) == pytest.approx(prefs.MARGIN_FRACTION * gain)
 
 
+def test_the_confirmation_reruns_the_search_optima_on_fresh_seeds(runs):
+    """dpo_capacity_confirm's LRs are the search's optima (a stale chosen LR fails here),
+    its seeds are fresh, it is complete, and the verdicts read on it follow their intervals."""
+    from lora_lab.findings.preferences import DPO_CONFIRM
+
+    best = prefs.optima(runs)
+    chosen = {cond: lr for cond, lrs in _confirmed_lrs().items() for lr in lrs}
+    for b in best.itertuples():
+        assert chosen[(int(b.facts), b.label)] == pytest.approx(b.best_lr, rel=1e-6), b
+    specs = DPO_CONFIRM.specs("full")
+    assert not {s.seed for s in specs} & set(runs.seed)
+    done = set(ResultStore(results_dir(DPO_CONFIRM.name)).scan()[0])
+    assert {s.key for s in specs} <= done, "the confirmation sweep is not complete"
+    confirm = prefs.load_confirm()
+    gaps = prefs.gap_table(runs, confirm)
+    assert (gaps.seeds >= 7).all()
+    for g in gaps.itertuples():
+        assert g.lo <= g.value <= g.hi
+        if g.lo > 0:
+            assert g.verdict == "LoRA worse"
+        elif g.hi < 0:
+            assert g.verdict == "LoRA better"
+
+
+def _confirmed_lrs() -> dict:
+    """(facts, label) -> the LRs the confirmation runs, read back from its specs."""
+    from lora_lab.findings.preferences import DPO_CONFIRM, condition
+
+    out: dict = {}
+    for spec in DPO_CONFIRM.specs("full"):
+        out.setdefault(condition(spec), set()).add(spec.lr)
+    return out
+
+
 @pytest.mark.parametrize(
     "inside, beyond, outcome",
     [("equivalent within ±0.01", "LoRA worse", "holds"),
