@@ -114,9 +114,11 @@ def cmd_info(args: argparse.Namespace) -> int:
     from lora_lab.paths import base_path, results_root
     from lora_lab.sweeps.experiment import results_dir
     from lora_lab.sweeps.store import ResultStore
-    from lora_lab.threads import choose_threads
+    from lora_lab.threads import apply_default_threads, choose_threads
     from lora_lab.training.pretrain import available_bases
     from lora_lab.training.warm_start import WARM_STARTS
+
+    apply_default_threads()  # report the count work here would use, not torch's default
 
     shipped = set(available_bases())
     presets = {}

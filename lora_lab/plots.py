@@ -54,23 +54,21 @@ def line_styles(labels: Sequence[str]) -> dict[str, dict]:
 
 def legend_outside(ax, **kw) -> None:
     """The legend beside the data, never over it: right of ``ax`` when ``ax`` is in its
-    figure's rightmost column, else at the figure's right edge (a legend right of a left
-    panel would cover its neighbour). Every figure and live panel places legends here."""
+    figure's rightmost column, else below it (a legend right of a left panel would cover
+    its neighbour). Every figure and live panel places its legends here."""
     kw.pop("loc", None)
     kw.pop("bbox_to_anchor", None)
     kw.setdefault("fontsize", 8)
     kw.setdefault("frameon", True)
-    handles, labels = ax.get_legend_handles_labels()
+    handles, _ = ax.get_legend_handles_labels()
     if not handles:
         return
     spec = ax.get_subplotspec() if hasattr(ax, "get_subplotspec") else None
     if spec is None or spec.colspan.stop == spec.get_gridspec().ncols:
         ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, **kw)
-    else:  # stacked under any figure legend already there
-        shown = [[t.get_text() for t in leg.get_texts()] for leg in ax.figure.legends]
-        if labels not in shown:
-            y = 0.98 - 0.5 * len(shown)
-            ax.figure.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0, y), **kw)
+    else:
+        kw.setdefault("ncol", min(3, len(handles)))
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), borderaxespad=0.0, **kw)
 
 
 def _draw(ax, x, y, style: dict, label: str, **kw) -> None:

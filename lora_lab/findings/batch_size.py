@@ -940,9 +940,7 @@ def plot_gaps_by_design(gaps: dict[str, pd.DataFrame], titles: dict[str, str] | 
         if ax.get_legend() is not None:
             ax.get_legend().remove()
         ax.set_xlabel("batch size (log2; fixed examples)")
-    for legend in list(fig.legends):  # one legend for the row, right of its last panel
-        legend.remove()
-    legend_outside(axes[0][-1])
+    legend_outside(axes[0][-1])  # one legend for the row, right of its last panel
     fig.tight_layout()
     return fig
 
