@@ -7,12 +7,14 @@ results for the plots); without ``--quick`` notebooks run their full preset.
 from __future__ import annotations
 
 import html
+import json
 import os
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
+from lora_lab.findings import headlines, write_figures
 from lora_lab.paths import notebooks_dir
 
 
@@ -140,8 +142,6 @@ STATUS_COLOURS = {"holds": "#1a7f37", "does not hold": "#b42318", "not resolved"
 
 def _title(path: Path) -> str:
     """A notebook's first heading (its title), or its file name."""
-    import json
-
     try:
         cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
     except (OSError, ValueError, KeyError):
@@ -159,8 +159,6 @@ def front_page(rows: list[tuple[Path, str, float]], out: Path, quick: bool) -> s
     its finding(s) computed from the shipped records, and one figure. A missing record
     leaves that notebook's verdicts out with a note, never the page."""
     try:
-        from lora_lab.findings import headlines, write_figures
-
         found = headlines()
         figures = {p.stem: p.name for p in write_figures(out / "figures", found)}
         problem = ""

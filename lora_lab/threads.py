@@ -23,7 +23,10 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from pathlib import Path
+
+import torch
 
 ENV_VARS = ("LORA_LAB_THREADS", "OMP_NUM_THREADS")
 HUB_VARS = ("JUPYTERHUB_USER", "JUPYTERHUB_API_TOKEN")
@@ -94,8 +97,6 @@ def choose_threads(explicit: int | None = None) -> tuple[int, str]:
 def configure_threads(explicit: int | None = None) -> int:
     """Set torch's intra-op thread count by the rule above and return it. An explicit call
     wins for the rest of the process: :func:`apply_default_threads` then does nothing."""
-    import torch
-
     n, _ = choose_threads(explicit)
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
@@ -107,15 +108,11 @@ def apply_default_threads() -> int:
     """Apply the rule once per process, where lora_lab starts work; later calls, and calls
     after :func:`configure_threads`, leave torch as it is. A malformed environment variable
     warns and falls back to 1 thread rather than stopping the work."""
-    import torch
-
     if _state["applied"]:
         return torch.get_num_threads()
     try:
         return configure_threads()
     except ValueError as bad:
-        import warnings
-
         warnings.warn(f"{bad}; using 1 thread", stacklevel=2)
         return configure_threads(1)
 
@@ -123,8 +120,6 @@ def apply_default_threads() -> int:
 def set_threads(n: int) -> None:
     """Set torch's thread count for lora_lab's own work (a sweep worker, a rerun) and mark
     the rule applied, so :func:`apply_default_threads` never overrides it."""
-    import torch
-
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
     _state["applied"] = True

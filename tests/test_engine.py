@@ -567,13 +567,20 @@ def test_no_import_cycles():
             visit(m, [m])
 
 
-# optional (ray, peft) or slow to import (notebook and widget machinery)
-LAZY_OK = ("ray", "peft", "papermill", "nbconvert", "IPython", "ipywidgets", "matplotlib")
+# optional (ray, peft) or slow to import (notebook and widget machinery, pandas: lora_lab
+# loads in torch's time and a result brings pandas)
+LAZY_OK = ("ray", "peft", "papermill", "nbconvert", "IPython", "ipywidgets", "matplotlib",
+           "pandas", "jupyter", "nbformat")  # fmt: skip
+# modules that import inside functions by design: the command line answers --help before
+# torch loads; the setup doctor imports what it checks inside each check, so a broken
+# install prints a [FAIL] line instead of a traceback
+LAZY_MODULES = ("lora_lab.cli.", "lora_lab.doctor.")
 
 
 def test_imports_inside_functions_are_only_optional_or_slow_dependencies():
     _, nested = _imports()
-    wrong = [n for n in nested if not n.split(": ")[1].startswith(LAZY_OK)]
+    wrong = [n for n in nested if not n.split(": ")[1].startswith(LAZY_OK)
+             and not n.startswith(LAZY_MODULES)]  # fmt: skip
     assert not wrong, wrong
 
 

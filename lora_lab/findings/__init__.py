@@ -24,7 +24,8 @@ from lora_lab.findings import (
     targeting,
 )
 from lora_lab.findings.common import Headline
-from lora_lab.sweeps.experiment import Experiment
+from lora_lab.paths import benchmark_record
+from lora_lab.sweeps.experiment import Experiment, results_dir
 
 FINDINGS: tuple[ModuleType, ...] = (
     demo,
@@ -81,9 +82,6 @@ def figure_name(headline: Headline) -> str:
 def records_digest(headline: Headline, results: Any = None) -> str:
     """A short hash of the records a headline reads (every record file of its experiments,
     or the benchmark record), stamped into its figure so a test can tell a stale one."""
-    from lora_lab.paths import benchmark_record
-    from lora_lab.sweeps.experiment import results_dir
-
     h = hashlib.sha256()
     files = [benchmark_record()] if not headline.experiments else sorted(
         p for name in headline.experiments for p in results_dir(name, root=results).glob("*.json")

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from lora_lab.analysis import pointwise_min_curves
+from lora_lab.plots import line_styles
 from lora_lab.stats import (
     Estimate,
     Verdict,
@@ -253,8 +254,6 @@ def sweep_curve_overlay(
     dash (:func:`lora_lab.plots.line_styles`, ``reference`` black), thin and translucent
     so the live run, drawn over them thick and solid, stays the eye's first stop.
     ``labels`` keeps only those curves (a panel shows the ones its controls can reach)."""
-    from lora_lab.plots import line_styles
-
     best = pointwise_min_curves(curves, ["label"])
     if labels is not None:
         best = best[best.label.isin(labels)]

@@ -23,10 +23,12 @@ from lora_lab.analysis import (
     lr_ratio,
     optimal_lr,
     ratio_by_budget,
+    seed_mean,
 )
 from lora_lab.findings.common import Headline, interior_text, ratio_text
 from lora_lab.lora import LoraConfig, inject_lora, lora_layers
 from lora_lab.model import PRESETS
+from lora_lab.plots import plot_lr_curves
 from lora_lab.stats import Estimate, optimum_location, optimum_ratio
 from lora_lab.sweeps.experiment import (
     Experiment,
@@ -443,9 +445,6 @@ def summary(results: Any = None) -> str:
 def headline(results: Any = None) -> Headline:
     """Finding 2 as one row of the front page: the LR ratio on the confirmation's seeds
     (the search's where no confirmation ran), from the ``lr_rule`` records."""
-    from lora_lab.analysis import seed_mean
-    from lora_lab.plots import plot_lr_curves
-
     runs = load_runs(results_dir("lr_rule", root=results))
     confirm = load_confirm(results)
     if confirm is not None:

@@ -24,7 +24,7 @@ from lora_lab.findings.common import Headline, best_lrs, lr_ratio, optimum_slope
 from lora_lab.findings.learning_rate import LR_RULE, LR_WIDTH, width_table
 from lora_lab.lora import LoraConfig, inject_lora, lora_layers
 from lora_lab.model import PRESETS
-from lora_lab.plots import legend_outside
+from lora_lab.plots import legend_outside, line_styles, set_style
 from lora_lab.stats import Estimate
 from lora_lab.sweeps.experiment import Experiment, grid, lr_grid, results_dir
 from lora_lab.sweeps.lr_search import LRSearch
@@ -656,8 +656,6 @@ def plot_ratio_vs_steps(ltab: pd.DataFrame, ax: Any = None) -> Any:
     """Each rank's best-LR ratio to FullFT against run length (log-log), point estimates
     joined, with the post's ~10x and ~15x marked."""
     import matplotlib.pyplot as plt
-
-    from lora_lab.plots import line_styles, set_style
 
     set_style()
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(7, 4.2))

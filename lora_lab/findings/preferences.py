@@ -45,6 +45,7 @@ from lora_lab.plots import legend_outside, plot_learning_curves, plot_lr_curves,
 from lora_lab.stats import Verdict
 from lora_lab.sweeps.experiment import Experiment, confirmation, grid, lr_grid, results_dir
 from lora_lab.sweeps.lr_search import LRSearch
+from lora_lab.sweeps.store import ResultStore
 from lora_lab.tasks import make_task
 from lora_lab.tasks.base import SFTDataset
 from lora_lab.training.dpo import (
@@ -208,8 +209,6 @@ def information_table(runs: pd.DataFrame | None = None) -> pd.DataFrame:
 def load_confirm(root: Any = None) -> pd.DataFrame | None:
     """``dpo_capacity_confirm``: each condition at the LR the search chose, on fresh seeds
     (None where it has not been run)."""
-    from lora_lab.sweeps.store import ResultStore
-
     if not ResultStore(results_dir(DPO_CONFIRM.name, root=root)).scan(warn=False)[0]:
         return None
     return load(root, DPO_CONFIRM.name)
