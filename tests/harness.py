@@ -42,7 +42,7 @@ _EVIDENCE = re.compile(r"\[|unbounded|inside ±|margin ±")
 def verdict_problems(text: str, window: int = 250) -> list[str]:
     """Places in ``text`` where "same" is used as a verdict, or a verdict word (better,
     worse, equivalent within, not resolved) has no interval or margin within ``window``
-    characters after it."""
+    characters after it (or, in a Markdown table row, anywhere in that row)."""
     problems = []
     for m in re.finditer(r"\bsame\b", text, re.IGNORECASE):
         if not _SAME_AS_DESIGN.match(text, m.start()):
@@ -50,6 +50,10 @@ def verdict_problems(text: str, window: int = 250) -> list[str]:
                 f"'same' as a verdict: ...{text[max(0, m.start() - 60) : m.end() + 40]!r}"
             )
     for m in _VERDICT.finditer(text):
+        start, end = text.rfind("\n", 0, m.start()) + 1, text.find("\n", m.end())
+        line = text[start:] if end < 0 else text[start:end]
+        if line.startswith("|") and _EVIDENCE.search(line):
+            continue  # a table row: its interval sits in another cell of the same row
         if not _EVIDENCE.search(text, m.end(), m.end() + window):
             problems.append(
                 f"verdict without interval: ...{text[max(0, m.start() - 80) : m.end() + 60]!r}"

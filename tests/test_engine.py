@@ -337,6 +337,7 @@ def _finals(folder: Path) -> dict[str, float]:
     return {k: r["result"]["final"]["eval_loss"] for k, r in records.items()}
 
 
+@pytest.mark.slow
 def test_process_pool_and_local_ray_give_identical_records(tmp_path):
     """The executor contract: workers return records, the driver writes them, so where a run
     happened does not change it. CI installs the ray extra, so this runs there."""
@@ -351,6 +352,7 @@ def test_process_pool_and_local_ray_give_identical_records(tmp_path):
     assert a == b  # bit-identical final losses
 
 
+@pytest.mark.slow
 def test_serial_executor_matches_the_process_pool(tmp_path):
     exp = get_experiment("demo")
     serial = run_sweep(exp, "ci", root=tmp_path / "s", progress=False, executor="serial")

@@ -37,6 +37,7 @@ def _children(pid: int) -> set[int]:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
 def test_no_process_of_a_sweep_survives_its_killed_driver(tmp_path):
     driver = subprocess.Popen([*CLI, "sweep", "demo", "--jobs", "2", "--out", str(tmp_path)],
@@ -63,6 +64,7 @@ def test_a_worker_exits_on_sigterm(tmp_path):
     assert worker.wait(timeout=5) == 128 + signal.SIGTERM
 
 
+@pytest.mark.slow
 def test_two_drivers_on_one_store_run_each_run_once(tmp_path):
     """Started together on one folder, two drivers split the runs between them."""
     script = ("import sys; from lora_lab.findings.demo import DEMO; "
@@ -254,6 +256,7 @@ def test_the_cli_tells_user_errors_from_bugs(monkeypatch, capsys):
         cli.main(["experiments"])
 
 
+@pytest.mark.slow
 def test_verify_reruns_records_and_compares_with_the_seed_spread(tmp_path):
     from lora_lab.sweeps.verify import verify_records
 

@@ -73,6 +73,7 @@ def test_grid_helpers():
         exp.specs("huge")
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_loses_nothing_and_repeats_nothing(tmp_path):
     exp = get_experiment("demo")
     total = len(exp.specs("full"))

@@ -122,6 +122,7 @@ def test_panel_counts_before_training_and_run_draws_relative_costs():
     assert not panel.button.disabled
 
 
+@pytest.mark.slow
 def test_summary_and_targets_read_a_record(tmp_path):
     import json
 

@@ -96,6 +96,7 @@ def test_rank_invariance_as_the_notebook_states_it(runs):
     assert o["r=4"] < o["r=16"] < o["r=64"], o
 
 
+@pytest.mark.slow
 def test_one_shipped_run_reproduces():
     """Re-run the cheapest shipped spec and compare its final loss with the record."""
     records = ResultStore(FOLDER).scan()[0]

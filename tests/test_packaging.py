@@ -122,6 +122,7 @@ def test_console_script_declared():
     assert meta["scripts"]["lora-lab"] == "lora_lab.cli:main"
 
 
+@pytest.mark.slow
 def test_cli_info_runs():
     out = subprocess.run(
         [sys.executable, "-m", "lora_lab.cli", "info"], capture_output=True, text=True, check=True
@@ -205,6 +206,7 @@ print(json.dumps({"data": str(p.data_dir()), "records": len(records), "notebooks
     assert got["writes_to"].startswith(str(tmp_path / "cache" / "lora_lab"))
 
 
+@pytest.mark.slow
 def test_readme_findings_table_docs_and_figures_are_generated_from_the_records():
     """README's findings section (a table and one figure per finding), docs/findings.md and
     the figures are computed from the shipped records, never typed: regenerate them with
