@@ -140,18 +140,23 @@ STATUS_COLOURS = {"holds": "#1a7f37", "does not hold": "#b42318", "not resolved"
                   "not testable in this design": "#555", "units differ": "#555"}  # fmt: skip
 
 
-def _title(path: Path) -> str:
-    """A notebook's first heading (its title), or its file name."""
+def _title_and_lead(path: Path, limit: int = 320) -> tuple[str, str]:
+    """A notebook's first heading (its title) and the paragraph after it (its lead, cut at
+    ``limit`` characters), or its file name and nothing."""
     try:
         cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
     except (OSError, ValueError, KeyError):
-        return path.stem
+        return path.stem, ""
     for cell in cells:
-        if cell.get("cell_type") == "markdown":
-            for line in "".join(cell.get("source", "")).splitlines():
-                if line.startswith("#"):
-                    return line.lstrip("#").strip()
-    return path.stem
+        if cell.get("cell_type") != "markdown":
+            continue
+        text = "".join(cell.get("source", "")).strip()
+        if text.startswith("#"):
+            title, _, rest = text.partition("\n")
+            lead = " ".join(rest.strip().split("\n\n")[0].split())
+            lead = lead.replace("*", "").replace("`", "")  # Markdown emphasis, as plain text
+            return title.lstrip("#").strip(), lead[:limit] + ("…" if len(lead) > limit else "")
+    return path.stem, ""
 
 
 def front_page(rows: list[tuple[Path, str, float]], out: Path, quick: bool) -> str:
@@ -177,11 +182,12 @@ def front_page(rows: list[tuple[Path, str, float]], out: Path, quick: bool) -> s
                  f"<th>verdict</th></tr>{verdicts}</table>" if mine else "")  # fmt: skip
         figure = (f'<img src="figures/{e(figures[nb.stem])}" alt="{e(nb.stem)}">'
                   if nb.stem in figures else "")  # fmt: skip
+        title, lead = _title_and_lead(nb)
         sections.append(
-            f'<section><h2><a href="{e(page)}">{e(_title(nb))}</a></h2>'
+            f'<section><h2><a href="{e(page)}">{e(title)}</a></h2>'
             f'<p class="meta">{e(nb.name)} · executed in {seconds:.0f} s · '
             f'<a href="{e(page)}">page</a> · <a href="{e(nb.name)}">notebook</a></p>'
-            f"{table}{figure}</section>"
+            f"<p>{e(lead)}</p>{table}{figure}</section>"
         )
     mode = "quick (ci preset: small live runs; verdicts and figures from the shipped records)" \
         if quick else "full"  # fmt: skip
