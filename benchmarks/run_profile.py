@@ -39,6 +39,9 @@ specs = [s for s in exp.specs("full") if s.seed == 0]
 lora = [s for s in specs if s.is_lora] or specs
 lrs = sorted({s.lr for s in lora})
 spec = next(s for s in lora if s.lr == lrs[len(lrs) // 2])
+if sys.argv[2] != "as-shipped" and spec.is_lora:  # the same run with another LoRA layer
+    from lora_lab.sweeps.spec import RunSpec
+    spec = RunSpec.from_dict({**spec.to_dict(), "lora_layer": sys.argv[2]})
 
 spent = {"evaluations": 0.0}
 
@@ -74,6 +77,7 @@ with tempfile.TemporaryDirectory() as d:
     ResultStore(d).write(record["key"], record)
 t_record = time.perf_counter() - t
 print(json.dumps({"experiment": exp.name, "label": spec.label, "lr": spec.lr,
+                  "layer": spec.lora_layer,
                   "steps": record["result"]["final"].get("steps_done"),
                   "startup": t_import, "data": t_data, "base": t_base,
                   "steps_s": t_run - spent["evaluations"],
@@ -82,8 +86,8 @@ print(json.dumps({"experiment": exp.name, "label": spec.label, "lr": spec.lr,
 """
 
 
-def profile(name: str) -> dict:
-    out = subprocess.run([sys.executable, "-c", CHILD, name], capture_output=True, text=True,
+def profile(name: str, layer: str = "as-shipped") -> dict:
+    out = subprocess.run([sys.executable, "-c", CHILD, name, layer], capture_output=True, text=True,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})  # fmt: skip
     if out.returncode != 0:
         raise SystemExit(f"{name}: {out.stderr[-2000:]}")
@@ -93,15 +97,20 @@ def profile(name: str) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("experiments", nargs="+", help="shipped sweep names (lora-lab experiments)")
+    ap.add_argument("--layers", nargs="+", default=["as-shipped"],
+                    help="LoRA layer kinds to time each run with, side by side (e.g. reference "
+                    "fused); as-shipped keeps the sweep's own")  # fmt: skip
     args = ap.parse_args()
     parts = ("startup", "data", "base", "steps_s", "evaluations", "record")
-    print("| sweep | run | total s | " + " | ".join(p.removesuffix("_s") for p in parts) + " |")
-    print("|---|---|---|" + "---|" * len(parts))
+    print("| sweep | run | layer | total s | "
+          + " | ".join(p.removesuffix("_s") for p in parts) + " |")
+    print("|---|---|---|---|" + "---|" * len(parts))
     for name in args.experiments:
-        r = profile(name)
-        shares = " | ".join(f"{r[p]:.1f} ({r[p] / r['total']:.0%})" for p in parts)
-        print(f"| {name} | {r['label']} lr {r['lr']:.3g}, {r['steps']:.0f} steps | "
-              f"{r['total']:.1f} | {shares} |", flush=True)  # fmt: skip
+        for layer in args.layers:  # interleaved per sweep: both see the same machine state
+            r = profile(name, layer)
+            shares = " | ".join(f"{r[p]:.1f} ({r[p] / r['total']:.0%})" for p in parts)
+            print(f"| {name} | {r['label']} lr {r['lr']:.3g}, {r['steps']:.0f} steps | "
+                  f"{r['layer']} | {r['total']:.1f} | {shares} |", flush=True)  # fmt: skip
 
 
 if __name__ == "__main__":
