@@ -183,7 +183,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     """Rerun records and say whether their numbers come back."""
     from lora_lab.sweeps.verify import verify_records
 
-    table = verify_records(args.records)
+    table = verify_records(args.records, fast=args.fast)
     for r in table.itertuples():
         print(f"{r.outcome:<23} {r.label} lr {r.lr:.3g} seed {r.seed}: recorded {r.recorded:.6f}, "
               f"rerun {r.rerun:.6f} ({r.difference:+.2e}; seed spread {r.seed_spread:.2e}); "
@@ -414,6 +414,9 @@ def build_parser() -> argparse.ArgumentParser:
                 "within the seed spread, or not)")
     v.add_argument("records", nargs="+", metavar="RECORD",
                    help="record files (results/NAME/KEY.json) or whole results folders")
+    v.add_argument("--fast", action="store_true",
+                   help="rerun the fast way (LoRA through the fused layer): the numbers should "
+                   "land within the seed spread")  # fmt: skip
     v.set_defaults(func=cmd_verify)
 
     ls = _parser(sub, "experiments", "list experiments and how much of each is done")

@@ -93,6 +93,11 @@ class Experiment:
     eval_split: str = "test"
     lr_search: LRSearch | None = None  # searched grids start from their grid's LRs
     search_grids: tuple[str, ...] = ("full",)
+    # the LoRA layer of every LoRA spec that names none; None keeps RunSpec's default
+    # ("reference", which every sweep shipped before the fused layer ran on, so their keys
+    # stay put). A new experiment sets FAST_LORA_LAYER: same numbers up to float rounding,
+    # less wall time per LoRA run (lora_lab.sweeps.fast, benchmarks/sweep_speed.py).
+    lora_layer: str | None = None
 
     def __post_init__(self) -> None:
         for grid_name in self.grids:
@@ -124,6 +129,8 @@ class Experiment:
             if d.get("method", "full") == "full":
                 for k in LORA_ONLY_FIELDS:
                     d.pop(k, None)
+            elif self.lora_layer is not None:
+                d.setdefault("lora_layer", self.lora_layer)
             try:
                 spec = RunSpec.from_dict(d)
             except ValueError as e:
@@ -190,4 +197,5 @@ def confirmation(
         defaults=parent.defaults,
         eval_split=parent.eval_split,
         grids={"full": specs},
+        lora_layer=parent.lora_layer,
     )

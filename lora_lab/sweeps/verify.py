@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from lora_lab.sweeps.fast import fast_spec
 from lora_lab.sweeps.identity import CODE
 from lora_lab.sweeps.lr_search import condition_key
 from lora_lab.sweeps.spec import RunSpec
@@ -40,8 +41,11 @@ def seed_spread(folder: Path, spec: RunSpec) -> float:
     return float(np.std(losses, ddof=1)) if len(losses) > 1 else math.nan
 
 
-def verify_record(path: str | Path) -> dict:
-    """Rerun one record file and compare (see the module docstring)."""
+def verify_record(path: str | Path, fast: bool = False) -> dict:
+    """Rerun one record file and compare (see the module docstring). ``fast`` reruns it the
+    fast way (:func:`~lora_lab.sweeps.fast.fast_spec`: LoRA through the fused layer), which
+    should land within the seed spread, not within float noise: the fused layer rounds
+    differently, and the difference grows over a run's steps."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no record at {path}")
@@ -54,7 +58,7 @@ def verify_record(path: str | Path) -> dict:
     before = torch.get_num_threads()
     set_threads(int(prov.get("torch_threads") or before))
     try:
-        again = run_spec(spec)
+        again = run_spec(fast_spec(spec) if fast else spec)
     finally:
         set_threads(before)
     recorded = rec["result"]["final"]["eval_loss"]
@@ -71,18 +75,18 @@ def verify_record(path: str | Path) -> dict:
     return {
         "record": str(path), "label": spec.label, "lr": spec.lr, "seed": spec.seed,
         "recorded": recorded, "rerun": rerun, "difference": diff, "seed_spread": spread,
-        "outcome": outcome,
+        "outcome": outcome, "way": "fast" if fast else "as recorded",
         "code": "unknown (older record)" if source is None
         else ("same" if source == CODE.source_hash else "other"),
         "recorded_commit": prov.get("git_commit"),
     }  # fmt: skip
 
 
-def verify_records(paths: list[str | Path]) -> pd.DataFrame:
+def verify_records(paths: list[str | Path], fast: bool = False) -> pd.DataFrame:
     """:func:`verify_record` for each path (a folder stands for every record in it)."""
     files: list[Path] = []
     for p in map(Path, paths):
         files += sorted(p.glob("*.json")) if p.is_dir() else [p]
     if not files:
         raise FileNotFoundError(f"no records in {', '.join(map(str, paths))}")
-    return pd.DataFrame([verify_record(f) for f in files])
+    return pd.DataFrame([verify_record(f, fast=fast) for f in files])
