@@ -6,14 +6,17 @@
 Measures, in one run and one after the other (so ratios compare like with like):
 `tiny` at the sweeps' shape (32 sequences x 48 tokens, as `instruct`); the dense presets
 (pretrained shapes, random weights) at 32 x 128 tokens, r = 1, 8, 64; and the width scan
-(random-init 4-layer models, d = 64 ... 1024) at 8 x 128 tokens, r = 1, 8 (half the repeats:
-a d = 1024 step takes seconds).
+(random-init 4-layer models, d = 64 ... 1024) at 8 x 128 tokens, r = 1, 8 (as many repeats:
+with half, a single slow step at d = 128 once read as a 1.16x outlier).
 Each row: ms per optimizer step (forward + backward + AdamW, median), the ratio to FullFT's
 step, the counted FLOP ratio (FlopCounterMode), GFLOP/s and MFU against the machine's fp32
 matmul peak. Then the targets of issue 15 (``lora_lab.findings.compute.targets``): the fused
 layer within 0.10 of the FLOP ratio at every width >= 128 and r in {1, 8}, and >= 1.2x faster
-than PEFT. A benchmark, not a test: run it on an idle machine; it writes
-``data/benchmarks/step_time.json`` (with provenance) and prints Markdown.
+than PEFT; and issue 28's: within 0.05 of the *achievable limit* (``compute.achievable_ratio``:
+FullFT's matmul and attention time at the FLOP ratio plus the rest of its step plus LoRA's
+optimizer time, from profiles of both steps), the same cases. A benchmark, not a test: run
+it on an idle machine; it writes ``data/benchmarks/step_time.json`` (with provenance) and
+prints Markdown.
 """
 
 from __future__ import annotations
@@ -52,15 +55,16 @@ def measure(threads: list[int], repeats: int, quick: bool) -> dict:
         for configs, ranks, batch, seq, reps in (
             ({"tiny (sweep shape)": PRESETS["tiny"]}, (1, 8, 64), 32, 48, repeats),
             (presets, (1, 8, 64), 32, 128, repeats),
-            (width_configs(widths), (1, 8), 8, 128, max(3, repeats // 2)),
+            (width_configs(widths), (1, 8), 8, 128, repeats),
         ):
             t = time_table(configs, ranks=ranks, batch=batch, seq=seq, threads=n,
-                           repeats=reps, progress=True)  # fmt: skip
+                           repeats=reps, progress=True, limits=True)  # fmt: skip
             t["mfu"] = t.gflop_per_s / peaks[n]
             tables.append(t)
     return {
         "provenance": {**provenance(), "wall_time_s": round(time.perf_counter() - t0, 1)},
         "repeats": repeats,
+        "scan_repeats": repeats,
         "peak_gflops": peaks,
         "rows": pd.concat(tables).to_dict(orient="records"),
     }

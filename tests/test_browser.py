@@ -66,7 +66,7 @@ def _ci_copy(src: Path, dest: Path) -> None:
     dest.write_text(json.dumps(nb, indent=1))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def lab(tmp_path_factory):
     """A JupyterLab server on 127.0.0.1 with a token, serving ci copies of the notebooks."""
     root = tmp_path_factory.mktemp("lab")
@@ -105,7 +105,7 @@ def lab(tmp_path_factory):
                 why = (root / "server.log").read_text()
                 raise RuntimeError(f"JupyterLab did not start: {why}") from e
             time.sleep(0.5)
-    yield url, token
+    yield url, token, root
     server.terminate()
     try:  # shutting kernels down can outlast 30 s on a loaded machine: not what is tested
         server.wait(timeout=30)
@@ -115,7 +115,7 @@ def lab(tmp_path_factory):
     log.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def browser():
     with sync_playwright() as p:
         b = p.chromium.launch(
@@ -175,8 +175,8 @@ DOM_OUTPUTS = """() => {
 
 
 @pytest.mark.parametrize("notebook", [p.name for p in NOTEBOOKS])
-def test_notebook_runs_in_jupyterlab_in_a_real_browser(lab, browser, notebook):
-    url, token = lab
+def test_notebook_runs_in_jupyterlab_in_a_real_browser(lab, browser, notebook, executed_notebooks):
+    url, token, root = lab
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     blocked: list[str] = []
 
@@ -197,8 +197,8 @@ def test_notebook_runs_in_jupyterlab_in_a_real_browser(lab, browser, notebook):
         page.goto(f"{url}/lab/tree/{notebook}?reset&token={token}")
         page.wait_for_function(KERNEL_IDLE, timeout=120_000)
         page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
-        page.wait_for_timeout(2000)
-        page.wait_for_function(FINISHED, timeout=RUN_TIMEOUT_S * 1000, polling=1000)
+        page.wait_for_timeout(1000)  # the prompts turn to [*] first
+        page.wait_for_function(FINISHED, timeout=RUN_TIMEOUT_S * 1000, polling=250)
         model, dom = page.evaluate(MODEL_OUTPUTS), page.evaluate(DOM_OUTPUTS)
         assert not dom["errors"], f"{notebook}: error / stderr output:\n" + "\n---\n".join(
             dom["errors"]
@@ -207,12 +207,29 @@ def test_notebook_runs_in_jupyterlab_in_a_real_browser(lab, browser, notebook):
         assert "No renderer could be found" not in dom["text"]
         assert dom["images"] >= model["images"] > 0, (notebook, model, dom["images"])
         assert dom["widgets"] >= model["widgets"], (notebook, model, dom["widgets"])
+        executed_notebooks[Path(notebook).stem] = _save(page, root / notebook)
         _click_every_run_button(page, notebook)
         SHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SHOTS / f"{Path(notebook).stem}.png"), full_page=True)
     finally:
         context.close()
     assert not blocked, f"{notebook} asked for resources outside 127.0.0.1: {blocked[:5]}"
+
+
+SAVED = """() => {
+  const w = window.jupyterapp.shell.currentWidget;
+  return !w.context.model.dirty && !w.context.isDisposed;
+}"""
+
+
+def _save(page, path: Path) -> Path:
+    """Save the executed notebook from JupyterLab and keep a copy: the papermill tests of
+    this notebook read their records from it instead of executing it again."""
+    page.evaluate("window.jupyterapp.commands.execute('docmanager:save')")
+    page.wait_for_function(SAVED, timeout=60_000, polling=250)
+    copy = path.with_name(f"{path.stem}.executed.ipynb")
+    shutil.copyfile(path, copy)
+    return copy
 
 
 def _click_every_run_button(page, notebook: str) -> None:
@@ -230,7 +247,7 @@ def _click_every_run_button(page, notebook: str) -> None:
                  && !el.querySelector('button.jupyter-button:disabled')""",
             arg=[panel.element_handle(), before],
             timeout=PANEL_TIMEOUT_S * 1000,
-            polling=1000,
+            polling=250,
         )
         errors = panel.locator(".jp-OutputArea-output[data-mime-type*='stderr']")
         texts = [errors.nth(j).inner_text()[:1500] for j in range(errors.count())]

@@ -126,10 +126,22 @@ def test_panel_counts_before_training_and_run_draws_relative_costs():
 def test_summary_and_targets_read_a_record(tmp_path):
     import json
 
-    from lora_lab.findings.compute import benchmark_markdown, lora_cheaper_from, summary, targets
+    from lora_lab.findings.compute import (
+        benchmark_markdown,
+        limit_table,
+        lora_cheaper_from,
+        summary,
+        targets,
+    )
 
     times = time_table({"d=32": width_config(32, seq_len=8), "d=64": width_config(64, seq_len=8)},
-                       ranks=(1, 8), batch=1, seq=8, repeats=1)  # fmt: skip
+                       ranks=(1, 8), batch=1, seq=8, repeats=1, limits=True)  # fmt: skip
+    lora = times[times.method != "FullFT"]
+    assert lora.limit_ratio.notna().all() and (lora.limit_ratio > 0).all()
+    assert times[times.method == "FullFT"].limit_ratio.isna().all()
+    limits = limit_table(times)
+    assert len(limits) == 4 and limits.met.isna().all()  # widths < 128 are not judged
+    assert (limits.fused_to_limit == limits["LoRA (fused)"] - limits.limit_ratio).all()
     times["mfu"] = 0.1
     prov = {"torch_version": "x", "lora_lab_version": "y", "cpu": "z", "git_commit": "abc",
             "wall_time_s": 60.0}  # fmt: skip
@@ -140,13 +152,42 @@ def test_summary_and_targets_read_a_record(tmp_path):
     assert len(t) == 4 and t.flop_target.isna().all()  # widths < 128 are not judged
     assert (t.vs_peft > 0).all() and (t.vs_reference > 0).all()
     text = benchmark_markdown(record)
-    assert text.count("| d=64 |") == 7 and "Targets:" in text
+    assert text.count("| d=64 |") == 7 and "Targets:" in text and "Achievable limit" in text
     assert "d=64" in summary(record)
     # synthetic: cheaper from width 128 on
     fake = times[times.method == "LoRA (fused)"].copy()
     fake = pd.concat([fake.assign(width=w, model=f"d={w}", time_ratio=tr)
                       for w, tr in ((64, 1.2), (128, 0.9), (256, 0.8))])  # fmt: skip
     assert lora_cheaper_from(fake, r=1) == {int(times.threads.iloc[0]): 128}
+
+
+def test_achievable_ratio_scales_only_the_counted_work():
+    from lora_lab.findings.compute import achievable_ratio
+
+    full = {"flop_share": 0.5, "optimizer_share": 0.1, "rest_share": 0.4}
+    assert achievable_ratio(full, 0.66, 0.01) == pytest.approx(0.5 * 0.66 + 0.4 + 0.01)
+    # nothing but FLOPs costs time: the limit is the FLOP ratio
+    only_flops = {"flop_share": 1.0, "optimizer_share": 0.0, "rest_share": 0.0}
+    assert achievable_ratio(only_flops, 0.7, 0.0) == pytest.approx(0.7)
+
+
+def test_limits_need_the_fused_layer():
+    with pytest.raises(ValueError, match="fused"):
+        time_table({"d=32": width_config(32, seq_len=8)}, ranks=(1,), batch=1, seq=8,
+                   repeats=1, methods=("FullFT", "LoRA (reference)"), limits=True)  # fmt: skip
+
+
+def test_the_shipped_benchmark_says_where_the_limit_is_met():
+    """Issue 28: the record holds the achievable limit for every LoRA row of the width
+    scan, measured with 10 repeats, and the target is judged at every width >= 128."""
+    from lora_lab.findings.compute import benchmark_times, limit_table, load_benchmark
+
+    record = load_benchmark()
+    assert record["scan_repeats"] >= 10
+    limits = limit_table(benchmark_times(record))
+    judged = limits[limits.met.notna()]
+    assert set(judged.width) >= {128, 256, 512, 1024} and set(judged.threads) == {1, 2}
+    assert (judged.met == (judged.fused_to_limit <= 0.05)).all()
 
 
 def test_notebook_06_statements_hold_on_the_shipped_benchmark():

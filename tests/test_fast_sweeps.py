@@ -1,0 +1,136 @@
+"""Sweeps the fast way (issue 28): the fused LoRA layer and foreach AdamW change the time a
+run takes, not what it measures."""
+
+import json
+import math
+import statistics
+
+import pytest
+import torch
+
+from lora_lab.findings import EXPERIMENTS, get_experiment
+from lora_lab.paths import results_root
+from lora_lab.sweeps.experiment import Experiment
+from lora_lab.sweeps.fast import FAST_LORA_LAYER, fast_spec
+from lora_lab.sweeps.verify import verify_record
+from lora_lab.training.optim import make_adamw
+
+
+def _train(foreach: bool, lora: bool) -> torch.Tensor:
+    """Five AdamW steps of a small model (FullFT or LoRA with a non-zero B) from seed 0."""
+    import torch.nn.functional as F
+
+    from lora_lab.findings.compute import make_variant, random_batch, trainable, width_config
+    from lora_lab.model import build_model
+
+    cfg = width_config(32, n_layer=2, seq_len=16)
+    torch.manual_seed(0)
+    model = make_variant(build_model(cfg), "LoRA (reference)" if lora else "FullFT", 2)
+    for name, p in model.named_parameters():
+        if "lora_B" in name:  # B = 0 at init: give the adapter something to move
+            torch.nn.init.normal_(p, std=0.02)
+    batch = random_batch(cfg, 4, 16)
+    opt = make_adamw(trainable(model), lr=1e-2, foreach=foreach)
+    for _ in range(5):
+        logits = model(batch[:, :-1])
+        loss = F.cross_entropy(logits.flatten(0, 1), batch[:, 1:].flatten())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return torch.cat([p.detach().flatten() for p in trainable(model)])
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["FullFT", "LoRA"])
+def test_foreach_adamw_gives_bit_identical_parameters(lora):
+    """Every run (shipped specs included) gets foreach AdamW: allowed only because the
+    parameters after several steps are equal to the last bit to torch's per-tensor loop."""
+    assert torch.equal(_train(foreach=True, lora=lora), _train(foreach=False, lora=lora))
+
+
+def test_fast_spec_changes_only_the_layer_of_lora_runs():
+    exp = get_experiment("lr_rule")
+    lora = next(s for s in exp.specs() if s.is_lora)
+    full = next(s for s in exp.specs() if not s.is_lora)
+    fast = fast_spec(lora)
+    assert fast.lora_layer == FAST_LORA_LAYER and fast.key != lora.key
+    assert {k for k, v in fast.to_dict().items() if lora.to_dict()[k] != v} == {"lora_layer"}
+    assert fast_spec(full) is full and fast_spec(fast) is fast
+
+
+def test_an_experiment_lora_layer_reaches_its_lora_specs_only():
+    exp = get_experiment("lr_rule")
+    fast = Experiment(name="fast_copy", description="", base=exp.base, task=exp.task,
+                      task_kwargs=exp.task_kwargs, grids={"full": exp.grids["full"][:6]},
+                      defaults=exp.defaults, lora_layer=FAST_LORA_LAYER)  # fmt: skip
+    layers = {s.is_lora: s.lora_layer for s in fast.specs()}
+    assert layers == {True: FAST_LORA_LAYER, False: "reference"}
+
+
+def _shipped_layers(name: str) -> set[str]:
+    folder = results_root() / name
+    return {json.loads(p.read_text())["spec"].get("lora_layer", "reference")
+            for p in folder.glob("*.json")}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(EXPERIMENTS))
+def test_a_new_experiment_runs_lora_the_fast_way(name):
+    """The reference layer is kept only where shipped records ran it (their keys stay put);
+    a sweep without records yet must declare ``lora_layer=FAST_LORA_LAYER``."""
+    reference = {s.key for s in get_experiment(name).specs() if s.is_lora
+                 and s.lora_layer == "reference" and s.method.lora_dropout == 0}  # fmt: skip
+    if reference:
+        assert "reference" in _shipped_layers(name), (
+            f"{name}: LoRA specs on the reference layer but no shipped records that ran it; "
+            "declare Experiment(..., lora_layer=FAST_LORA_LAYER)"
+        )
+
+
+SAMPLED = ("lr_width", "lr_rule", "lr_length", "batch_size", "rank_curves")
+
+
+def _cheapest_record(name: str):
+    """The quickest finished, reference-layer LoRA record of a shipped sweep."""
+    best = None
+    for p in (results_root() / name).glob("*.json"):
+        rec = json.loads(p.read_text())
+        spec, final = rec["spec"], rec["result"]["final"]
+        loss = final.get("eval_loss")
+        if (spec.get("method") != "lora" or spec.get("lora_layer", "reference") != "reference"
+                or final.get("diverged") or loss is None or not math.isfinite(loss)):  # fmt: skip
+            continue
+        wall = rec["provenance"]["wall_time_s"]
+        if best is None or wall < best[0]:
+            best = (wall, p)
+    return best[1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SAMPLED)
+def test_a_shipped_run_rerun_the_fast_way_lands_within_its_seed_spread(name):
+    """The sample-rerun test: a shipped LoRA run (the quickest of its sweep) rerun through
+    the fused layer gives its recorded held-out loss back within the spread between the
+    seeds of its condition (``lora-lab verify --fast``)."""
+    row = verify_record(_cheapest_record(name), fast=True)
+    assert row["way"] == "fast"
+    assert math.isfinite(row["seed_spread"]) and row["seed_spread"] > 0
+    assert row["outcome"] in ("reproduces", "within the seed spread"), row
+
+
+def test_readme_sweep_speed_block_is_generated_from_the_record():
+    """README's sweep-speed table is ``benchmarks/sweep_speed.py --write README.md`` of the
+    shipped record: never typed."""
+    import importlib.util
+
+    from lora_lab.paths import benchmark_record
+    from tests.harness import ROOT
+
+    path = ROOT / "benchmarks" / "sweep_speed.py"
+    spec = importlib.util.spec_from_file_location("sweep_speed", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    record = json.loads(benchmark_record("sweep_speed").read_text())
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split(bench.START, 1)[1].split(bench.END, 1)[0]
+    assert block.strip() == bench.markdown(record).strip()
+    speedups = [r["per_run_shipped"] / r["per_run_fast"] for r in record["rows"]]
+    assert record["median_speedup"] == pytest.approx(statistics.median(speedups))
