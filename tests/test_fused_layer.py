@@ -105,3 +105,19 @@ def test_fused_model_trains_like_the_reference():
     m = inject_lora(copy.deepcopy(base), LoraConfig(r=2))
     merge(m)
     unmerge(m)
+
+
+def test_fused_evaluation_path_gives_the_training_path_output_exactly():
+    """Under ``no_grad`` the fused layer skips the adapter's saved tensors; its output must
+    be the grad path's to the last bit (evaluations of the fast way stay comparable)."""
+    from lora_lab.lora.fused import FusedLoRALinear
+
+    torch.manual_seed(0)
+    layer = FusedLoRALinear(torch.nn.Linear(24, 40), r=4, lora_alpha=32)
+    layer.base_layer.weight.requires_grad_(False)
+    layer.base_layer.bias.requires_grad_(False)
+    torch.nn.init.normal_(layer.lora_B.weight)
+    x = torch.randn(3, 7, 24)
+    with torch.no_grad():
+        evaluated = layer(x)
+    assert torch.equal(evaluated, layer(x).detach())

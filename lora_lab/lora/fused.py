@@ -76,6 +76,11 @@ class FusedLoRALinear(LoRALinear):
         if not self._fusable():
             return super().forward(x)
         base = self.base_layer
+        if not torch.is_grad_enabled():  # evaluation: the same y, without h or saved tensors
+            merged = torch.addmm(base.weight, self.lora_B.weight, self.lora_A.weight,
+                                 alpha=self.scaling)  # fmt: skip
+            y = F.linear(x.reshape(-1, x.shape[-1]), merged, base.bias)
+            return y.view(*x.shape[:-1], y.shape[-1])
         return _FusedLoRA.apply(
             x, base.weight, base.bias, self.lora_A.weight, self.lora_B.weight, self.scaling
         )

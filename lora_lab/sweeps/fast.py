@@ -11,10 +11,13 @@ levers that count are in the step:
 - **foreach AdamW** (:func:`~lora_lab.training.optim.make_adamw`): bit-identical updates in
   fewer kernel calls; every run gets it, shipped specs included, since nothing changes.
 
-Why not torch.compile: on `tiny` at the sweeps' shape its first step compiles for about a
-minute, longer than most runs last; the graphs are not reused across the model instances a
-sweep builds. Why not cheaper evaluations: they are already batched under ``no_grad`` on
-tokens encoded once per task, and trimming padding further saves ~2 % of a run.
+Measured and left: torch.compile (issue 28: 1.17-1.20x per step at d=192, but its first
+step on `tiny` at the sweeps' shape compiles for about a minute, longer than most runs, and
+a sweep builds a new model instance per run); evaluations are already batched under
+``no_grad`` on tokens encoded once per task and kept by the worker (the fused layer's
+``no_grad`` path also skips the adapter's saved tensors). At the sweeps' compact shapes a
+step is mostly per-op overhead and element-wise work that FullFT and LoRA share, which is
+why the fast way gains 1.04-1.19x per run there (``benchmarks/sweep_speed.py``), not more.
 
 A spec's key includes its layer, so the shipped records (reference layer) keep their keys;
 new experiments set ``Experiment(lora_layer=FAST_LORA_LAYER)``, and a test refuses a new
