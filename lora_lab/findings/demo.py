@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from lora_lab.sweeps.experiment import Experiment, grid
+from lora_lab.sweeps.fast import FAST_LORA_LAYER
 
 DEMO = Experiment(
     name="demo",
@@ -18,6 +19,7 @@ DEMO = Experiment(
         "ci": grid(method="full", lr=1e-3, seed=0, steps=10)
         + grid(method="lora", r=4, target_modules="all", lr=3e-3, seed=0, steps=10),
     },
+    lora_layer=FAST_LORA_LAYER,  # a new sweep runs LoRA the fast way (lora_lab.sweeps.fast)
 )
 
 EXPERIMENTS = (DEMO,)
