@@ -3,6 +3,7 @@
     python benchmarks/sweep_speed.py                      # the default sweeps, ~15 min
     python benchmarks/sweep_speed.py capacity lr_rule     # some of them
     python benchmarks/sweep_speed.py --suite              # also time the test suite
+    python benchmarks/sweep_speed.py --only-suite         # time the suite into the record
     python benchmarks/sweep_speed.py --write README.md    # README's table from the record
 
 For each sweep, a typical LoRA run (seed 0, the grid's middle LR, its middle rank) and a
@@ -105,14 +106,20 @@ def time_pair(name: str, kind: str, spec: dict) -> dict[str, dict]:
 
 
 def time_suite() -> dict[str, float]:
-    """Wall seconds of README's test command and of the quick subset, on this machine."""
+    """Wall seconds of README's test command and of the quick subset, on this machine (each
+    run's output goes to ``/tmp/lora_lab-suite-<label>.log``; a failing run is an error)."""
     out = {}
     for label, extra in (("whole suite", []), ("quick subset", ["-m", QUICK_SUBSET])):
+        log = Path(f"/tmp/lora_lab-suite-{label.replace(' ', '-')}.log")
         t = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *extra],
-                       cwd=ROOT, check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+        with log.open("w") as f:
+            command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", *extra]
+            done = subprocess.run(command, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
         out[label] = round(time.perf_counter() - t, 1)
-        print(f"{label}: {out[label]:.0f} s", flush=True)
+        last = log.read_text().strip().splitlines()[-1]
+        print(f"{label}: {out[label]:.0f} s ({last})", flush=True)
+        if done.returncode != 0:
+            raise SystemExit(f"{label} failed: see {log}")
     return out
 
 
@@ -139,8 +146,10 @@ def markdown(record: dict) -> str:
               f"{prov['torch_version']}, {prov['cpu']}, commit {str(prov.get('git_commit'))[:7]}; "
               f"{prov['wall_time_s'] / 60:.0f} min."]  # fmt: skip
     if record.get("suite"):
-        lines.append("Test suite on this machine: " + ", ".join(
-            f"{k} {v / 60:.1f} min" for k, v in record["suite"].items()) + ".")  # fmt: skip
+        at = record.get("suite_provenance", prov)
+        times = ", ".join(f"{k} {v / 60:.1f} min" for k, v in record["suite"].items())
+        lines.append(f"Test suite (`python -m pytest`, {at['cpu']}, {at.get('cpu_count', '?')} "
+                     f"CPUs, commit {str(at.get('git_commit'))[:7]}): {times}.")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -160,11 +169,20 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("sweeps", nargs="*", default=list(SWEEPS))
     ap.add_argument("--suite", action="store_true", help="also time the test suite")
+    ap.add_argument("--only-suite", action="store_true",
+                    help="time the test suite only, into the existing record")  # fmt: skip
     ap.add_argument("--write", type=Path, help="regenerate this file's table from the record")
     args = ap.parse_args()
     record_path = benchmark_record("sweep_speed")
     if args.write:
         write_readme(args.write, markdown(json.loads(record_path.read_text())))
+        return
+    if args.only_suite:
+        record = json.loads(record_path.read_text())
+        record["suite"] = time_suite()
+        record["suite_provenance"] = {**provenance(), "cpu_count": os.cpu_count()}
+        record_path.write_text(json.dumps(record, indent=1, default=float) + "\n")
+        print(markdown(record))
         return
     t0, rows = time.perf_counter(), []
     for name in args.sweeps:
