@@ -2,13 +2,15 @@
 
 With pytest-xdist installed (the ``dev`` extra), ``python -m pytest`` runs on one worker
 per core (at most :data:`MAX_WORKERS`; one torch thread each), unless ``-n`` or ``-p
-no:xdist`` says otherwise. Each notebook is a group (``--dist loadgroup``): its browser run
-and every test reading its records land on one worker, in that order, so the notebook is
-executed once, in JupyterLab, and its records are read from the saved copy
-(:func:`executed_notebooks`); without the browser test, the records come from papermill.
+no:xdist`` says otherwise. Each notebook is one unit of scheduling
+(:func:`pytest_xdist_make_scheduler`): its browser run and every test reading its records
+land on one worker, in that order, so the notebook is executed once, in JupyterLab, and its
+records are read from the saved copy (:func:`executed_notebooks`); without the browser
+test, the records come from papermill.
 """
 
 import os
+import re
 
 import pytest
 import torch
@@ -29,15 +31,51 @@ def _cpus() -> int:
 
 @pytest.hookimpl(tryfirst=True)  # before xdist turns the options into a session
 def pytest_cmdline_main(config):
-    """``-n <cores> --dist loadgroup`` by default where pytest-xdist is installed; ``-n 0``
-    (or ``-p no:xdist``) runs in this process."""
-    if not hasattr(config.option, "numprocesses") or hasattr(config, "workerinput"):
+    """``-n <cores>`` by default where pytest-xdist is installed; ``-n 0`` (or ``-p
+    no:xdist``) runs in this process."""
+    if hasattr(config, "workerinput") or not hasattr(config.option, "numprocesses"):
         return
     if config.option.numprocesses is None:
         workers = min(_cpus(), MAX_WORKERS)
         config.option.numprocesses = workers if workers > 1 else None
-    if config.option.numprocesses and config.option.dist == "no":
-        config.option.dist = "loadgroup"
+
+
+NOTEBOOK_PARAM = re.compile(r"\[(\d\d_\w+?)(?:\.ipynb)?\]$")
+NOTEBOOK_TEST = re.compile(r"::test_(\d\d)_")
+
+
+def notebook_scope(nodeid: str) -> str | None:
+    """The notebook a test id belongs to: its ``[NN_name]`` parameter, or ``notebook NN``
+    for a ``test_NN_...`` name (None for every test outside the two notebook modules)."""
+    if not nodeid.startswith(("tests/test_browser.py", "tests/test_notebooks.py")):
+        return None
+    if m := NOTEBOOK_PARAM.search(nodeid):
+        return m.group(1)
+    if m := NOTEBOOK_TEST.search(nodeid):
+        return f"notebook {m.group(1)}"
+    return None
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Load balancing test by test, except that the tests of one notebook (its browser run
+    first, then the tests reading its records) go to one worker as a unit. pytest-xdist's
+    own ``--dist loadgroup`` does not group under pytest 9.2 (it renames node ids through an
+    attribute pytest no longer reads), so the unit is chosen here, from the test id."""
+    if config.option.dist != "load":
+        return None  # a --dist the user chose
+    from xdist.scheduler import LoadScopeScheduling
+
+    stems = {p.stem[:2]: p.stem for p in (config.rootpath / "notebooks").glob("*.ipynb")}
+
+    class NotebookScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            scope = notebook_scope(nodeid)
+            if scope and scope.startswith("notebook "):
+                scope = stems.get(scope.split()[1], scope)
+            return scope or nodeid
+
+    return NotebookScheduling(config, log)
 
 
 @pytest.fixture(autouse=True)
@@ -53,36 +91,12 @@ def executed_notebooks() -> dict:
     return {}
 
 
-def notebook_group(item) -> str | None:
-    """The notebook an item executes or reads: its ``notebook`` / ``path`` / ``stem``
-    parameter, or the two digits a test named ``test_NN_...`` starts with."""
-    params = getattr(getattr(item, "callspec", None), "params", {})
-    for key in ("notebook", "path", "stem"):
-        if key in params:
-            return str(params[key]).rsplit("/", 1)[-1].removesuffix(".ipynb")
-    name = item.originalname if hasattr(item, "originalname") else item.name
-    parts = name.split("_")
-    if len(parts) > 2 and parts[1].isdigit():
-        prefix = parts[1]
-        for nb in (item.config.rootpath / "notebooks").glob(f"{prefix}_*.ipynb"):
-            return nb.stem
-    return None
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups off the marks
 def pytest_collection_modifyitems(config, items):
     """Markers a course fork selects by (README, "Tests"): ``browser`` for the JupyterLab
     test, ``notebooks`` for every test that executes a notebook (the ``executed`` fixture or
-    an explicit mark). ``slow`` is set by hand on tests that train for seconds or more.
-    Every test of one notebook's execution joins that notebook's xdist group."""
+    an explicit mark). ``slow`` is set by hand on tests that train for seconds or more."""
     for item in items:
-        browser = item.path.name == "test_browser.py"
-        executes = "executed" in getattr(item, "fixturenames", ())
-        if browser:
+        if item.path.name == "test_browser.py":
             item.add_marker(pytest.mark.browser)
-        if executes:
+        if "executed" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.notebooks)
-        if browser or executes:
-            group = notebook_group(item)
-            if group:
-                item.add_marker(pytest.mark.xdist_group(group))
