@@ -194,6 +194,13 @@ def test_the_shipped_benchmark_says_where_the_limit_is_met():
     judged = limits[limits.met.notna()]
     assert set(judged.width) >= {128, 256, 512, 1024} and set(judged.threads) == {1, 2}
     assert (judged.met == (judged.fused_to_limit <= 0.05)).all()
+    # notebook 06: at r = 1 and 8 the limit sits above the FLOP ratio, further at small width
+    ranks = limits[limits.r.isin([1, 8])]
+    assert (ranks.limit_ratio > ranks.flop_ratio).all()
+    scan = ranks[ranks.model.str.startswith("d=")].sort_values("width")
+    for _, g in scan.groupby(["threads", "r"]):
+        gap = (g.limit_ratio - g.flop_ratio).to_numpy()
+        assert gap[0] > gap[-1]
 
 
 def test_notebook_06_statements_hold_on_the_shipped_benchmark():
