@@ -35,6 +35,7 @@ from lora_lab.findings.compute import (
     time_table,
     width_configs,
 )
+from lora_lab.generated import write_block
 from lora_lab.model import PRESETS
 from lora_lab.paths import benchmark_record
 from lora_lab.sweeps.store import provenance
@@ -70,15 +71,6 @@ def measure(threads: list[int], repeats: int, quick: bool) -> dict:
     }
 
 
-def write_readme(path: Path, text: str) -> None:
-    doc = path.read_text()
-    if START not in doc or END not in doc:
-        raise SystemExit(f"{path} has no step-time markers")
-    head, rest = doc.split(START, 1)
-    _, tail = rest.split(END, 1)
-    path.write_text(f"{head}{START}\n{text}\n{END}{tail}")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
@@ -87,7 +79,7 @@ def main() -> None:
     ap.add_argument("--write", type=Path, help="regenerate this file's table from the record")
     args = ap.parse_args()
     if args.write:
-        write_readme(args.write, benchmark_markdown(json.loads(RECORD.read_text())))
+        write_block(args.write, START, END, benchmark_markdown(json.loads(RECORD.read_text())))
         return
     record = measure(args.threads, args.repeats, args.quick)
     RECORD.parent.mkdir(parents=True, exist_ok=True)

@@ -32,6 +32,8 @@ import sys
 import time
 from pathlib import Path
 
+from lora_lab.generated import write_block
+
 ROOT = Path(__file__).resolve().parents[1]
 SWEEPS = ("batch_size", "batch_size_long", "capacity", "lr_rule", "lr_width", "rank_curves",
           "small_data", "targeting_instruct", "targeting_two_hop", "targeting_moe",
@@ -153,15 +155,6 @@ def markdown(record: dict) -> str:
     return "\n".join(lines)
 
 
-def write_readme(path: Path, text: str) -> None:
-    doc = path.read_text()
-    if START not in doc or END not in doc:
-        raise SystemExit(f"{path} has no sweep-speed markers")
-    head, rest = doc.split(START, 1)
-    _, tail = rest.split(END, 1)
-    path.write_text(f"{head}{START}\n{text}\n{END}{tail}")
-
-
 def main() -> None:
     from lora_lab.paths import benchmark_record
     from lora_lab.sweeps.store import provenance
@@ -175,7 +168,7 @@ def main() -> None:
     args = ap.parse_args()
     record_path = benchmark_record("sweep_speed")
     if args.write:
-        write_readme(args.write, markdown(json.loads(record_path.read_text())))
+        write_block(args.write, START, END, markdown(json.loads(record_path.read_text())))
         return
     if args.only_suite:
         record = json.loads(record_path.read_text())

@@ -24,6 +24,7 @@ from lora_lab.findings import (
     targeting,
 )
 from lora_lab.findings.common import Headline
+from lora_lab.generated import read_block, write_block
 from lora_lab.paths import benchmark_record
 from lora_lab.sweeps.experiment import Experiment, results_dir
 
@@ -163,27 +164,21 @@ def write_summary(path: str | Path, figures: bool = True) -> bool:
     details beside it (``docs/findings.md``) and, with ``figures``, redraw the figures
     (``docs/figures``). True if the README section or the details changed."""
     path = Path(path)
-    text = path.read_text()
-    if SUMMARY_START not in text or SUMMARY_END not in text:
-        raise ValueError(f"{path} has no summary markers ({SUMMARY_START!r} ... {SUMMARY_END!r})")
+    read_block(path.read_text(), SUMMARY_START, SUMMARY_END)  # before the long computation
     rows = headlines()
-    head, rest = text.split(SUMMARY_START, 1)
-    _, tail = rest.split(SUMMARY_END, 1)
-    new = f"{head}{SUMMARY_START}\n{summary_markdown(rows)}\n{SUMMARY_END}{tail}"
-    path.write_text(new)
+    changed = write_block(path, SUMMARY_START, SUMMARY_END, summary_markdown(rows))
     details = path.parent / DETAILS
     details.parent.mkdir(parents=True, exist_ok=True)
     old_details = details.read_text() if details.exists() else ""
     details.write_text(details_markdown())
     if figures:
         write_figures(path.parent / FIGURES, rows)
-    return new != text or old_details != details.read_text()
+    return changed or old_details != details.read_text()
 
 
 def readme_summary(path: str | Path) -> str:
     """The text between the summary markers of ``path``."""
-    text = Path(path).read_text()
-    return text.split(SUMMARY_START, 1)[1].split(SUMMARY_END, 1)[0].strip()
+    return read_block(Path(path).read_text(), SUMMARY_START, SUMMARY_END)
 
 
 def get_experiment(name: str) -> Experiment:
