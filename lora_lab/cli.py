@@ -170,9 +170,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from lora_lab.sweeps.runner import run_sweep
 
     exp = get_experiment(args.name)
-    summary = run_sweep(
-        exp, args.grid, jobs=args.jobs, root=args.out, executor=args.executor, address=args.address
-    )
+    compile = {"auto": "auto", "on": True, "off": False}[args.compile]
+    summary = run_sweep(exp, args.grid, jobs=args.jobs, root=args.out, executor=args.executor,
+                        address=args.address, compile=compile)  # fmt: skip
     print(summary)
     for key, err in summary.failed.items():
         print(f"  failed {key}: {err}", file=sys.stderr)
@@ -399,6 +399,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="Ray cluster address (e.g. auto or ray://HOST:10001); default: a local Ray",
     )
+    s.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
+                   help="train through torch.compile, graphs kept per worker across runs "
+                   "(auto: when each worker has >= 16 runs ahead and a C++ compiler is here; "
+                   "records say whether they were compiled)")  # fmt: skip
     s.set_defaults(func=cmd_sweep)
 
     sm = _parser(sub, "summary", "what the shipped records say, computed from them")

@@ -150,9 +150,12 @@ class Attention(nn.Module):
             t_all = k.shape[2]
             mask = torch.ones(T, t_all, dtype=torch.bool, device=x.device).tril(t_all - T)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        else:
-            # No cache: plain causal attention. One cached token: it may see everything.
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=past is None and T > 1)
+        elif past is None and T > 1:  # no cache: plain causal attention
+            # (a branch, not is_causal=<condition>: under torch.compile with a dynamic T the
+            # condition is symbolic, and SDPA takes only a plain bool)
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:  # one token: it may see everything cached (or only itself)
+            y = F.scaled_dot_product_attention(q, k, v)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
         return self.o_proj(y), (k, v)
 

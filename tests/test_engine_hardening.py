@@ -127,7 +127,7 @@ def test_a_worker_with_other_code_refuses_before_running(tmp_path):
 def test_the_driver_stops_at_the_first_skewed_worker(tmp_path, monkeypatch):
     calls = []
 
-    def skewed(spec, threads=None, expect=None):
+    def skewed(spec, threads=None, expect=None, compile=False):
         calls.append(spec)
         return "k", None, f"{SKEW}: spec_format differs"
 

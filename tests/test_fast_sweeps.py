@@ -135,3 +135,65 @@ def test_readme_sweep_speed_block_is_generated_from_the_record():
     assert block.strip() == bench.markdown(record).strip()
     speedups = [r["per_run_shipped"] / r["per_run_fast"] for r in record["rows"]]
     assert record["median_speedup"] == pytest.approx(statistics.median(speedups))
+
+
+# ----------------------------------------------------------------------------- compiled steps
+
+
+def test_compiling_is_scoped_and_a_sweep_compiles_only_when_it_pays(tmp_path):
+    """Nothing compiles outside a sweep worker's run; ``auto`` compiles only where each worker
+    has enough runs ahead to earn the compile back; a bad setting is refused up front."""
+    from lora_lab.findings.demo import DEMO
+    from lora_lab.sweeps.runner import run_sweep
+    from lora_lab.training.compiled import (
+        MIN_RUNS_PER_WORKER,
+        compiled_steps,
+        compiler_missing,
+        compiling,
+        worth_compiling,
+    )
+
+    assert not compiling()
+    with compiled_steps(True) as on:
+        assert on == compiling() == (compiler_missing() is None)
+        with compiled_steps(False):
+            assert not compiling()
+        assert compiling() == on
+    assert not compiling()
+    assert not worth_compiling(MIN_RUNS_PER_WORKER - 1)
+    assert worth_compiling(MIN_RUNS_PER_WORKER) == (compiler_missing() is None)
+    with pytest.raises(ValueError, match="compile must be"):
+        run_sweep(DEMO, "ci", root=tmp_path, progress=False, compile="yes")
+    summary = run_sweep(DEMO, "ci", root=tmp_path, progress=False)  # 2 runs: not worth it
+    assert not summary.compiled and "compiled" not in str(summary)
+    records = list(summary.folder.glob("*.json"))
+    assert records and all(json.loads(p.read_text())["provenance"]["compiled"] is False
+                           for p in records)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_compiled_run_matches_eager_and_the_next_run_reuses_its_graphs():
+    """The fast way's compile: same losses as eager up to float rounding, recorded as compiled,
+    and a second run of the same shapes (a new model, another seed) compiles nothing new."""
+    from lora_lab.training.compiled import compiler_missing
+
+    if compiler_missing() is not None:
+        pytest.skip(compiler_missing())
+    from torch._dynamo.utils import counters
+
+    from lora_lab.findings.demo import DEMO
+    from lora_lab.sweeps.spec import RunSpec
+    from lora_lab.sweeps.worker import execute
+
+    spec = next(s for s in DEMO.specs("ci") if s.is_lora)
+    _, eager, err = execute(spec.to_dict())
+    assert not err and eager["provenance"]["compiled"] is False
+    _, compiled, err = execute(spec.to_dict(), compile=True)
+    assert not err and compiled["provenance"]["compiled"] is True
+    a, b = (r["result"]["curves"]["eval_loss"] for r in (eager, compiled))
+    assert len(a) == len(b) and all(math.isclose(x, y, rel_tol=1e-4) for x, y in zip(a, b))
+    graphs = counters["stats"]["unique_graphs"]
+    other = RunSpec.from_dict({**spec.to_dict(), "seed": spec.seed + 1, "lr": spec.lr / 2})
+    _, again, err = execute(other.to_dict(), compile=True)
+    assert not err and again["provenance"]["compiled"] is True
+    assert counters["stats"]["unique_graphs"] == graphs, "the second run compiled again"

@@ -93,13 +93,14 @@ def _windowed(specs: Iterable[RunSpec], window: int, submit: Any, done: Any) -> 
 @dataclass
 class SerialExecutor:
     threads: int | None = None
+    compile: bool = False
     name = "serial"
 
     def map(self, specs: Iterable[RunSpec]) -> Iterator[Outcome]:
         before = torch.get_num_threads()
         try:
             for spec in specs:
-                yield execute(spec.to_dict(), self.threads)
+                yield execute(spec.to_dict(), self.threads, compile=self.compile)
         finally:
             set_threads(before)
 
@@ -108,6 +109,7 @@ class SerialExecutor:
 class ProcessExecutor:
     jobs: int = 2
     threads: int | None = None
+    compile: bool = False
     name = "process"
 
     def map(self, specs: Iterable[RunSpec]) -> Iterator[Outcome]:
@@ -124,7 +126,8 @@ class ProcessExecutor:
         try:
             yield from _windowed(
                 specs, self.jobs,
-                lambda s: pool.submit(execute, s.to_dict(), threads, CODE.as_dict()), finished,
+                lambda s: pool.submit(execute, s.to_dict(), threads, CODE.as_dict(), self.compile),
+                finished,
             )  # fmt: skip
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
@@ -140,6 +143,7 @@ class RayExecutor:
     jobs: int = 2
     threads: int = 1
     cpus_per_run: float = 1.0
+    compile: bool = False
     name = "ray"
 
     def map(self, specs: Iterable[RunSpec]) -> Iterator[Outcome]:
@@ -175,7 +179,8 @@ class RayExecutor:
             remote = ray.remote(num_cpus=self.cpus_per_run)(execute)
             yield from _windowed(
                 specs, window,
-                lambda s: remote.remote(s.to_dict(), self.threads, CODE.as_dict()), finished,
+                lambda s: remote.remote(s.to_dict(), self.threads, CODE.as_dict(), self.compile),
+                finished,
             )  # fmt: skip
         finally:
             if started:
@@ -186,15 +191,17 @@ EXECUTORS = ("serial", "process", "ray")
 
 
 def make_executor(
-    kind: str, jobs: int = 2, address: str | None = None, threads: int | None = None
+    kind: str, jobs: int = 2, address: str | None = None, threads: int | None = None,
+    compile: bool = False,
 ) -> SerialExecutor | ProcessExecutor | RayExecutor:
-    """An executor by name: ``serial``, ``process`` or ``ray``."""
+    """An executor by name: ``serial``, ``process`` or ``ray``; ``compile``: its runs train
+    compiled (:mod:`lora_lab.training.compiled`)."""
     if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
     if kind == "serial":
-        return SerialExecutor(threads)
+        return SerialExecutor(threads, compile)
     if kind == "process":
-        return ProcessExecutor(jobs, threads)
+        return ProcessExecutor(jobs, threads, compile)
     if kind == "ray":
-        return RayExecutor(address, jobs, threads or 1)
+        return RayExecutor(address, jobs, threads or 1, compile=compile)
     raise ValueError(f"executor must be one of {EXECUTORS}, got {kind!r}")

@@ -27,6 +27,7 @@ from lora_lab.sweeps.identity import CODE
 from lora_lab.sweeps.spec import RunSpec
 from lora_lab.sweeps.store import ResultStore
 from lora_lab.sweeps.worker import SKEW
+from lora_lab.training.compiled import worth_compiling
 
 Executor = SerialExecutor | ProcessExecutor | RayExecutor
 
@@ -64,11 +65,13 @@ class SweepSummary:
     folder: Path
     keys: list[str] = field(default_factory=list)  # the grid's spec keys
     executor: str = "serial"
+    compiled: bool = False  # whether its runs trained through torch.compile
 
     def __str__(self) -> str:
+        how = self.executor + (", compiled" if self.compiled else "")
         s = (
             f"{self.folder}: {self.total} specs, {self.skipped} already done, {self.ran} ran, "
-            f"{len(self.failed)} failed, {self.wall_time_s:.0f} s ({self.executor})"
+            f"{len(self.failed)} failed, {self.wall_time_s:.0f} s ({how})"
         )
         if self.redone_unreadable:
             s += f"; redid {len(self.redone_unreadable)} unreadable records"
@@ -85,6 +88,7 @@ def run_sweep(
     executor: str | Executor = "process",
     address: str | None = None,
     poll_s: float = 2.0,
+    compile: bool | str = "auto",
 ) -> SweepSummary:
     """Run every spec of ``experiment``'s grid that is not yet in its store.
 
@@ -99,6 +103,11 @@ def run_sweep(
     runs another live driver holds and waits for their records (checking every ``poll_s``
     seconds), and takes over the claims of a driver that died. A worker whose code differs
     from this driver's stops the sweep at once (:class:`CodeSkewError`).
+
+    ``compile``: train through torch.compile, whose graphs each worker keeps for its next
+    runs (:mod:`lora_lab.training.compiled`). ``"auto"`` compiles when each worker has
+    enough runs ahead to earn the compile back and a compiler is at hand; a record says
+    whether its run was compiled. Ignored by an executor object, which carries its own.
     """
     if not isinstance(experiment, Experiment):
         raise TypeError(
@@ -111,10 +120,14 @@ def run_sweep(
     bad_keys = {p.stem for p in bad}
     specs = sweep_specs(experiment, grid_name, done)  # the grid, and the search so far
     skipped = sum(s.key in done for s in specs)
+    if compile not in (True, False, "auto"):
+        raise ValueError(f"compile must be True, False or 'auto', got {compile!r}")
+    if compile == "auto":
+        compile = worth_compiling((len(specs) - skipped) / jobs)
     if isinstance(executor, str):
         if executor == "process" and (jobs == 1 or len(specs) - skipped <= 1):
             executor = "serial"
-        executor = make_executor(executor, jobs=jobs, address=address)
+        executor = make_executor(executor, jobs=jobs, address=address, compile=compile)
     failed: dict[str, str] = {}
     ran = 0
     t0 = time.perf_counter()
@@ -183,6 +196,7 @@ def run_sweep(
         store.folder,
         keys,
         executor.name,
+        bool(getattr(executor, "compile", False)),
     )
 
 

@@ -17,6 +17,7 @@ from lora_lab.sweeps.store import provenance
 from lora_lab.tasks import Task, make_task
 from lora_lab.threads import set_threads
 from lora_lab.training.bits import bits_stored, sample_bits_metric
+from lora_lab.training.compiled import compiled_steps, compiling
 from lora_lab.training.dpo import train_dpo_with
 from lora_lab.training.rl import train_rl_with
 from lora_lab.training.sft import RunResult, train_with
@@ -111,7 +112,8 @@ def run_spec(spec: RunSpec | dict[str, Any], progress: bool = False, device: str
         "key": spec.key,
         "spec": spec.to_dict(),
         "result": result.to_dict(),
-        "provenance": {**provenance(), "wall_time_s": round(time.perf_counter() - t0, 2)},
+        "provenance": {**provenance(), "compiled": compiling(),
+                       "wall_time_s": round(time.perf_counter() - t0, 2)},  # fmt: skip
     }
 
 
@@ -119,11 +121,14 @@ SKEW = "CodeSkew"  # the error name of a worker that refuses its driver's work
 
 
 def execute(spec: dict[str, Any], threads: int | None = None,
-            expect: dict[str, Any] | None = None) -> tuple[str, dict | None, str]:  # fmt: skip
+            expect: dict[str, Any] | None = None,
+            compile: bool = False) -> tuple[str, dict | None, str]:  # fmt: skip
     """Executor entry point: (key, record or None, error or ''). A crash in one run is
     returned with its traceback, not raised, so it cannot end the sweep. ``expect`` is the
     driver's code identity: a worker that imported other code (another version, spec format
-    or source) refuses before running anything, with an error starting with ``CodeSkew``."""
+    or source) refuses before running anything, with an error starting with ``CodeSkew``.
+    ``compile``: train through torch.compile (:mod:`lora_lab.training.compiled`; graphs stay
+    in this process for the next run of the same shapes)."""
     if threads:
         set_threads(threads)
     key = RunSpec.from_dict(spec).key
@@ -133,6 +138,7 @@ def execute(spec: dict[str, Any], threads: int | None = None,
             return key, None, (f"{SKEW}: this worker's code is not its driver's ({why}); "
                                "the package changed while the sweep ran: restart it")
     try:
-        return key, run_spec(spec), ""
+        with compiled_steps(compile):
+            return key, run_spec(spec), ""
     except Exception as e:
         return key, None, f"{type(e).__name__}: {e}\n{traceback.format_exc()}"

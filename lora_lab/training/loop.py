@@ -24,6 +24,7 @@ import torch.nn as nn
 
 from lora_lab.progress import progress_bar
 from lora_lab.threads import apply_default_threads
+from lora_lab.training.compiled import maybe_compiled
 from lora_lab.training.optim import lr_factor, make_adamw
 from lora_lab.training.settings import OptimSettings
 
@@ -124,6 +125,9 @@ def run_loop(
         groups = param_groups(model) if param_groups is not None else params
         opt = make_adamw(groups, lr=lr, betas=optim.betas, weight_decay=optim.weight_decay)
         objective.setup(model, device)
+        # the steps and evaluations go through a compiled wrapper inside a long sweep's
+        # worker (lora_lab.training.compiled); everything else sees the model itself
+        stepped = maybe_compiled(model)
         rows: list[dict[str, float]] = []
         start: float | None = None
         recent: list[float] = []  # the last 5 steps: the logged train loss
@@ -140,7 +144,7 @@ def run_loop(
 
         def log(step: int, train_loss: float, evaluate: bool = True) -> None:
             row = {"step": step, "examples": step * examples_per_step, "train_loss": train_loss}
-            row.update(objective.evaluate(model) if evaluate else {"eval_loss": math.nan})
+            row.update(objective.evaluate(stepped) if evaluate else {"eval_loss": math.nan})
             rows.append(row)
             if callback is not None and evaluate:
                 callback(step, row)
@@ -155,7 +159,7 @@ def run_loop(
             opt.zero_grad(set_to_none=True)
             value = 0.0
             for _ in range(grad_accum):
-                mb = objective.micro_batch(model)
+                mb = objective.micro_batch(stepped)
                 (mb.loss / grad_accum).backward()
                 value += mb.value / grad_accum
                 tokens += mb.tokens

@@ -1,0 +1,96 @@
+"""Compiled training steps: ``torch.compile`` on the model a run trains, switched on for the
+runs of a long sweep.
+
+Why it pays only in a sweep: compiling `tiny`'s block, forward and backward, takes ~10-35 s
+on one CPU thread, about as long as a run. But torch keeps compiled graphs per process,
+keyed by the code and guarded on shapes, dtypes and grad mode, not on the module instance,
+so every later run in the same worker process with the same shapes (the next seed, the next
+learning rate) reuses them and pays nothing. A sweep worker lives across runs, so it pays
+the compile once per shape family (FullFT, and each adapter rank: parameter shapes are
+static in torch's guards) and then runs ~1.3x faster (measured side by side in
+``benchmarks/sweep_speed.py``, which also charges each sweep its compiles). A handful of
+runs would not earn it back: :func:`worth_compiling` says when a sweep should.
+
+Only the transformer blocks compile ("regional compilation"): they share one forward, so
+the graph is built once and reused by every layer. The whole model compiled as one graph
+took ~100 s per shape family on `tiny`, which no sweep here earns back.
+
+The numbers: a compiled step computes the same maths with fused kernels, so losses differ
+from eager ones in float rounding only (a test compares them), like the fused LoRA layer.
+A record says whether its run was compiled (``provenance.compiled``).
+
+Switched by a context (:func:`compiled_steps`) that the sweep worker enters around a run, so
+nothing else in the process (a notebook's panel, the tests) compiles by surprise.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+import torch.nn as nn
+
+# runs per worker from which a sweep compiles by default: the compile (~30 s per shape family
+# on one thread, a few families per sweep) is then under ~10 % of the steps it speeds up
+MIN_RUNS_PER_WORKER = 16
+RECOMPILE_LIMIT = 64  # graphs kept per compiled function in one process
+
+_active = False
+
+
+def compiler_missing(device: torch.device | str = "cpu") -> str | None:
+    """Why ``torch.compile`` cannot build kernels here (inductor needs a C++ compiler on the
+    CPU), or None when it can."""
+    if torch.device(device).type == "cpu":
+        names = [os.environ.get("CXX", ""), "g++", "c++", "clang++"]
+        if not any(n and shutil.which(n) for n in names):
+            return "no C++ compiler on PATH (torch.compile's CPU backend needs g++ or clang++)"
+    return None
+
+
+def worth_compiling(runs_per_worker: float, device: torch.device | str = "cpu") -> bool:
+    """Whether a sweep whose workers each run about ``runs_per_worker`` runs should compile:
+    enough runs to earn the compile back, and a compiler to build with."""
+    return runs_per_worker >= MIN_RUNS_PER_WORKER and compiler_missing(device) is None
+
+
+@contextmanager
+def compiled_steps(on: bool = True) -> Iterator[bool]:
+    """Inside the block, :func:`run_loop <lora_lab.training.loop.run_loop>` trains a compiled
+    model when ``on`` and a compiler is at hand; yields whether it will. Restores the previous
+    setting on exit."""
+    global _active
+    before = _active
+    _active = bool(on) and compiler_missing() is None
+    try:
+        yield _active
+    finally:
+        _active = before
+
+
+def compiling() -> bool:
+    """Whether runs started now compile (inside :func:`compiled_steps`)."""
+    return _active
+
+
+def maybe_compiled(model: nn.Module) -> nn.Module:
+    """``model`` with its transformer blocks compiled when :func:`compiling` (in place: the
+    same module, parameters and ``state_dict``), else ``model`` untouched.
+
+    Regional compilation: the blocks of a model share one forward, so torch compiles it once
+    and every layer reuses the graph; compiling the whole model would trace every layer into
+    one graph and take ~n_layer times longer, paid again for every new adapter shape
+    (parameter shapes are static in torch's guards). Embedding, final norm and head stay
+    eager: a small share of a step."""
+    if not _active or getattr(getattr(model, "config", None), "is_moe", False):
+        return model  # MoE routing is data-dependent (graph breaks); not measured to gain
+    # each adapter shape, grad mode and evaluation batch adds graphs; torch's default limit
+    # of 8 per function would silently fall back to eager partway through a sweep
+    config = torch._dynamo.config
+    config.recompile_limit = max(config.recompile_limit, RECOMPILE_LIMIT)
+    for block in getattr(model, "layers", ()):
+        block.compile()
+    return model
