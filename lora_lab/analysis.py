@@ -8,8 +8,10 @@ optimal LR is located by a parabola in log(lr) through the grid minimum and its 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -33,6 +35,52 @@ def _records(folder: str | Path, keys: Iterable[str] | None) -> dict[str, dict]:
     return records
 
 
+def _folder_signature(folder: str | Path) -> tuple:
+    """Every record file a store would read in ``folder`` (its own and a shipped layer
+    under it), with modification time and size: equal signatures, equal records."""
+    store = ResultStore(folder)
+    sig = []
+    for layer in (store.folder, store.shipped):
+        if layer is not None and layer.is_dir():
+            with os.scandir(layer) as it:
+                for e in it:
+                    if e.name.endswith(".json") and not e.name.startswith(".tmp-"):
+                        st = e.stat()
+                        sig.append((str(layer), e.name, st.st_mtime_ns, st.st_size))
+    return tuple(sorted(sig))
+
+
+_ITEMS: dict[tuple, tuple[tuple, dict[str, Any]]] = {}
+_MAX_FOLDERS = 64
+
+
+def _per_record(make: Callable[[str, dict], Any], folder: str | Path,
+                keys: Iterable[str] | None) -> list[Any]:  # fmt: skip
+    """``make(key, record)`` for each record of ``folder`` (those in ``keys``), in the store's
+    order. Kept per folder until a record file in it changes: a README regeneration or a
+    notebook reads the same folders dozens of times, and parsing and validating hundreds of
+    records each time was most of its wall time. Callers build a fresh frame from the items
+    each time, so the result is the same as without the cache."""
+    where = str(Path(folder).resolve())
+    entry = (make.__name__, where)
+    sig = _folder_signature(folder)
+    hit = _ITEMS.get(entry)
+    if hit is None or hit[0] != sig:
+        scanned = _ITEMS.get(("scan", where))
+        if scanned is None or scanned[0] != sig:  # one scan per folder serves every maker
+            scanned = (sig, ResultStore(folder).scan()[0])
+            _ITEMS[("scan", where)] = scanned
+        hit = (sig, {key: make(key, rec) for key, rec in scanned[1].items()})
+        if len(_ITEMS) >= _MAX_FOLDERS:
+            _ITEMS.pop(next(iter(_ITEMS)))
+        _ITEMS[entry] = hit
+    items = hit[1]
+    if keys is None:
+        return list(items.values())
+    wanted = set(keys)
+    return [item for key, item in items.items() if key in wanted]
+
+
 def load_runs(folder: str | Path, keys: Iterable[str] | None = None) -> pd.DataFrame:
     """One row per run: spec fields, final metrics, cost, provenance essentials.
     ``keys`` restricts to those spec hashes (e.g. one grid's, when a folder holds more).
@@ -40,34 +88,35 @@ def load_runs(folder: str | Path, keys: Iterable[str] | None = None) -> pd.DataF
     Columns come from each spec's typed, complete form (defaults filled in), never from
     the stored dict as written, so records written before a field existed group with
     those written after (a missing column would be NaN, and pandas drops NaN keys)."""
-    rows = []
-    for key, rec in _records(folder, keys).items():
-        res = rec["result"]
-        typed = RunSpec.from_dict(rec["spec"])
-        spec = typed.to_dict()
-        row = {k: v for k, v in spec.items() if not isinstance(v, (dict, list))}
-        row.update({f"task_{k}": v for k, v in spec.get("task_kwargs", {}).items()})
-        row.update(
-            key=key,
-            r=spec.get("r", np.nan) if typed.is_lora else np.nan,
-            target_modules=_targets(spec.get("target_modules")),
-            final_loss=res["final"]["eval_loss"],
-            train_loss=res["final"]["train_loss"],
-            diverged=res["diverged"],
-            trainable_params=res["trainable_params"],
-            wall_time_s=res["wall_time_s"],
-            tokens_per_s=res["tokens_per_s"],
-            git_commit=rec.get("provenance", {}).get("git_commit"),
-        )
-        for k, v in res["final"].items():
-            if k not in ("eval_loss", "train_loss"):
-                row[k] = v
-        row["label"] = typed.label
-        rows.append(row)
-    df = pd.DataFrame(rows)
+    df = pd.DataFrame(_per_record(_run_row, folder, keys))
     if df.empty:
         raise FileNotFoundError(f"no run records in {folder}; run the sweep first")
     return df.sort_values(["method", "r", "lr", "seed"], na_position="first").reset_index(drop=True)
+
+
+def _run_row(key: str, rec: dict) -> dict[str, Any]:
+    res = rec["result"]
+    typed = RunSpec.from_dict(rec["spec"])
+    spec = typed.to_dict()
+    row = {k: v for k, v in spec.items() if not isinstance(v, (dict, list))}
+    row.update({f"task_{k}": v for k, v in spec.get("task_kwargs", {}).items()})
+    row.update(
+        key=key,
+        r=spec.get("r", np.nan) if typed.is_lora else np.nan,
+        target_modules=_targets(spec.get("target_modules")),
+        final_loss=res["final"]["eval_loss"],
+        train_loss=res["final"]["train_loss"],
+        diverged=res["diverged"],
+        trainable_params=res["trainable_params"],
+        wall_time_s=res["wall_time_s"],
+        tokens_per_s=res["tokens_per_s"],
+        git_commit=rec.get("provenance", {}).get("git_commit"),
+    )
+    for k, v in res["final"].items():
+        if k not in ("eval_loss", "train_loss"):
+            row[k] = v
+    row["label"] = typed.label
+    return row
 
 
 def provenance_summary(folder: str | Path) -> pd.Series:
@@ -88,23 +137,25 @@ def provenance_summary(folder: str | Path) -> pd.Series:
 
 def load_curves(folder: str | Path, keys: Iterable[str] | None = None) -> pd.DataFrame:
     """Learning curves in long format: one row per (run, evaluation step)."""
-    frames = []
-    for key, rec in _records(folder, keys).items():
-        typed = RunSpec.from_dict(rec["spec"])
-        spec = typed.to_dict()
-        c = pd.DataFrame(rec["result"]["curves"])
-        c["key"] = key
-        for k in ("method", "lr", "seed", "batch_size", "base", "steps"):
-            c[k] = spec.get(k)
-        for k, v in spec.get("task_kwargs", {}).items():
-            c[f"task_{k}"] = [v] * len(c) if isinstance(v, list) else v  # e.g. digits [1, 2]
-        c["r"] = spec.get("r", np.nan) if typed.is_lora else np.nan
-        c["target_modules"] = _targets(spec.get("target_modules"))
-        c["label"] = typed.label
-        frames.append(c)
+    frames = _per_record(_curve_frame, folder, keys)
     if not frames:
         raise FileNotFoundError(f"no run records in {folder}")
     return pd.concat(frames, ignore_index=True)
+
+
+def _curve_frame(key: str, rec: dict) -> pd.DataFrame:
+    typed = RunSpec.from_dict(rec["spec"])
+    spec = typed.to_dict()
+    c = pd.DataFrame(rec["result"]["curves"])
+    c["key"] = key
+    for k in ("method", "lr", "seed", "batch_size", "base", "steps"):
+        c[k] = spec.get(k)
+    for k, v in spec.get("task_kwargs", {}).items():
+        c[f"task_{k}"] = [v] * len(c) if isinstance(v, list) else v  # e.g. digits [1, 2]
+    c["r"] = spec.get("r", np.nan) if typed.is_lora else np.nan
+    c["target_modules"] = _targets(spec.get("target_modules"))
+    c["label"] = typed.label
+    return c
 
 
 def optimum_from_curve(lrs: np.ndarray, losses: np.ndarray) -> tuple[float, float, bool]:

@@ -401,7 +401,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
                    help="train through torch.compile, graphs kept per worker across runs "
-                   "(auto: when each worker has >= 16 runs ahead and a C++ compiler is here; "
+                   "(auto: when each worker has enough runs per shape family to earn its "
+                   "compiles back and a C++ compiler is here; "
                    "records say whether they were compiled)")  # fmt: skip
     s.set_defaults(func=cmd_sweep)
 

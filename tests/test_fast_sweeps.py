@@ -144,9 +144,10 @@ def test_compiling_is_scoped_and_a_sweep_compiles_only_when_it_pays(tmp_path):
     """Nothing compiles outside a sweep worker's run; ``auto`` compiles only where each worker
     has enough runs ahead to earn the compile back; a bad setting is refused up front."""
     from lora_lab.findings.demo import DEMO
+    from lora_lab.sweeps.fast import compiles_per_worker, worth_compiling_sweep
     from lora_lab.sweeps.runner import run_sweep
     from lora_lab.training.compiled import (
-        MIN_RUNS_PER_WORKER,
+        MIN_RUNS_PER_COMPILE,
         compiled_steps,
         compiler_missing,
         compiling,
@@ -160,8 +161,19 @@ def test_compiling_is_scoped_and_a_sweep_compiles_only_when_it_pays(tmp_path):
             assert not compiling()
         assert compiling() == on
     assert not compiling()
-    assert not worth_compiling(MIN_RUNS_PER_WORKER - 1)
-    assert worth_compiling(MIN_RUNS_PER_WORKER) == (compiler_missing() is None)
+    have = compiler_missing() is None
+    assert not worth_compiling(3 * MIN_RUNS_PER_COMPILE - 1, compiles_per_worker=3)
+    assert worth_compiling(3 * MIN_RUNS_PER_COMPILE, compiles_per_worker=3) == have
+    # a worker compiles once per shape family: FullFT, and each LoRA rank (one batch size)
+    capacity = get_experiment("capacity").specs("full")
+    ranks = {s.method.r for s in capacity if s.is_lora}
+    assert compiles_per_worker(capacity) == {"lora": len(ranks), "full": 1}
+    assert worth_compiling_sweep(capacity, jobs=2) == have  # 135 runs, 5 families
+    # a second batch size adds a compile (then torch treats the batch as dynamic)
+    batch = get_experiment("batch_size").specs("full")
+    families = {(s.is_lora, repr(s.method)) for s in batch}
+    assert sum(compiles_per_worker(batch).values()) == 2 * len(families)
+    assert not worth_compiling_sweep(DEMO.specs("full"), jobs=2)  # 4 runs per worker
     with pytest.raises(ValueError, match="compile must be"):
         run_sweep(DEMO, "ci", root=tmp_path, progress=False, compile="yes")
     summary = run_sweep(DEMO, "ci", root=tmp_path, progress=False)  # 2 runs: not worth it

@@ -66,8 +66,9 @@ def seed_lr_matrix(
     value = sub[metric].astype(float)
     if "diverged" in sub:
         value = value.where(~sub.diverged.astype(bool), np.inf)
-    table = sub.assign(_v=value).pivot_table(index="seed", columns="lr", values="_v",
-                                             aggfunc="mean")  # fmt: skip
+    # pivot_table's mean, ~5x faster (this runs a thousand times per README regeneration):
+    # cells without a value dropped before the unstack, as pivot_table drops them
+    table = value.groupby([sub.seed, sub.lr]).mean().dropna().unstack("lr")
     if seeds is not None:
         table = table.reindex(index=seeds)
     return table.columns.to_numpy(float), table.to_numpy(float)

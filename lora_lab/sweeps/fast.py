@@ -10,14 +10,19 @@ levers that count are in the step:
   seed spread of the shipped number, not on it (``lora-lab verify --fast`` checks that).
 - **foreach AdamW** (:func:`~lora_lab.training.optim.make_adamw`): bit-identical updates in
   fewer kernel calls; every run gets it, shipped specs included, since nothing changes.
+- **compiled steps** (:mod:`lora_lab.training.compiled`): the transformer blocks through
+  torch.compile, graphs kept by each worker for its next runs of the same shapes. A compile
+  costs ~40-110 s per shape family (FullFT, each adapter rank), so ``lora-lab sweep``
+  compiles by default only where each worker has enough runs per compile
+  (:func:`worth_compiling_sweep`), and the benchmark charges every sweep its compiles.
+  Float rounding differs from eager, as with the fused layer; records say
+  ``provenance.compiled``.
 
-Measured and left: torch.compile (issue 28: 1.17-1.20x per step at d=192, but its first
-step on `tiny` at the sweeps' shape compiles for about a minute, longer than most runs, and
-a sweep builds a new model instance per run); evaluations are already batched under
-``no_grad`` on tokens encoded once per task and kept by the worker (the fused layer's
-``no_grad`` path also skips the adapter's saved tensors). At the sweeps' compact shapes a
-step is mostly per-op overhead and element-wise work that FullFT and LoRA share, which is
-why the fast way gains 1.04-1.19x per run there (``benchmarks/sweep_speed.py``), not more.
+Evaluations are already batched under ``no_grad`` on tokens encoded once per task and kept
+by the worker (the fused layer's ``no_grad`` path also skips the adapter's saved tensors).
+At the sweeps' compact shapes an eager step is mostly per-op overhead and element-wise work
+that FullFT and LoRA share: the fused layer and foreach AdamW alone gained 1.0-1.19x per
+run; compiling fuses exactly that work.
 
 A spec's key includes its layer, so the shipped records (reference layer) keep their keys;
 new experiments set ``Experiment(lora_layer=FAST_LORA_LAYER)``, and a test refuses a new
@@ -26,7 +31,10 @@ experiment that does not.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from lora_lab.sweeps.spec import RunSpec
+from lora_lab.training.compiled import worth_compiling
 
 FAST_LORA_LAYER = "fused"
 
@@ -38,3 +46,26 @@ def fast_spec(spec: RunSpec) -> RunSpec:
     if not spec.is_lora or spec.lora_layer == FAST_LORA_LAYER:
         return spec
     return RunSpec.from_dict({**spec.to_dict(), "lora_layer": FAST_LORA_LAYER})
+
+
+def compiles_per_worker(specs: Iterable[RunSpec]) -> dict[str, int]:
+    """How many times a worker that meets every one of ``specs`` compiles, for LoRA and for
+    FullFT: once per shape family (base, method with its rank, targets and alpha, which the
+    graph bakes in) and once more where a family runs more than one batch size (torch then
+    treats the batch as dynamic). An upper bound: a worker may not meet every family."""
+    batches: dict[tuple, set[int]] = {}
+    for spec in specs:
+        family = (spec.is_lora, spec.base, repr(spec.method))
+        batches.setdefault(family, set()).add(spec.batch_size)
+    counts = {"lora": 0, "full": 0}
+    for (is_lora, *_), sizes in batches.items():
+        counts["lora" if is_lora else "full"] += 1 + (len(sizes) > 1)
+    return counts
+
+
+def worth_compiling_sweep(specs: list[RunSpec], jobs: int) -> bool:
+    """Whether a sweep of ``specs`` over ``jobs`` workers should train compiled: enough runs
+    per compile a worker pays (:data:`~lora_lab.training.compiled.MIN_RUNS_PER_COMPILE`), and
+    a compiler at hand."""
+    compiles = sum(compiles_per_worker(specs).values())
+    return worth_compiling(len(specs) / max(jobs, 1), compiles)

@@ -23,11 +23,11 @@ from lora_lab.sweeps.executors import (
     make_executor,
 )
 from lora_lab.sweeps.experiment import Experiment, results_dir
+from lora_lab.sweeps.fast import worth_compiling_sweep
 from lora_lab.sweeps.identity import CODE
 from lora_lab.sweeps.spec import RunSpec
 from lora_lab.sweeps.store import ResultStore
 from lora_lab.sweeps.worker import SKEW
-from lora_lab.training.compiled import worth_compiling
 
 Executor = SerialExecutor | ProcessExecutor | RayExecutor
 
@@ -106,7 +106,8 @@ def run_sweep(
 
     ``compile``: train through torch.compile, whose graphs each worker keeps for its next
     runs (:mod:`lora_lab.training.compiled`). ``"auto"`` compiles when each worker has
-    enough runs ahead to earn the compile back and a compiler is at hand; a record says
+    enough runs ahead per shape family to earn its compiles back and a compiler is at hand
+    (:func:`~lora_lab.sweeps.fast.worth_compiling_sweep`); a record says
     whether its run was compiled. Ignored by an executor object, which carries its own.
     """
     if not isinstance(experiment, Experiment):
@@ -123,7 +124,7 @@ def run_sweep(
     if compile not in (True, False, "auto"):
         raise ValueError(f"compile must be True, False or 'auto', got {compile!r}")
     if compile == "auto":
-        compile = worth_compiling((len(specs) - skipped) / jobs)
+        compile = worth_compiling_sweep([s for s in specs if s.key not in done], jobs)
     if isinstance(executor, str):
         if executor == "process" and (jobs == 1 or len(specs) - skipped <= 1):
             executor = "serial"

@@ -1,14 +1,16 @@
 """Compiled training steps: ``torch.compile`` on the model a run trains, switched on for the
 runs of a long sweep.
 
-Why it pays only in a sweep: compiling `tiny`'s block, forward and backward, takes ~10-35 s
-on one CPU thread, about as long as a run. But torch keeps compiled graphs per process,
+Why it pays only in a sweep: compiling a block, forward and backward, takes ~40-110 s per
+shape family on one CPU thread with the other worker busy (``benchmarks/sweep_speed.py``),
+longer than most runs. But torch keeps compiled graphs per process,
 keyed by the code and guarded on shapes, dtypes and grad mode, not on the module instance,
 so every later run in the same worker process with the same shapes (the next seed, the next
 learning rate) reuses them and pays nothing. A sweep worker lives across runs, so it pays
 the compile once per shape family (FullFT, and each adapter rank: parameter shapes are
-static in torch's guards) and then runs ~1.3x faster (measured side by side in
-``benchmarks/sweep_speed.py``, which also charges each sweep its compiles). A handful of
+static in torch's guards) and then runs faster: a median 1.39x per run over the shipped
+sweeps against the way they shipped, 1.16x once every worker is charged every compile
+(measured side by side in ``benchmarks/sweep_speed.py``). A handful of
 runs would not earn it back: :func:`worth_compiling` says when a sweep should.
 
 Only the transformer blocks compile ("regional compilation"): they share one forward, so
@@ -33,9 +35,9 @@ from contextlib import contextmanager
 import torch
 import torch.nn as nn
 
-# runs per worker from which a sweep compiles by default: the compile (~30 s per shape family
-# on one thread, a few families per sweep) is then under ~10 % of the steps it speeds up
-MIN_RUNS_PER_WORKER = 16
+# runs a worker makes per compile it pays, from which a sweep compiles by default: in
+# benchmarks/sweep_speed.py a compile paid for itself after 0.7-10 runs (median ~5)
+MIN_RUNS_PER_COMPILE = 8
 RECOMPILE_LIMIT = 64  # graphs kept per compiled function in one process
 
 _active = False
@@ -51,10 +53,13 @@ def compiler_missing(device: torch.device | str = "cpu") -> str | None:
     return None
 
 
-def worth_compiling(runs_per_worker: float, device: torch.device | str = "cpu") -> bool:
-    """Whether a sweep whose workers each run about ``runs_per_worker`` runs should compile:
-    enough runs to earn the compile back, and a compiler to build with."""
-    return runs_per_worker >= MIN_RUNS_PER_WORKER and compiler_missing(device) is None
+def worth_compiling(runs_per_worker: float, compiles_per_worker: int = 1,
+                    device: torch.device | str = "cpu") -> bool:  # fmt: skip
+    """Whether a sweep whose workers each make ``runs_per_worker`` runs and compile
+    ``compiles_per_worker`` times (once per shape family) should compile: enough runs per
+    compile to earn it back, and a compiler to build with."""
+    enough = runs_per_worker >= MIN_RUNS_PER_COMPILE * max(compiles_per_worker, 1)
+    return enough and compiler_missing(device) is None
 
 
 @contextmanager
