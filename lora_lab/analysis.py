@@ -27,14 +27,6 @@ def _targets(value: object) -> object:
     return ",".join(value) if isinstance(value, list) else value
 
 
-def _records(folder: str | Path, keys: Iterable[str] | None) -> dict[str, dict]:
-    records = ResultStore(folder).scan()[0]
-    if keys is not None:
-        wanted = set(keys)
-        records = {k: v for k, v in records.items() if k in wanted}
-    return records
-
-
 def _folder_signature(folder: str | Path) -> tuple:
     """Every record file a store would read in ``folder`` (its own and a shipped layer
     under it), with modification time and size: equal signatures, equal records."""
