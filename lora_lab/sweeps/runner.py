@@ -134,7 +134,9 @@ def run_sweep(
     t0 = time.perf_counter()
     warn_if_untraceable(store.folder)
     claims = Claims(store.folder)  # where this sweep writes: the user's mirror if read-only
-    bar = progress_bar(total=len(specs), initial=skipped, desc=f"sweep {experiment.name}",
+    compiled = bool(getattr(executor, "compile", False))
+    label = f"sweep {experiment.name}" + (", compiled" if compiled else "")
+    bar = progress_bar(total=len(specs), initial=skipped, desc=label,
                disable=not progress)  # fmt: skip
 
     def claimed(todo: list[RunSpec], elsewhere: list[str]) -> Iterator[RunSpec]:
@@ -197,7 +199,7 @@ def run_sweep(
         store.folder,
         keys,
         executor.name,
-        bool(getattr(executor, "compile", False)),
+        compiled,
     )
 
 
