@@ -8,9 +8,9 @@ keyed by the code and guarded on shapes, dtypes and grad mode, not on the module
 so every later run in the same worker process with the same shapes (the next seed, the next
 learning rate) reuses them and pays nothing. A sweep worker lives across runs, so it pays
 the compile once per shape family (FullFT, and each adapter rank: parameter shapes are
-static in torch's guards) and then runs faster: a median 1.39x per run over the shipped
-sweeps against the way they shipped, 1.16x once every worker is charged every compile
-(measured side by side in ``benchmarks/sweep_speed.py``). A handful of
+static in torch's guards) and then runs faster; ``benchmarks/sweep_speed.py`` measures by
+how much per shipped sweep, with and without charging each worker its compiles (README's
+sweep-speed block). A handful of
 runs would not earn it back: :func:`worth_compiling` says when a sweep should.
 
 Only the transformer blocks compile ("regional compilation"): they share one forward, so
