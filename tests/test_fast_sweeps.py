@@ -144,6 +144,7 @@ def test_compiling_is_scoped_and_a_sweep_compiles_only_when_it_pays(tmp_path):
     """Nothing compiles outside a sweep worker's run; ``auto`` compiles only where each worker
     has enough runs ahead to earn the compile back; a bad setting is refused up front."""
     from lora_lab.findings.demo import DEMO
+    from lora_lab.model import PRESETS, build_model
     from lora_lab.sweeps.fast import compiles_per_worker, worth_compiling_sweep
     from lora_lab.sweeps.runner import run_sweep
     from lora_lab.training.compiled import (
@@ -151,12 +152,16 @@ def test_compiling_is_scoped_and_a_sweep_compiles_only_when_it_pays(tmp_path):
         compiled_steps,
         compiler_missing,
         compiling,
+        maybe_compiled,
+        ran_compiled,
         worth_compiling,
     )
 
     assert not compiling()
     with compiled_steps(True) as on:
         assert on == compiling() == (compiler_missing() is None)
+        moe = build_model(PRESETS["small-moe"])
+        assert maybe_compiled(moe) is moe and not ran_compiled()  # MoE stays eager
         with compiled_steps(False):
             assert not compiling()
         assert compiling() == on

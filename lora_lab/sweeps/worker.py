@@ -17,7 +17,7 @@ from lora_lab.sweeps.store import provenance
 from lora_lab.tasks import Task, make_task
 from lora_lab.threads import set_threads
 from lora_lab.training.bits import bits_stored, sample_bits_metric
-from lora_lab.training.compiled import compiled_steps, compiling
+from lora_lab.training.compiled import compiled_steps, ran_compiled
 from lora_lab.training.dpo import train_dpo_with
 from lora_lab.training.rl import train_rl_with
 from lora_lab.training.sft import RunResult, train_with
@@ -112,7 +112,7 @@ def run_spec(spec: RunSpec | dict[str, Any], progress: bool = False, device: str
         "key": spec.key,
         "spec": spec.to_dict(),
         "result": result.to_dict(),
-        "provenance": {**provenance(), "compiled": compiling(),
+        "provenance": {**provenance(), "compiled": ran_compiled(),
                        "wall_time_s": round(time.perf_counter() - t0, 2)},  # fmt: skip
     }
 

@@ -41,6 +41,7 @@ MIN_RUNS_PER_COMPILE = 8
 RECOMPILE_LIMIT = 64  # graphs kept per compiled function in one process
 
 _active = False
+_ran_compiled = False  # whether maybe_compiled compiled a model inside the current context
 
 
 def compiler_missing(device: torch.device | str = "cpu") -> str | None:
@@ -67,18 +68,24 @@ def compiled_steps(on: bool = True) -> Iterator[bool]:
     """Inside the block, :func:`run_loop <lora_lab.training.loop.run_loop>` trains a compiled
     model when ``on`` and a compiler is at hand; yields whether it will. Restores the previous
     setting on exit."""
-    global _active
-    before = _active
-    _active = bool(on) and compiler_missing() is None
+    global _active, _ran_compiled
+    before = _active, _ran_compiled
+    _active, _ran_compiled = bool(on) and compiler_missing() is None, False
     try:
         yield _active
     finally:
-        _active = before
+        _active, _ran_compiled = before
 
 
 def compiling() -> bool:
     """Whether runs started now compile (inside :func:`compiled_steps`)."""
     return _active
+
+
+def ran_compiled() -> bool:
+    """Whether a model was compiled inside the current :func:`compiled_steps` block (what a
+    record's ``provenance.compiled`` says: a model left eager, e.g. a MoE, says False)."""
+    return _ran_compiled
 
 
 def maybe_compiled(model: nn.Module) -> nn.Module:
@@ -94,8 +101,10 @@ def maybe_compiled(model: nn.Module) -> nn.Module:
         return model  # MoE routing is data-dependent (graph breaks); not measured to gain
     # each adapter shape, grad mode and evaluation batch adds graphs; torch's default limit
     # of 8 per function would silently fall back to eager partway through a sweep
+    global _ran_compiled
     config = torch._dynamo.config
     config.recompile_limit = max(config.recompile_limit, RECOMPILE_LIMIT)
     for block in getattr(model, "layers", ()):
         block.compile()
+        _ran_compiled = True
     return model

@@ -125,8 +125,8 @@ def run_loop(
         groups = param_groups(model) if param_groups is not None else params
         opt = make_adamw(groups, lr=lr, betas=optim.betas, weight_decay=optim.weight_decay)
         objective.setup(model, device)
-        # the steps and evaluations go through a compiled wrapper inside a long sweep's
-        # worker (lora_lab.training.compiled); everything else sees the model itself
+        # inside a long sweep's worker the model's blocks compile in place
+        # (lora_lab.training.compiled); elsewhere this is the model, untouched
         stepped = maybe_compiled(model)
         rows: list[dict[str, float]] = []
         start: float | None = None
