@@ -4,8 +4,9 @@ runs of a long sweep.
 Why it pays only in a sweep: compiling a block, forward and backward, takes ~40-110 s per
 shape family on one CPU thread with the other worker busy (``benchmarks/sweep_speed.py``),
 longer than most runs. But torch keeps compiled graphs per process, keyed by the code and
-guarded on shapes, dtypes and grad mode, not on the module instance, so every later run in the same worker process with the same shapes (the next seed, the next
-learning rate) reuses them and pays nothing. A sweep worker lives across runs, so it pays
+guarded on shapes, dtypes and grad mode, not on the module instance, so every later run in
+the same worker process with the same shapes (the next seed, the next learning rate) reuses
+them and pays nothing. A sweep worker lives across runs, so it pays
 the compile once per shape family (FullFT, and each adapter rank: parameter shapes are
 static in torch's guards) and then runs faster; ``benchmarks/sweep_speed.py`` measures by
 how much per shipped sweep, with and without charging each worker its compiles (README's
