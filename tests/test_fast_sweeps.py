@@ -188,6 +188,48 @@ def test_compiling_is_scoped_and_a_sweep_compiles_only_when_it_pays(tmp_path):
                            for p in records)  # fmt: skip
 
 
+def test_a_compiled_sweep_starts_its_workers_on_different_shape_families(tmp_path):
+    """The first run of every family goes first, then the families one after another: two
+    workers compile two families at once instead of the same one twice, and a worker
+    meeting a family later loads it from torch's on-disk cache. An eager sweep keeps its
+    order."""
+    from dataclasses import dataclass
+
+    from lora_lab.sweeps.fast import families_first, shape_family
+    from lora_lab.sweeps.runner import run_sweep
+
+    specs = get_experiment("capacity").specs("full")
+    ordered = families_first(specs)
+    assert sorted(s.key for s in ordered) == sorted(s.key for s in specs)
+    families = list(dict.fromkeys(shape_family(s) for s in specs))
+    assert len(families) >= 2
+    assert [shape_family(s) for s in ordered[: len(families)]] == families
+    rest = [shape_family(s) for s in ordered[len(families):]]
+    assert rest == sorted(rest, key=families.index)  # family by family, in the same order
+    for family in families:  # each family keeps its own order
+        assert [s.key for s in ordered if shape_family(s) == family] == [
+            s.key for s in specs if shape_family(s) == family]  # fmt: skip
+
+    @dataclass
+    class Recording:  # an executor that only notes the order it is handed the runs in
+        compile: bool
+        name = "recording"
+
+        def map(self, given):
+            self.seen = [s.key for s in given]
+            return iter([(key, None, "not run") for key in self.seen])
+
+    from lora_lab.findings.demo import DEMO
+
+    expected = [s.key for s in DEMO.specs("full")]
+    for compile in (True, False):
+        ex = Recording(compile)
+        run_sweep(DEMO, "full", root=tmp_path / str(compile), progress=False, executor=ex)
+        want = [s.key for s in families_first(DEMO.specs("full"))] if compile else expected
+        assert ex.seen == want
+    assert [s.key for s in families_first(DEMO.specs("full"))] != expected  # order changed
+
+
 @pytest.mark.slow
 def test_a_compiled_run_matches_eager_and_the_next_run_reuses_its_graphs():
     """The fast way's compile: same losses as eager up to float rounding, recorded as compiled,

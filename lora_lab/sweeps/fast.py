@@ -48,6 +48,29 @@ def fast_spec(spec: RunSpec) -> RunSpec:
     return RunSpec.from_dict({**spec.to_dict(), "lora_layer": FAST_LORA_LAYER})
 
 
+def shape_family(spec: RunSpec) -> tuple:
+    """What a compiled graph is specialised to: FullFT or LoRA, the base, and the method
+    with its rank, targets and alpha (baked into the graph)."""
+    return (spec.is_lora, spec.base, repr(spec.method))
+
+
+def families_first(specs: Iterable[RunSpec]) -> list[RunSpec]:
+    """``specs`` reordered for a compiled sweep: the first run of each shape family, then the
+    rest family by family, each family in its given order.
+
+    Why: compiled kernels land in torch's on-disk cache, which every worker on the machine
+    reads. Started together on the same family, the workers would each compile it from
+    scratch; started on different families, each compiles its own, and a worker that later
+    meets a family another compiled loads its kernels from the cache (tracing only, no C++
+    build). The rest follows in the same family order, so by the time a worker reaches a
+    family its first run has long been compiled."""
+    groups: dict[tuple, list[RunSpec]] = {}
+    for spec in specs:
+        groups.setdefault(shape_family(spec), []).append(spec)
+    firsts = [group[0] for group in groups.values()]
+    return firsts + [spec for group in groups.values() for spec in group[1:]]
+
+
 def compiles_per_worker(specs: Iterable[RunSpec]) -> dict[str, int]:
     """How many times a worker that meets every one of ``specs`` compiles, for LoRA and for
     FullFT: once per shape family (base, method with its rank, targets and alpha, which the
@@ -55,8 +78,7 @@ def compiles_per_worker(specs: Iterable[RunSpec]) -> dict[str, int]:
     treats the batch as dynamic). An upper bound: a worker may not meet every family."""
     batches: dict[tuple, set[int]] = {}
     for spec in specs:
-        family = (spec.is_lora, spec.base, repr(spec.method))
-        batches.setdefault(family, set()).add(spec.batch_size)
+        batches.setdefault(shape_family(spec), set()).add(spec.batch_size)
     counts = {"lora": 0, "full": 0}
     for (is_lora, *_), sizes in batches.items():
         counts["lora" if is_lora else "full"] += 1 + (len(sizes) > 1)

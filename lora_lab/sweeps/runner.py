@@ -23,7 +23,7 @@ from lora_lab.sweeps.executors import (
     make_executor,
 )
 from lora_lab.sweeps.experiment import Experiment, results_dir
-from lora_lab.sweeps.fast import worth_compiling_sweep
+from lora_lab.sweeps.fast import families_first, worth_compiling_sweep
 from lora_lab.sweeps.identity import CODE
 from lora_lab.sweeps.spec import RunSpec
 from lora_lab.sweeps.store import ResultStore
@@ -157,6 +157,8 @@ def run_sweep(
     try:
         while True:
             todo = [s for s in specs if s.key not in done and s.key not in failed]
+            if compiled:  # workers start on different shape families: see families_first
+                todo = families_first(todo)
             elsewhere: list[str] = []
             for key, record, err in executor.map(claimed(todo, elsewhere)) if todo else ():
                 if err.startswith(SKEW):
