@@ -20,7 +20,7 @@ from lora_lab._version import __version__
 # Public names, loaded on first use (PEP 562): ``import lora_lab`` and the command line's
 # ``--help`` stay quick, and nothing heavy (torch, pandas, Jupyter) loads before it is used.
 # Importing lora_lab changes no global state: the thread rule (lora_lab.threads) is applied
-# where work starts (the CLI, a panel's Run, train), once per process.
+# where work starts (the CLI, a panel's Run, train, a sweep, building a model), once per process.
 _PUBLIC = {
     "lora_lab.lora": ("LoraConfig", "LoRALinear", "count_lora_params", "inject_lora",
                       "load_adapter", "merge", "parameter_report", "save_adapter", "unload",

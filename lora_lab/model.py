@@ -20,6 +20,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+from lora_lab.threads import apply_default_threads
+
 
 @dataclass
 class ModelConfig:
@@ -327,7 +329,9 @@ def count_parameters(model: nn.Module, trainable_only: bool = False) -> int:
 
 
 def build_model(preset_or_config: str | ModelConfig, seed: int = 0) -> CompactLM:
-    """A freshly initialised model (seeded, so two calls give identical weights)."""
+    """A freshly initialised model (seeded, so two calls give identical weights). Work starts
+    here (every model, pretrained or not, is built by this), so the thread rule applies."""
+    apply_default_threads()
     cfg = get_preset(preset_or_config) if isinstance(preset_or_config, str) else preset_or_config
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -345,7 +349,9 @@ def save_model(model: CompactLM, path: str | Path, metadata: dict[str, Any] | No
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> CompactLM:
-    """Inverse of :func:`save_model`; rejects files whose tensors do not fit the config."""
+    """Inverse of :func:`save_model`; rejects files whose tensors do not fit the config.
+    Applies the thread rule, as :func:`build_model` does: work starts here."""
+    apply_default_threads()
     path = Path(path).with_suffix("")
     meta_path, weights_path = Path(str(path) + ".json"), Path(str(path) + ".safetensors")
     if not meta_path.exists() or not weights_path.exists():

@@ -1,5 +1,5 @@
 """How many CPU threads torch uses: one rule, applied where work starts (the CLI, a panel's
-Run, ``train``), never on import.
+Run, ``train``, a sweep, building or loading a model), never on import.
 
 torch defaults to one thread per core. On a 2-core machine that is fine while nothing else
 runs and collapses as soon as anything does: the threads spin-wait on each other while the

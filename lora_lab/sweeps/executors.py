@@ -26,12 +26,10 @@ from dataclasses import dataclass
 from multiprocessing import get_context
 from typing import Any
 
-import torch
-
 from lora_lab.sweeps.identity import CODE
 from lora_lab.sweeps.spec import RunSpec
 from lora_lab.sweeps.worker import execute
-from lora_lab.threads import set_threads
+from lora_lab.threads import apply_default_threads, set_threads
 
 Outcome = tuple[str, "dict[str, Any] | None", str]
 
@@ -97,7 +95,9 @@ class SerialExecutor:
     name = "serial"
 
     def map(self, specs: Iterable[RunSpec]) -> Iterator[Outcome]:
-        before = torch.get_num_threads()
+        # the rule first (work starts here), so what is restored afterwards is the rule's
+        # count or the caller's explicit one, never torch's one-thread-per-core default
+        before = apply_default_threads()
         try:
             for spec in specs:
                 yield execute(spec.to_dict(), self.threads, compile=self.compile)
