@@ -251,30 +251,35 @@ def test_importing_lora_lab_changes_no_thread_setting():
 
 def test_building_loading_or_sweeping_applies_the_rule_and_a_serial_sweep_keeps_it(tmp_path):
     """A notebook's work often starts without ``train``: a model built or loaded to sample
-    from, a serial sweep. Each applies the rule (here ``LORA_LAB_THREADS=3``, which differs
-    from torch's own default on any machine but a 3-core one), and a serial sweep leaves it in
+    from, a serial sweep. Each applies the rule (here ``LORA_LAB_THREADS=3``, from 2 threads
+    set as torch's default would be on a 2-core machine), and a serial sweep leaves it in
     place: it used to restore torch's one-thread-per-core default afterwards, and a notebook
     beside one busy process then ran 18x slower (05's ci preset: 392 s against 22 s)."""
-    code = ("import sys, torch; from lora_lab.model import {f}; {call}; "
-            "print(torch.get_num_threads())")  # fmt: skip
-    calls = {
-        "build": code.format(f="build_model", call="build_model('nano')"),
-        "load": code.format(f="build_model, save_model, load_model",
-                            call=f"save_model(build_model('nano'), {str(tmp_path / 'm')!r}); "
-                                 f"torch.set_num_threads(2); from lora_lab import threads; "
-                                 f"threads._state['applied'] = False; "
-                                 f"load_model({str(tmp_path / 'm')!r})"),  # fmt: skip
-        "serial sweep": ("import torch; from lora_lab.findings.demo import DEMO; "
-                         "from lora_lab.sweeps.runner import run_sweep; "
-                         f"run_sweep(DEMO, 'ci', root={str(tmp_path / 's')!r}, progress=False, "
-                         "executor='serial'); print(torch.get_num_threads())"),  # fmt: skip
-    }
+    path = str(tmp_path / "model")
+    program = f"""
+import torch
+from lora_lab import threads
+from lora_lab.findings.demo import DEMO
+from lora_lab.model import build_model, load_model, save_model
+from lora_lab.sweeps.runner import run_sweep
+
+def fresh():  # torch's default again, the rule not yet applied
+    torch.set_num_threads(2)
+    threads._state["applied"] = False
+
+seen = {{}}
+build_model("nano"); seen["build"] = torch.get_num_threads()
+save_model(build_model("nano"), {path!r}); fresh()
+load_model({path!r}); seen["load"] = torch.get_num_threads(); fresh()
+run_sweep(DEMO, "ci", root={str(tmp_path / "sweep")!r}, progress=False, executor="serial")
+seen["serial sweep"] = torch.get_num_threads()
+print(seen)
+"""
     env = {**os.environ, "LORA_LAB_THREADS": "3"}
     env.pop("OMP_NUM_THREADS", None)
-    for what, program in calls.items():
-        out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
-                             env=env, check=True).stdout  # fmt: skip
-        assert out.strip().splitlines()[-1] == "3", (what, out)
+    out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
+                         env=env, check=True).stdout  # fmt: skip
+    assert out.strip().splitlines()[-1] == str({"build": 3, "load": 3, "serial sweep": 3})
 
 
 def test_work_applies_the_rule_once_and_never_overrides_an_explicit_choice(monkeypatch):
