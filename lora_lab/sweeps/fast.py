@@ -16,7 +16,12 @@ levers that count are in the step:
   compiles by default only where each worker has enough runs per compile
   (:func:`worth_compiling_sweep`), and the benchmark charges every sweep its compiles.
   Float rounding differs from eager, as with the fused layer; records say
-  ``provenance.compiled``.
+  ``provenance.compiled``. A compiled sweep runs the first run of each family first
+  (:func:`families_first`), so a family is built from scratch once and the other worker
+  loads it from torch's on-disk cache. That load is not free: the fused layer is a custom
+  ``autograd.Function``, which torch's AOT-autograd cache does not store (it bypasses
+  ``autograd_function_apply``), so a LoRA family's load still re-traces forward and
+  backward (lr_rule, r=16: 16-20 s against a 35 s compile from scratch, one process alone).
 
 Evaluations are already batched under ``no_grad`` on tokens encoded once per task and kept
 by the worker (the fused layer's ``no_grad`` path also skips the adapter's saved tensors).

@@ -6,12 +6,15 @@ shape family on one CPU thread with the other worker busy (``benchmarks/sweep_sp
 longer than most runs. But torch keeps compiled graphs per process, keyed by the code and
 guarded on shapes, dtypes and grad mode, not on the module instance, so every later run in
 the same worker process with the same shapes (the next seed, the next learning rate) reuses
-them and pays nothing. A sweep worker lives across runs, so it pays
-the compile once per shape family (FullFT, and each adapter rank: parameter shapes are
-static in torch's guards) and then runs faster; ``benchmarks/sweep_speed.py`` measures by
-how much per shipped sweep, with and without charging each worker its compiles (README's
-sweep-speed block). A handful of runs would not earn it back: :func:`worth_compiling` says
-when a sweep should (MoE models stay eager: data-dependent routing breaks the graph).
+them and pays nothing. A sweep worker lives across runs, so it pays the compile at most
+once per shape family (FullFT, and each adapter rank: parameter shapes are static in
+torch's guards) and then runs faster. Less than that: compiled kernels also land in torch's
+on-disk cache, and a compiled sweep starts its workers on different families
+(:func:`~lora_lab.sweeps.fast.families_first`), so a worker loads the families another one
+built. ``benchmarks/sweep_speed.py`` measures the gain per shipped sweep, with and without
+charging the compiles (README's sweep-speed block). A handful of runs would not earn it
+back: :func:`worth_compiling` says when a sweep should (MoE models stay eager:
+data-dependent routing breaks the graph).
 
 Only the transformer blocks compile ("regional compilation"): they share one forward, so
 the graph is built once and reused by every layer. The whole model compiled as one graph
