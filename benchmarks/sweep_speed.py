@@ -318,6 +318,8 @@ def main() -> None:
                                                  for r in rows),  # fmt: skip
         "suite": time_suite() if args.suite else None,
     }
+    if args.suite:
+        record["suite_provenance"] = {**provenance(), "cpu_count": os.cpu_count()}
     record_path.parent.mkdir(parents=True, exist_ok=True)
     record_path.write_text(json.dumps(record, indent=1, default=float) + "\n")
     print(markdown(record))
