@@ -21,7 +21,7 @@ levers that count are in the step:
   loads it from torch's on-disk cache. That load is not free: the fused layer is a custom
   ``autograd.Function``, which torch's AOT-autograd cache does not store (it bypasses
   ``autograd_function_apply``), so a LoRA family's load still re-traces forward and
-  backward (lr_rule, r=16: 16-20 s against a 35 s compile from scratch, one process alone).
+  backward and costs several times a FullFT family's (the benchmark record's warm loads).
 
 Evaluations are already batched under ``no_grad`` on tokens encoded once per task and kept
 by the worker (the fused layer's ``no_grad`` path also skips the adapter's saved tensors).
