@@ -125,10 +125,67 @@ def browser():
         b.close()
 
 
-KERNEL_IDLE = """() => {
-  const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;
-  const k = w && w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
+class LabPage:
+    """One JupyterLab page per worker: the app loads once (seconds of Chromium's time) and
+    each notebook opens in it, runs, and closes with its kernel shut down. Requests that
+    leave 127.0.0.1 are blocked and collected in ``blocked`` (emptied per notebook)."""
+
+    def __init__(self, browser, url: str, token: str) -> None:
+        self.context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        self.blocked: list[str] = []
+        self.context.route("**/*", self._only_localhost)
+        self.page = self.context.new_page()
+        # ?reset: a fresh workspace, so nothing a previous session opened reopens here
+        self.page.goto(f"{url}/lab?reset&token={token}")
+        self.page.wait_for_function(APP_STARTED, timeout=120_000)
+        self.page.evaluate("async () => { await window.jupyterapp.restored; }")
+
+    def _only_localhost(self, route) -> None:
+        url = route.request.url
+        host = url.split("/")[2].split(":")[0] if "://" in url else ""
+        if host in ("127.0.0.1", "localhost") or url.startswith(("data:", "blob:")):
+            route.continue_()
+        else:
+            self.blocked.append(url)
+            route.abort()
+
+    def open(self, notebook: str) -> None:
+        """Open ``notebook`` and wait until its kernel is idle."""
+        self.blocked.clear()
+        self.page.evaluate(
+            "p => { window.jupyterapp.commands.execute('docmanager:open', {path: p}); }", notebook
+        )
+        self.page.wait_for_function(KERNEL_IDLE, arg=notebook, timeout=120_000)
+
+    def close_current(self) -> None:
+        """Shut the current notebook's kernel down and close it (it was saved, or is a
+        failure's leftover): kernels of notebooks already tested free their memory."""
+        self.page.evaluate(CLOSE_CURRENT)
+
+
+@pytest.fixture(scope="session")
+def lab_page(lab, browser):
+    url, token, _ = lab
+    page = LabPage(browser, url, token)
+    yield page
+    page.context.close()
+
+
+APP_STARTED = """() => !!window.jupyterapp
+  && window.jupyterapp.commands.hasCommand('docmanager:open')"""
+
+KERNEL_IDLE = """(path) => {
+  const w = window.jupyterapp.shell.currentWidget;
+  if (!w || !w.context || w.context.path !== path) return false;
+  const k = w.sessionContext && w.sessionContext.session && w.sessionContext.session.kernel;
   return !!k && k.status === 'idle' && !w.sessionContext.isRestarting;
+}"""
+
+CLOSE_CURRENT = """async () => {
+  const w = window.jupyterapp.shell.currentWidget;
+  if (!w || !w.sessionContext) return;
+  await w.sessionContext.shutdown();
+  w.dispose();
 }"""
 
 FINISHED = """() => {
@@ -175,27 +232,11 @@ DOM_OUTPUTS = """() => {
 
 
 @pytest.mark.parametrize("notebook", [p.name for p in NOTEBOOKS])
-def test_notebook_runs_in_jupyterlab_in_a_real_browser(lab, browser, notebook, executed_notebooks):
-    url, token, root = lab
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    blocked: list[str] = []
-
-    def only_localhost(route):
-        host = route.request.url.split("/")[2].split(":")[0] if "://" in route.request.url else ""
-        if host in ("127.0.0.1", "localhost") or route.request.url.startswith(("data:", "blob:")):
-            route.continue_()
-        else:
-            blocked.append(route.request.url)
-            route.abort()
-
-    context.route("**/*", only_localhost)
-    page = context.new_page()
-    console_errors: list[str] = []
-    page.on("pageerror", lambda e: console_errors.append(str(e)))
+def test_notebook_runs_in_jupyterlab_in_a_real_browser(lab, lab_page, notebook, executed_notebooks):
+    _, _, root = lab
+    page = lab_page.page
     try:
-        # ?reset: a fresh workspace, so the notebooks opened before do not reopen here
-        page.goto(f"{url}/lab/tree/{notebook}?reset&token={token}")
-        page.wait_for_function(KERNEL_IDLE, timeout=120_000)
+        lab_page.open(notebook)
         page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
         page.wait_for_timeout(1000)  # the prompts turn to [*] first
         page.wait_for_function(FINISHED, timeout=RUN_TIMEOUT_S * 1000, polling=250)
@@ -212,7 +253,8 @@ def test_notebook_runs_in_jupyterlab_in_a_real_browser(lab, browser, notebook, e
         SHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SHOTS / f"{Path(notebook).stem}.png"), full_page=True)
     finally:
-        context.close()
+        lab_page.close_current()
+    blocked = lab_page.blocked
     assert not blocked, f"{notebook} asked for resources outside 127.0.0.1: {blocked[:5]}"
 
 

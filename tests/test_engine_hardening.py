@@ -4,6 +4,7 @@ code that ran."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import subprocess
@@ -16,6 +17,7 @@ import pytest
 from lora_lab.findings.demo import DEMO
 from lora_lab.sweeps import executors
 from lora_lab.sweeps.claims import Claims, pid_alive
+from lora_lab.sweeps.experiment import grid
 from lora_lab.sweeps.identity import CODE, source_hash
 from lora_lab.sweeps.runner import CodeSkewError, run_sweep
 from lora_lab.sweeps.store import ResultStore
@@ -50,8 +52,9 @@ def test_no_process_of_a_sweep_survives_its_killed_driver(tmp_path):
     assert len(kids) >= 2, f"the driver never started its workers ({kids})"
     driver.send_signal(signal.SIGKILL)
     driver.wait()
-    time.sleep(10)
-    alive = [pid for pid in kids if pid_alive(pid)]
+    deadline = time.time() + 10  # workers check on their parent every second
+    while (alive := [pid for pid in kids if pid_alive(pid)]) and time.time() < deadline:
+        time.sleep(0.2)
     assert not alive, f"processes of the sweep still alive 10 s after SIGKILL: {alive}"
 
 
@@ -260,7 +263,10 @@ def test_the_cli_tells_user_errors_from_bugs(monkeypatch, capsys):
 def test_verify_reruns_records_and_compares_with_the_seed_spread(tmp_path):
     from lora_lab.sweeps.verify import verify_records
 
-    run_sweep(DEMO, "full", jobs=1, root=tmp_path, progress=False, executor="serial")
+    # one condition on two seeds (its seed spread), 10 steps: what verifying needs, no more
+    pair = grid(method="full", lr=1e-3, seed=[0, 1], steps=10)
+    two_seeds = dataclasses.replace(DEMO, grids={"two": pair})
+    run_sweep(two_seeds, "two", jobs=1, root=tmp_path, progress=False, executor="serial")
     folder = tmp_path / "demo"
     files = sorted(folder.glob("*.json"))
     table = verify_records([files[0]])

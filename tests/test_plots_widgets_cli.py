@@ -251,10 +251,11 @@ def test_importing_lora_lab_changes_no_thread_setting():
 
 def test_building_loading_or_sweeping_applies_the_rule_and_a_serial_sweep_keeps_it(tmp_path):
     """A notebook's work often starts without ``train``: a model built or loaded to sample
-    from, a serial sweep. Each applies the rule (here ``LORA_LAB_THREADS=3``, from 2 threads
-    set as torch's default would be on a 2-core machine), and a serial sweep leaves it in
-    place: it used to restore torch's one-thread-per-core default afterwards, and a notebook
-    beside one busy process then ran 18x slower (05's ci preset: 392 s against 22 s)."""
+    from, a serial sweep. Each applies the rule (here ``LORA_LAB_THREADS=1``, from 2 threads
+    set as torch's default would be on a 2-core machine; 1, not more, so nothing trains
+    oversubscribed beside the suite's other worker), and a serial sweep leaves it in place:
+    it used to restore torch's one-thread-per-core default afterwards, and a notebook beside
+    one busy process then ran 18x slower (05's ci preset: 392 s against 22 s)."""
     path = str(tmp_path / "model")
     program = f"""
 import torch
@@ -268,6 +269,7 @@ def fresh():  # torch's default again, the rule not yet applied
     threads._state["applied"] = False
 
 seen = {{}}
+fresh()
 build_model("nano"); seen["build"] = torch.get_num_threads()
 save_model(build_model("nano"), {path!r}); fresh()
 load_model({path!r}); seen["load"] = torch.get_num_threads(); fresh()
@@ -275,11 +277,11 @@ run_sweep(DEMO, "ci", root={str(tmp_path / "sweep")!r}, progress=False, executor
 seen["serial sweep"] = torch.get_num_threads()
 print(seen)
 """
-    env = {**os.environ, "LORA_LAB_THREADS": "3"}
+    env = {**os.environ, "LORA_LAB_THREADS": "1"}
     env.pop("OMP_NUM_THREADS", None)
     out = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
                          env=env, check=True).stdout  # fmt: skip
-    assert out.strip().splitlines()[-1] == str({"build": 3, "load": 3, "serial sweep": 3})
+    assert out.strip().splitlines()[-1] == str({"build": 1, "load": 1, "serial sweep": 1})
 
 
 def test_work_applies_the_rule_once_and_never_overrides_an_explicit_choice(monkeypatch):
