@@ -266,8 +266,7 @@ def test_verify_reruns_records_and_compares_with_the_seed_spread(tmp_path):
     # one condition on two seeds (its seed spread), 10 steps: what verifying needs, no more
     pair = grid(method="full", lr=1e-3, seed=[0, 1], steps=10)
     two_seeds = dataclasses.replace(DEMO, grids={"two": pair})
-    run_sweep(two_seeds, "two", jobs=1, root=tmp_path, progress=False, executor="serial")
-    folder = tmp_path / "demo"
+    folder = run_sweep(two_seeds, "two", root=tmp_path, progress=False, executor="serial").folder
     files = sorted(folder.glob("*.json"))
     table = verify_records([files[0]])
     assert table.outcome.tolist() == ["reproduces"] and table.code.tolist() == ["same"]
