@@ -134,20 +134,28 @@ def compile_plan(name: str) -> dict:
             "auto_compiles": worth_compiling_sweep(specs, WORKERS)}  # fmt: skip
 
 
+def run_children(label: str, argvs: list[list[str]], cache_dir: str) -> list[dict]:
+    """Run one child per ``argvs`` entry (``CHILD``'s arguments) at the same time, one torch
+    thread each, sharing the compile cache ``cache_dir``; each child's JSON line."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TORCHINDUCTOR_CACHE_DIR": cache_dir}
+    procs = [subprocess.Popen([sys.executable, "-c", CHILD, *argv], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+             for argv in argvs]  # fmt: skip
+    out = []
+    for argv, p in zip(argvs, procs):
+        stdout, stderr = p.communicate()
+        if p.returncode != 0:
+            raise SystemExit(f"{label} ({' '.join(argv[:3])}): {stderr[-2000:]}")
+        out.append(json.loads(stdout.strip().splitlines()[-1]))
+    return out
+
+
 def time_pair(name: str, kind: str, spec: dict) -> dict[str, dict]:
     """The spec run the shipped way and the fast way at the same time, one process each."""
     cache = tempfile.TemporaryDirectory(prefix="lora_lab-inductor-")  # an empty compile cache
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TORCHINDUCTOR_CACHE_DIR": cache.name}
-    procs = {way: subprocess.Popen([sys.executable, "-c", CHILD, name, kind, way, json.dumps(spec)],
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                   env=env, cwd=ROOT)  # fmt: skip
-             for way in ("shipped", "fast")}  # fmt: skip
-    out = {}
-    for way, p in procs.items():
-        stdout, stderr = p.communicate()
-        if p.returncode != 0:
-            raise SystemExit(f"{name} {kind} {way}: {stderr[-2000:]}")
-        out[way] = json.loads(stdout.strip().splitlines()[-1])
+    ways = ("shipped", "fast")
+    runs = run_children(name, [[name, kind, way, json.dumps(spec)] for way in ways], cache.name)
+    out: dict = dict(zip(ways, runs))
     compiled = out["fast"]["compiled"]
     out["warm_load_s"] = time_warm_load(name, kind, spec, cache.name) if compiled else 0.0
     cache.cleanup()
@@ -161,19 +169,9 @@ def time_warm_load(name: str, kind: str, spec: dict, cache_dir: str) -> float:
     """Seconds a worker spends loading a shape family that another worker compiled into the
     on-disk cache ``cache_dir``: two processes at once, each running a short version of the
     spec twice (first minus second); their mean."""
-    short = {**spec, "steps": WARM_STEPS, "epochs": None, "warmup_steps": 0}
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TORCHINDUCTOR_CACHE_DIR": cache_dir}
-    procs = [subprocess.Popen([sys.executable, "-c", CHILD, name, kind, "fast", json.dumps(short)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env=env, cwd=ROOT) for _ in range(WORKERS)]  # fmt: skip
-    loads = []
-    for p in procs:
-        stdout, stderr = p.communicate()
-        if p.returncode != 0:
-            raise SystemExit(f"{name} {kind} warm load: {stderr[-2000:]}")
-        out = json.loads(stdout.strip().splitlines()[-1])
-        loads.append(max(0.0, out["first"] - out["seconds"]))
-    return statistics.mean(loads)
+    short = json.dumps({**spec, "steps": WARM_STEPS, "epochs": None, "warmup_steps": 0})
+    runs = run_children(f"{name} warm load", [[name, kind, "fast", short]] * WORKERS, cache_dir)
+    return statistics.mean(max(0.0, out["first"] - out["seconds"]) for out in runs)
 
 
 def compile_charge(plan: dict, cold: dict[str, float], warm: dict[str, float]) -> float:
@@ -316,10 +314,15 @@ def main() -> None:
         "median_speedup": statistics.median(r["speedup"] for r in rows),
         "median_warm_speedup": statistics.median(r["per_run_shipped"] / r["per_run_fast_warm"]
                                                  for r in rows),  # fmt: skip
-        "suite": time_suite() if args.suite else None,
     }
     if args.suite:
+        record["suite"] = time_suite()
         record["suite_provenance"] = {**provenance(), "cpu_count": os.cpu_count()}
+    elif record_path.exists():  # the last suite timing stays, with the commit it timed
+        last = json.loads(record_path.read_text())
+        if last.get("suite"):
+            record["suite"] = last["suite"]
+            record["suite_provenance"] = last.get("suite_provenance", last["provenance"])
     record_path.parent.mkdir(parents=True, exist_ok=True)
     record_path.write_text(json.dumps(record, indent=1, default=float) + "\n")
     print(markdown(record))
