@@ -126,9 +126,10 @@ def browser():
 
 
 class LabPage:
-    """One JupyterLab page per worker: the app loads once (seconds of Chromium's time) and
-    each notebook opens in it, runs, and closes with its kernel shut down. Requests that
-    leave 127.0.0.1 are blocked and collected in ``blocked`` (emptied per notebook)."""
+    """One JupyterLab page per worker: the app loads once, and each notebook opens in it,
+    runs, and closes with its kernel shut down (kernels of notebooks already tested used to
+    stay alive until the session ended). Requests that leave 127.0.0.1 are blocked and
+    collected in ``blocked`` (emptied per notebook)."""
 
     def __init__(self, browser, url: str, token: str) -> None:
         self.context = browser.new_context(viewport={"width": 1400, "height": 1000})
