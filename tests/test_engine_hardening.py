@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -199,6 +200,26 @@ def test_a_rank_beyond_the_layer_is_warned_about_before_anything_is_built():
         RunSpec(base="nano", task="facts", lr=1e-3, steps=5, method=LoraConfig(r=64))
     with pytest.warns(UserWarning, match="can express nothing a rank of 48 cannot"):
         apply_method(load_base("nano"), LoraConfig(r=64))
+
+
+def test_spec_checks_read_once_per_process_still_judge_every_spec():
+    """Target matching and task signatures are cached per process (a grid declares thousands
+    of specs): a bad spec is refused every time, and each rank is judged on its own."""
+    from lora_lab import LoraConfig
+    from lora_lab.sweeps.spec import RunSpec
+
+    for _ in range(2):
+        with pytest.raises(ValueError, match="match no module"):
+            RunSpec(base="nano", task="facts", lr=1e-3, steps=5, method=LoraConfig(r=2,
+                    target_modules=["q_proj", "nope"]))  # fmt: skip
+        with pytest.raises(ValueError, match="n_entites"):
+            RunSpec(base="nano", task="facts", lr=1e-3, steps=5, task_kwargs={"n_entites": 5})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a rank that fits is not warned about...
+        fits = RunSpec(base="nano", task="facts", lr=1e-3, steps=5, method=LoraConfig(r=2))
+    with pytest.warns(UserWarning, match="exceeds the smallest dimension"):  # ...this one is
+        RunSpec(base="nano", task="facts", lr=1e-3, steps=5, method=LoraConfig(r=64))
+    assert fits.key == RunSpec.from_dict(fits.to_dict()).key  # the key, kept, is the same
 
 
 def test_rl_settings_share_one_check():

@@ -12,6 +12,7 @@ default to this class later changes no existing key.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import warnings
@@ -53,6 +54,23 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}
     return value
+
+
+def _frozen(target_modules: Any) -> str | tuple[str, ...]:
+    return target_modules if isinstance(target_modules, str) else tuple(target_modules)
+
+
+@functools.lru_cache(maxsize=128)
+def _targeted_shapes(base: str, target_modules: str | tuple[str, ...]
+                     ) -> tuple[tuple[tuple[str, tuple[int, int]], ...], int]:  # fmt: skip
+    """((name, (d_in, d_out)) of each matrix ``target_modules`` selects in ``base``, top_k):
+    the same for every spec of a grid, so matched once per process (a sweep declares
+    thousands of specs; an error raised here is raised again, as it is not cached)."""
+    config = PRESETS[base if base in PRESETS else WARM_STARTS[base].base]
+    shapes = linear_shapes(config)
+    chosen = match_targets(list(shapes), list(target_modules)
+                           if isinstance(target_modules, tuple) else target_modules)  # fmt: skip
+    return tuple((n, shapes[n]) for n in chosen), (config.top_k if config.is_moe else 1)
 
 
 @dataclass(frozen=True)
@@ -130,11 +148,8 @@ class RunSpec:
             raise ValueError(f"experiment must be a name, got {self.experiment!r}")
         self.optim, self.evaluation  # noqa: B018 - built once here: the settings check themselves
         if self.is_lora:  # said when declared; PEFT allows it, so it is a warning
-            config = PRESETS[self.base if self.base in PRESETS else WARM_STARTS[self.base].base]
-            top_k = config.top_k if config.is_moe else 1
-            shapes = linear_shapes(config)
-            targets = match_targets(list(shapes), self.method.target_modules)
-            too_big = oversized_ranks({n: shapes[n] for n in targets}, self.method, top_k)
+            targets, top_k = _targeted_shapes(self.base, _frozen(self.method.target_modules))
+            too_big = oversized_ranks(dict(targets), self.method, top_k)
             if too_big:
                 warnings.warn(too_big, stacklevel=3)
 
@@ -197,9 +212,9 @@ class RunSpec:
         """The method's human label ("FullFT", "r=4 attn", ...)."""
         return method_label(self.method)
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
-        """The record key: hash of :meth:`canonical`."""
+        """The record key: hash of :meth:`canonical` (computed once per spec: it is frozen)."""
         return spec_hash(self.canonical())
 
     @classmethod

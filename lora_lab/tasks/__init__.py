@@ -1,5 +1,6 @@
 """Seeded synthetic tasks with train/test splits and completion-only loss masks."""
 
+import functools
 import inspect
 import json
 from pathlib import Path
@@ -29,16 +30,20 @@ SPLITS.update(facts=("train", "test", "recall"), facts_prefs=("train", "test", "
               two_hop=("train", "test", "hop1", "hop2", "recall"))  # fmt: skip
 
 
+@functools.cache
+def _signature(name: str) -> inspect.Signature:
+    return inspect.signature(TASKS[name])  # read once per task: every spec checks its kwargs
+
+
 def check_task_args(name: str, kwargs: dict) -> None:
     """``kwargs`` against the task builder's signature: a misspelt argument is an error that
     lists the real ones (checked when a spec is declared, not after hours of sweeping)."""
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; choose one of {sorted(TASKS)}")
-    builder = TASKS[name]
     try:
-        inspect.signature(builder).bind(**kwargs)
+        _signature(name).bind(**kwargs)
     except TypeError as e:
-        params = [p for p in inspect.signature(builder).parameters if p != "arith_kwargs"]
+        params = [p for p in _signature(name).parameters if p != "arith_kwargs"]
         raise ValueError(f"task {name!r}: {e}; its arguments: {params}") from None
     if name == "arith_prefs":  # the rest are make_arith's
         extra = {k: v for k, v in kwargs.items() if k not in ("n_train", "n_test", "seed")}
