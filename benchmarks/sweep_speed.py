@@ -13,8 +13,8 @@ typical FullFT run are each timed **at the same time** in two processes of one t
 - **shipped**: the spec as recorded (reference LoRA layer in the supervised sweeps), with
   AdamW's per-tensor loop (torch's CPU default, what every shipped record ran);
 - **fast**: :func:`lora_lab.sweeps.fast.fast_spec` (the fused LoRA layer) with foreach AdamW,
-  trained compiled (:mod:`lora_lab.training.compiled`, what ``lora-lab sweep`` does by
-  default for a sweep this long).
+  trained compiled (:mod:`lora_lab.training.compiled`) where ``lora-lab sweep --compile
+  auto`` (the default) would compile the sweep, eager where it would not.
 
 Task and base are loaded before the clock starts: a sweep worker keeps both across runs.
 Each process makes a first run (the fast way compiles there, with an empty compile cache:
@@ -95,7 +95,7 @@ def run():
     record = worker.run_spec(spec)
     return time.perf_counter() - t, record
 
-with compiled_steps(way == "fast") as compiled:
+with compiled_steps(way == "fast") as compiled:  # "fast-eager": where auto would not compile
     first, record = run()  # the fast way compiles here (or loads its graphs)
     (sync / f"ready-{role}").touch()
     while not (sync / f"ready-{other}").exists():  # keep the machine as busy as it will be
@@ -187,12 +187,13 @@ def run_children(label: str, argvs: list[list[str]], cache_dir: str) -> list[dic
     return out
 
 
-def time_pair(name: str, kind: str, spec: dict) -> dict[str, dict]:
-    """The spec run the shipped way and the fast way at the same time, one process each."""
+def time_pair(name: str, kind: str, spec: dict, compile: bool = True) -> dict[str, dict]:
+    """The spec run the shipped way and the fast way at the same time, one process each; the
+    fast way compiled when ``compile`` (what ``lora-lab sweep --compile auto`` decides)."""
     cache = tempfile.TemporaryDirectory(prefix="lora_lab-inductor-")  # an empty compile cache
-    ways = ("shipped", "fast")
+    ways = ("shipped", "fast" if compile else "fast-eager")
     runs = run_children(name, [[name, kind, way, json.dumps(spec)] for way in ways], cache.name)
-    out: dict = dict(zip(ways, runs))
+    out: dict = dict(zip(("shipped", "fast"), runs))
     compiled = out["fast"]["compiled"]
     out["warm_load_s"] = time_warm_load(name, kind, spec, cache.name) if compiled else 0.0
     cache.cleanup()
@@ -266,6 +267,8 @@ def markdown(record: dict) -> str:
                     + (f", {row['full_compiles']} × {_compile(row, 'full')} FullFT"
                        if row["full_compiles"] else "")
                     + ("" if row["auto_compiles"] else " (auto: would not)"))  # fmt: skip
+        if not row.get("compiled", True):
+            compiles = "none: eager, as `--compile auto` runs it"
         warm = row["per_run_shipped"] / row["per_run_fast_warm"]
         lines.append(
             f"| {row['sweep']} | {row['runs']} ({row['lora_share']:.0%}) | "
@@ -320,7 +323,7 @@ def main() -> None:
         row = {"sweep": name, "lora_share": share, "lora_spec": lora, "full_spec": full,
                "full_shipped": None, "full_fast": None, "full_compile_s": 0.0,
                "full_warm_load_s": 0.0, **plan}  # fmt: skip
-        pair = time_pair(name, "lora", lora)
+        pair = time_pair(name, "lora", lora, compile=plan["auto_compiles"])
         row.update(lora_shipped=pair["shipped"]["seconds"], lora_fast=pair["fast"]["seconds"],
                    lora_compile_s=max(0.0, pair["fast"]["first"] - pair["fast"]["seconds"]),
                    lora_warm_load_s=pair["warm_load_s"],
@@ -329,7 +332,7 @@ def main() -> None:
                    lora_loss=[pair[w]["final_loss"] for w in ("shipped", "fast")],
                    lora_timed={w: pair[w]["timed"] for w in ("shipped", "fast")})  # fmt: skip
         if full is not None:
-            pair = time_pair(name, "full", full)
+            pair = time_pair(name, "full", full, compile=plan["auto_compiles"])
             row.update(full_shipped=pair["shipped"]["seconds"], full_fast=pair["fast"]["seconds"],
                        full_compile_s=max(0.0, pair["fast"]["first"] - pair["fast"]["seconds"]),
                        full_warm_load_s=pair["warm_load_s"],
