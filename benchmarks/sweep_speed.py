@@ -144,12 +144,12 @@ def compile_plan(name: str) -> dict:
     (:func:`lora_lab.sweeps.fast.compiles_per_worker`) and whether ``lora-lab sweep``'s
     ``--compile auto`` would compile this sweep."""
     from lora_lab.sweeps.experiment import results_dir
-    from lora_lab.sweeps.fast import compiles_per_worker, worth_compiling_sweep
+    from lora_lab.sweeps.fast import compiles_per_worker, fast_spec, worth_compiling_sweep
     from lora_lab.sweeps.spec import RunSpec
     from lora_lab.sweeps.store import ResultStore
 
     records = ResultStore(results_dir(name, "full")).scan(warn=False)[0]
-    specs = [RunSpec.from_dict(r["spec"]) for r in records.values()]
+    specs = [fast_spec(RunSpec.from_dict(r["spec"])) for r in records.values()]  # as rerun
     if not specs:
         raise SystemExit(f"{name}: no shipped records to plan its compiles from")
     compiles = compiles_per_worker(specs)

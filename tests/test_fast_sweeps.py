@@ -256,3 +256,47 @@ def test_a_compiled_run_matches_eager_and_the_next_run_reuses_its_graphs():
     _, again, err = execute(other.to_dict(), compile=True)
     assert not err and again["provenance"]["compiled"] is True
     assert counters["stats"]["unique_graphs"] == graphs, "the second run compiled again"
+    rank = RunSpec.from_dict({**spec.to_dict(), "r": 4 * spec.method.r})  # the same family
+    _, wider, err = execute(rank.to_dict(), compile=True)
+    assert not err and wider["provenance"]["compiled"] is True
+    assert counters["stats"]["unique_graphs"] == graphs, "another rank compiled again"
+
+
+@pytest.mark.parametrize("kind", ["fused", "reference"])
+def test_compiled_fused_layers_share_one_graph_across_ranks_but_rank_one(kind):
+    """What :func:`shape_family` counts on: with :func:`adapter_ranks`' marks, the fused
+    layer's graph (forward and backward) serves ranks 4, 16 and 64 alike and equals eager
+    (scale passed as a tensor, not baked in); rank 1 gets its own (torch specialises size 1);
+    the reference layer, whose scale is a float constant, compiles per rank."""
+    from torch._dynamo.testing import CompileCounter
+
+    from lora_lab.lora.config import LoraConfig
+    from lora_lab.lora.dispatch import make_lora_layer
+    from lora_lab.sweeps.fast import shape_family
+    from lora_lab.sweeps.spec import RunSpec
+    from lora_lab.training.compiled import adapter_ranks
+
+    torch._dynamo.reset()
+    counter = CompileCounter()
+    step = torch.compile(lambda layer, x: layer(x).square().mean(), backend=counter)
+    ranks = (4, 16, 64, 1)
+    for r in ranks:
+        torch.manual_seed(r)
+        base = torch.nn.Linear(24, 40)
+        layer = make_lora_layer(base, LoraConfig(r=r, lora_alpha=32.0), r, kind)
+        torch.nn.init.normal_(layer.lora_B.weight)  # B = 0 would hide a wrong scale
+        adapter_ranks(torch.nn.Sequential(layer))
+        x = torch.randn(3, 5, 24, requires_grad=True)
+        loss = step(layer, x)
+        loss.backward()
+        grads = [t.grad.clone() for t in (x, layer.lora_A.weight, layer.lora_B.weight)]
+        for t in (x, layer.lora_A.weight, layer.lora_B.weight):
+            t.grad = None
+        layer(x).square().mean().backward()
+        assert torch.allclose(loss, layer(x).square().mean(), rtol=1e-5)
+        for got, want in zip(grads, (x.grad, layer.lora_A.weight.grad, layer.lora_B.weight.grad)):
+            assert torch.allclose(got, want, rtol=1e-4, atol=1e-6)
+    specs = [RunSpec(base="tiny", task="instruct", lr=1e-3, steps=1, lora_layer=kind,
+                     method=LoraConfig(r=r)) for r in ranks]  # fmt: skip
+    families = {shape_family(s) for s in specs}
+    assert counter.frame_count == len(families) == (2 if kind == "fused" else len(ranks))

@@ -30,12 +30,21 @@ from lora_lab.lora.config import LoraConfig
 from lora_lab.lora.layer import LoRALinear
 
 
+def _merge(weight: torch.Tensor, b: torch.Tensor, a: torch.Tensor,
+           scaling: float | torch.Tensor) -> torch.Tensor:
+    """W + s B A. A float ``s`` goes into the GEMM's alpha; a 0-d tensor (compiled graphs,
+    so the scale is an input rather than a constant baked into the graph) scales B first."""
+    if isinstance(scaling, torch.Tensor):
+        return torch.addmm(weight, b * scaling, a)
+    return torch.addmm(weight, b, a, alpha=scaling)
+
+
 class _FusedLoRA(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, x, weight, bias, a, b, scaling: float):  # noqa: ANN001
+    def forward(ctx: Any, x, weight, bias, a, b, scaling: float | torch.Tensor):  # noqa: ANN001
         shape = x.shape
         x2 = x.reshape(-1, shape[-1])  # (N, d_in); a = lora_A (r, d_in), b = lora_B (d_out, r)
-        merged = torch.addmm(weight, b, a, alpha=scaling)  # W + s B A: (d_out, d_in), O(d^2 r)
+        merged = _merge(weight, b, a, scaling)  # W + s B A: (d_out, d_in), O(d^2 r)
         y = F.linear(x2, merged, bias)  # one GEMM instead of x W^T + (x A^T) B^T
         h = x2 @ a.t()  # (N, r): all B's gradient needs
         ctx.save_for_backward(x2, h, weight, a, b)
@@ -49,7 +58,7 @@ class _FusedLoRA(torch.autograd.Function):
         g = grad.reshape(-1, grad.shape[-1])  # (N, d_out)
         g_x = g_a = g_b = None
         if ctx.needs_input_grad[0]:  # g (W + s B A): the merged weight again, one GEMM
-            g_x = (g @ torch.addmm(weight, b, a, alpha=s)).view(ctx.shape)
+            g_x = (g @ _merge(weight, b, a, s)).view(ctx.shape)
         if ctx.needs_input_grad[3]:
             g_a = (g @ b).mul_(s).t() @ x2  # (r, d_in)
         if ctx.needs_input_grad[4]:
@@ -60,6 +69,14 @@ class _FusedLoRA(torch.autograd.Function):
 class FusedLoRALinear(LoRALinear):
     """:class:`LoRALinear` with the fused forward/backward (same parameters, state dict,
     merge/unmerge and adapter files; only the arithmetic's schedule differs)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # the scale as a tensor for compiled graphs: a float attribute would be baked into the
+        # graph (alpha / r differs per rank), a buffer is an input, so ranks can share a graph
+        w = self.base_layer.weight
+        self.register_buffer("_scale", torch.tensor(self.scaling, dtype=w.dtype, device=w.device),
+                             persistent=False)  # fmt: skip
 
     def _fusable(self) -> bool:
         base = self.base_layer
@@ -76,13 +93,13 @@ class FusedLoRALinear(LoRALinear):
         if not self._fusable():
             return super().forward(x)
         base = self.base_layer
+        scaling = self._scale if torch.compiler.is_compiling() else self.scaling
         if not torch.is_grad_enabled():  # evaluation: the same y, without h or saved tensors
-            merged = torch.addmm(base.weight, self.lora_B.weight, self.lora_A.weight,
-                                 alpha=self.scaling)  # fmt: skip
+            merged = _merge(base.weight, self.lora_B.weight, self.lora_A.weight, scaling)
             y = F.linear(x.reshape(-1, x.shape[-1]), merged, base.bias)
             return y.view(*x.shape[:-1], y.shape[-1])
         return _FusedLoRA.apply(
-            x, base.weight, base.bias, self.lora_A.weight, self.lora_B.weight, self.scaling
+            x, base.weight, base.bias, self.lora_A.weight, self.lora_B.weight, scaling
         )
 
 

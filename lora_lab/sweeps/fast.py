@@ -12,7 +12,8 @@ levers that count are in the step:
   fewer kernel calls; every run gets it, shipped specs included, since nothing changes.
 - **compiled steps** (:mod:`lora_lab.training.compiled`): the transformer blocks through
   torch.compile, graphs kept by each worker for its next runs of the same shapes. A compile
-  costs ~40-110 s per shape family (FullFT, each adapter rank), so ``lora-lab sweep``
+  costs ~40-110 s per shape family (FullFT, each target set of the fused layer, rank 1
+  apart; each rank of the reference layer), so ``lora-lab sweep``
   compiles by default only where each worker has enough runs per compile
   (:func:`worth_compiling_sweep`), and the benchmark charges every sweep its compiles.
   Float rounding differs from eager, as with the fused layer; records say
@@ -37,6 +38,7 @@ experiment that does not.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import replace
 
 from lora_lab.sweeps.spec import RunSpec
 from lora_lab.training.compiled import worth_compiling
@@ -54,9 +56,18 @@ def fast_spec(spec: RunSpec) -> RunSpec:
 
 
 def shape_family(spec: RunSpec) -> tuple:
-    """What a compiled graph is specialised to: FullFT or LoRA, the base, and the method
-    with its rank, targets and alpha (baked into the graph)."""
-    return (spec.is_lora, spec.base, repr(spec.method))
+    """What a compiled graph is specialised to: FullFT or LoRA, the base, and the method.
+
+    The fused layer's rank is symbolic in compiled graphs
+    (:func:`~lora_lab.training.compiled.adapter_ranks`) and its scale an input, so its
+    family is the target set and base, with rank 1 apart (torch specialises sizes 0 and 1);
+    the reference layer bakes rank and alpha into the graph, one family per rank."""
+    method = spec.method
+    if spec.is_lora and spec.lora_layer == FAST_LORA_LAYER and not method.lora_dropout:
+        rank = "r=1" if method.r == 1 else "r>=2"
+        method = replace(method, r=1, lora_alpha=1.0)  # neither is baked into the graph
+        return (True, spec.base, repr(method), rank)
+    return (spec.is_lora, spec.base, repr(method))
 
 
 def families_first(specs: Iterable[RunSpec]) -> list[RunSpec]:
@@ -78,9 +89,9 @@ def families_first(specs: Iterable[RunSpec]) -> list[RunSpec]:
 
 def compiles_per_worker(specs: Iterable[RunSpec]) -> dict[str, int]:
     """How many times a worker that meets every one of ``specs`` compiles, for LoRA and for
-    FullFT: once per shape family (base, method with its rank, targets and alpha, which the
-    graph bakes in) and once more where a family runs more than one batch size (torch then
-    treats the batch as dynamic). An upper bound: a worker may not meet every family."""
+    FullFT: once per shape family (:func:`shape_family`) and once more where a family runs
+    more than one batch size (torch then treats the batch as dynamic). An upper bound: a
+    worker may not meet every family."""
     batches: dict[tuple, set[int]] = {}
     for spec in specs:
         batches.setdefault(shape_family(spec), set()).add(spec.batch_size)

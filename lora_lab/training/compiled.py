@@ -7,9 +7,9 @@ longer than most runs. But torch keeps compiled graphs per process, keyed by the
 guarded on shapes, dtypes and grad mode, not on the module instance, so every later run in
 the same worker process with the same shapes (the next seed, the next learning rate) reuses
 them and pays nothing. A sweep worker lives across runs, so it pays the compile at most
-once per shape family (FullFT, and each adapter rank: parameter shapes are static in
-torch's guards) and then runs faster. Less than that: compiled kernels also land in torch's
-on-disk cache, and a compiled sweep starts its workers on different families
+once per shape family (FullFT; each target set of the fused LoRA layer, whose rank is
+symbolic, :func:`adapter_ranks`) and then runs faster. Less than that: compiled kernels
+also land in torch's on-disk cache, and a compiled sweep starts its workers on different families
 (:func:`~lora_lab.sweeps.fast.families_first`), so a worker loads the families another one
 built. ``benchmarks/sweep_speed.py`` measures the gain per shipped sweep, with and without
 charging the compiles (README's sweep-speed block). A handful of runs would not earn it
@@ -37,6 +37,8 @@ from contextlib import contextmanager
 
 import torch
 import torch.nn as nn
+
+from lora_lab.lora.fused import FusedLoRALinear
 
 # runs a worker makes per compile it pays, from which a sweep compiles by default: in
 # benchmarks/sweep_speed.py a compile paid for itself after 0.7-10 runs (median ~5)
@@ -91,14 +93,41 @@ def ran_compiled() -> bool:
     return _ran_compiled
 
 
+def adapter_ranks(model: nn.Module) -> None:
+    """Let one compiled graph serve every adapter rank: the fused layers' rank dimensions
+    (``lora_A``'s rows, ``lora_B``'s columns) become symbolic, every other parameter and
+    buffer stays static as torch would keep it.
+
+    Why: parameter shapes are static in torch's guards by default, so each rank of a sweep
+    compiled its own graphs (~40-110 s each on one CPU thread). With the rank symbolic, a
+    worker compiles once per target set and base, plus once for rank 1 (torch specialises
+    sizes 0 and 1); the fused layer passes its scale alpha / r as a tensor so it is not baked
+    into the graph either. Every other shape stays specialised (a dynamic width would make
+    kernels generic for no saving). Per-run time is unchanged (compiled r = 4, 16, 64 against
+    per-rank graphs, lr_rule's shape: 93 s against 94 s over nine runs)."""
+    config = torch._dynamo.config
+    config.force_parameter_static_shapes = False  # else marks on parameters are ignored
+    config.force_nn_module_property_static_shapes = False
+    rank_dims = {}
+    for module in model.modules():
+        if isinstance(module, FusedLoRALinear):
+            rank_dims[module.lora_A.weight] = 0
+            rank_dims[module.lora_B.weight] = 1
+    for tensor in [*model.parameters(), *model.buffers()]:
+        if tensor in rank_dims:
+            torch._dynamo.maybe_mark_dynamic(tensor, rank_dims[tensor])
+        elif tensor.dim():
+            torch._dynamo.mark_static(tensor)
+
+
 def maybe_compiled(model: nn.Module) -> nn.Module:
     """``model`` with its transformer blocks compiled when :func:`compiling` (in place: the
     same module, parameters and ``state_dict``), else ``model`` untouched.
 
     Regional compilation: the blocks of a model share one forward, so torch compiles it once
     and every layer reuses the graph; compiling the whole model would trace every layer into
-    one graph and take ~n_layer times longer, paid again for every new adapter shape
-    (parameter shapes are static in torch's guards). Embedding, final norm and head stay
+    one graph and take ~n_layer times longer, paid again for every new shape family.
+    Embedding, final norm and head stay
     eager: a small share of a step."""
     if not _active or getattr(getattr(model, "config", None), "is_moe", False):
         return model  # MoE routing is data-dependent (graph breaks); not measured to gain
@@ -107,6 +136,7 @@ def maybe_compiled(model: nn.Module) -> nn.Module:
     global _ran_compiled
     config = torch._dynamo.config
     config.recompile_limit = max(config.recompile_limit, RECOMPILE_LIMIT)
+    adapter_ranks(model)
     for block in getattr(model, "layers", ()):
         block.compile()
         _ran_compiled = True
