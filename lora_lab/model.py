@@ -119,6 +119,8 @@ def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch
 
 
 KVCache = list[tuple[torch.Tensor, torch.Tensor]]
+# (index (N,), keep (B, T)): which positions of a (B, T) batch a packed forward computes
+Packing = tuple[torch.Tensor, torch.Tensor]
 
 
 class Attention(nn.Module):
@@ -160,6 +162,26 @@ class Attention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v)
         y = y.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
         return self.o_proj(y), (k, v)
+
+    def packed(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+               packing: Packing) -> torch.Tensor:  # fmt: skip
+        """Attention for the kept positions only (:meth:`CompactLM.packed_logits`): x (N, C)
+        -> (N, C). The projections run on the N kept tokens; attention itself runs on the
+        (B, T) grid with zeros where nothing was kept, which no kept query ever sees because
+        each row keeps a prefix and attention is causal."""
+        index, keep = packing  # (N,) flat positions in the (B, T) grid; (B, T) bool
+        B, T = keep.shape
+        C = x.shape[-1]
+
+        def on_grid(t: torch.Tensor) -> torch.Tensor:  # (N, C) -> (B, H, T, D)
+            grid = t.new_zeros(B * T, C).index_copy(0, index, t)
+            return grid.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+
+        q, k, v = on_grid(self.q_proj(x)), on_grid(self.k_proj(x)), on_grid(self.v_proj(x))
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, D)
+        y = y.transpose(1, 2).reshape(B * T, C).index_select(0, index)  # (N, C)
+        return self.o_proj(y)
 
 
 class MLP(nn.Module):
@@ -223,8 +245,11 @@ class Block(nn.Module):
         self.post_attention_layernorm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.mlp = MoE(cfg) if cfg.is_moe else MLP(cfg.d_model, cfg.d_ff)
 
-    def forward(self, x, cos, sin, past=None):
-        a, kv = self.self_attn(self.input_layernorm(x), cos, sin, past)
+    def forward(self, x, cos, sin, past=None, packing: Packing | None = None):
+        if packing is None:  # x: (B, T, C)
+            a, kv = self.self_attn(self.input_layernorm(x), cos, sin, past)
+        else:  # x: (N, C), the kept tokens (CompactLM.packed_logits)
+            a, kv = self.self_attn.packed(self.input_layernorm(x), cos, sin, packing), None
         x = x + a
         x = x + self.mlp(self.post_attention_layernorm(x))
         return x, kv
@@ -232,6 +257,10 @@ class Block(nn.Module):
 
 class CompactLM(nn.Module):
     """A Llama-shaped causal language model: token ids (B, T) -> logits (B, T, vocab)."""
+
+    # whether losses over masked positions use packed_logits (set where a run's steps are
+    # compiled, lora_lab.training.compiled; eager runs keep the padded arithmetic)
+    pack_tokens: bool = False
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -272,6 +301,34 @@ class CompactLM(nn.Module):
             cache.append(kv)
         logits = self.lm_head(self.norm(x))  # (B, T, vocab)
         return (logits, cache) if return_cache else logits
+
+    def packed_logits(self, idx: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """Logits (N, vocab) at the N positions ``keep`` marks, in row-major order: the numbers
+        of ``forward(idx)[keep]`` (up to float rounding) without computing the other positions.
+
+        Why: a batch is padded to its longest example, so ~1/4 of a fine-tuning batch's
+        positions carry no loss; projections, MLPs, norms and the head here run on the kept
+        tokens only ("padding-free" training). ``keep`` (B, T) bool must mark a prefix of each
+        row (e.g. up to the row's last loss position): attention then never reads a position
+        left out. Dense models only (a MoE's load-balancing term counts every position)."""
+        B, T = idx.shape
+        if self.config.is_moe:
+            raise ValueError("packed_logits: dense models only (MoE aux loss counts every token)")
+        if keep.shape != idx.shape or keep.dtype != torch.bool:
+            raise ValueError(f"keep must be a bool tensor of shape {tuple(idx.shape)}")
+        if self.config.max_seq_len < T:
+            raise ValueError(f"{T} tokens exceed max_seq_len={self.config.max_seq_len}")
+        if T > 1 and bool((keep[:, 1:] & ~keep[:, :-1]).any()):
+            raise ValueError("keep must mark a prefix of each row (no kept position after a gap)")
+        index = keep.flatten().nonzero().squeeze(1)  # (N,)
+        x = self.embed_tokens(idx.flatten().index_select(0, index))  # (N, C)
+        cos, sin = self.rope_cos[:T], self.rope_sin[:T]
+        for layer in self.layers:
+            if self.pack_tokens:  # compiled blocks: N symbolic, one graph for every batch
+                torch._dynamo.maybe_mark_dynamic(x, 0)
+                torch._dynamo.maybe_mark_dynamic(index, 0)
+            x, _ = layer(x, cos, sin, None, (index, keep))
+        return self.lm_head(self.norm(x))  # (N, vocab)
 
     def aux_loss(self) -> torch.Tensor:
         """Sum of the MoE load-balancing terms from the last forward (0 for dense models)."""

@@ -300,3 +300,39 @@ def test_compiled_fused_layers_share_one_graph_across_ranks_but_rank_one(kind):
                      method=LoraConfig(r=r)) for r in ranks]  # fmt: skip
     families = {shape_family(s) for s in specs}
     assert counter.frame_count == len(families) == (2 if kind == "fused" else len(ranks))
+
+
+def test_packed_compiled_blocks_serve_every_token_count_with_one_graph():
+    """Compiled runs pack their tokens (:meth:`CompactLM.packed_logits`): each batch keeps
+    another number of tokens, yet the blocks' graphs are built once (token count symbolic) and
+    compute what eager does."""
+    from torch._dynamo.testing import CompileCounter
+
+    from lora_lab.lora.config import LoraConfig
+    from lora_lab.lora.inject import inject_lora
+    from lora_lab.model import build_model
+    from lora_lab.training.compiled import adapter_ranks
+
+    torch._dynamo.reset()
+    counter = CompileCounter()
+    model = build_model("tiny", seed=2)
+    inject_lora(model, LoraConfig(r=4, target_modules="all"), layer_kind="fused")
+    adapter_ranks(model)
+    model.pack_tokens = True
+    for block in model.layers:
+        block.compile(backend=counter)
+    kept = set()
+    for seed in range(3):
+        g = torch.Generator().manual_seed(seed)
+        idx = torch.randint(1, 99, (4, 16), generator=g)
+        lengths = torch.randint(2, 17, (4,), generator=g)
+        lengths[0] = 16
+        keep = torch.arange(16) < lengths[:, None]
+        kept.add(int(keep.sum()))
+        model.packed_logits(idx, keep).square().mean().backward()
+    # two graphs: the first block's input needs no grad (frozen embedding), the others' do
+    assert len(kept) == 3 and counter.frame_count == 2
+    compiled = model.packed_logits(idx, keep)
+    for block in model.layers:
+        block._compiled_call_impl = None  # back to the eager forward
+    torch.testing.assert_close(compiled, model.packed_logits(idx, keep), rtol=1e-5, atol=1e-6)

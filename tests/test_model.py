@@ -138,3 +138,68 @@ def test_moe_routes_to_several_experts():
     aux = model.aux_loss()
     # Balanced routing gives aux == n_layer; a collapsed router gives up to n_layer * E / k.
     assert 0.5 * model.config.n_layer < float(aux.detach()) < 2 * model.config.n_layer
+
+
+def _prefix_batch(rows: int = 5, width: int = 18, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    """Token ids and a keep mask covering a prefix of random length in every row."""
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(1, 99, (rows, width), generator=g)
+    lengths = torch.randint(1, width + 1, (rows,), generator=g)
+    lengths[0] = width  # one full row, so no column is dropped as a whole
+    return idx, torch.arange(width) < lengths[:, None]
+
+
+@pytest.mark.parametrize("variant", ["full", "reference", "fused"])
+def test_packed_logits_equal_the_padded_forward_at_kept_positions(variant):
+    """Padding-free forward (what compiled runs train with): the logits and the gradients
+    of every trainable parameter equal the padded forward's at the kept positions, for FullFT
+    and each LoRA layer kind (B drawn non-zero so the adapter path counts)."""
+    from lora_lab.lora.config import LoraConfig
+    from lora_lab.lora.inject import inject_lora
+
+    model = build_model("tiny", seed=1)
+    if variant != "full":
+        inject_lora(model, LoraConfig(r=4, target_modules="all"), layer_kind=variant)
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                torch.nn.init.normal_(p, std=0.02)
+    idx, keep = _prefix_batch()
+    grads, logits = [], []
+    for packed in (False, True):
+        model.zero_grad()
+        out = model.packed_logits(idx, keep) if packed else model(idx)[keep]
+        assert out.shape == (int(keep.sum()), model.config.vocab_size)
+        out.square().mean().backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad})
+        logits.append(out.detach())
+    torch.testing.assert_close(logits[1], logits[0], rtol=1e-5, atol=1e-6)
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) > 0
+    for name in grads[0]:
+        torch.testing.assert_close(grads[1][name], grads[0][name], rtol=1e-4, atol=1e-7)
+
+
+def test_masked_nll_packs_only_where_asked_and_agrees():
+    from lora_lab.training.evaluation import masked_nll
+
+    model = build_model("tiny")
+    idx, keep = _prefix_batch(rows=6, width=20, seed=3)
+    targets = torch.randint(1, 99, idx.shape)
+    mask = keep.float()
+    mask[:, :2] = 0  # prompt positions: kept (later tokens read them) but no loss
+    padded, total = masked_nll(model, idx, targets, mask)
+    model.pack_tokens = True
+    packed, packed_total = masked_nll(model, idx, targets, mask)
+    assert torch.isclose(packed, padded, rtol=1e-6) and torch.isclose(packed_total, total)
+
+
+def test_packed_logits_reject_what_they_cannot_compute():
+    model = build_model("tiny")
+    idx, keep = _prefix_batch()
+    holed = keep.clone()
+    holed[0, 3] = False  # a kept position after a gap would attend to a zero key
+    with pytest.raises(ValueError, match="prefix"):
+        model.packed_logits(idx, holed)
+    with pytest.raises(ValueError, match="bool"):
+        model.packed_logits(idx, keep.float())
+    with pytest.raises(ValueError, match="dense"):
+        build_model("small-moe").packed_logits(idx, keep)

@@ -40,12 +40,20 @@ def masked_nll(
     """Mean NLL per masked token, and the summed NLL (for exact dataset averages).
 
     Columns after the last masked position carry no loss and are trimmed before the forward
-    pass (right padding costs nothing).
+    pass (right padding costs nothing). A model with ``pack_tokens`` set (compiled runs)
+    also skips each row's positions after its own last masked one
+    (:meth:`~lora_lab.model.CompactLM.packed_logits`): same loss up to float rounding.
     """
     length = int(mask.sum(0).nonzero().max()) + 1
-    nll = token_nll(model, inputs[:, :length], targets[:, :length])
-    total = (nll * mask[:, :length]).sum()
-    return total / mask[:, :length].sum().clamp_min(1), total
+    inputs, targets, mask = inputs[:, :length], targets[:, :length], mask[:, :length]
+    if getattr(model, "pack_tokens", False):  # compiled runs: skip every row's tail too
+        keep = (mask != 0).flip(1).cumsum(1).flip(1) > 0  # up to each row's last loss position
+        logits = model.packed_logits(inputs, keep)  # (N, vocab)
+        nll = F.cross_entropy(logits.float(), targets[keep], reduction="none")
+        total = (nll * mask[keep]).sum()
+    else:
+        total = (token_nll(model, inputs, targets) * mask).sum()
+    return total / mask.sum().clamp_min(1), total
 
 
 @torch.no_grad()
