@@ -143,10 +143,12 @@ def maybe_compiled(model: nn.Module) -> nn.Module:
     config = torch._dynamo.config
     config.recompile_limit = max(config.recompile_limit, RECOMPILE_LIMIT)
     adapter_ranks(model)
-    for block in getattr(model, "layers", ()):
+    blocks = list(getattr(model, "layers", ()))
+    for block in blocks:
         block.compile()
-        _ran_compiled = True
-    model.pack_tokens = _ran_compiled and not _draws_dropout(model)
+    _ran_compiled = _ran_compiled or bool(blocks)
+    if blocks and hasattr(model, "packed_logits"):  # a CompactLM: its losses pack too
+        model.pack_tokens = not _draws_dropout(model)
     return model
 
 
