@@ -323,10 +323,12 @@ class CompactLM(nn.Module):
         index = keep.flatten().nonzero().squeeze(1)  # (N,)
         x = self.embed_tokens(idx.flatten().index_select(0, index))  # (N, C)
         cos, sin = self.rope_cos[:T], self.rope_sin[:T]
+        mark = torch._dynamo.maybe_mark_dynamic if self.pack_tokens else None
+        if mark:  # compiled blocks: N symbolic, one graph for every batch
+            mark(index, 0)
         for layer in self.layers:
-            if self.pack_tokens:  # compiled blocks: N symbolic, one graph for every batch
-                torch._dynamo.maybe_mark_dynamic(x, 0)
-                torch._dynamo.maybe_mark_dynamic(index, 0)
+            if mark:  # each block's input is a new tensor
+                mark(x, 0)
             x, _ = layer(x, cos, sin, None, (index, keep))
         return self.lm_head(self.norm(x))  # (N, vocab)
 
