@@ -8,13 +8,14 @@ the matplotlib Figure.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import seaborn as sns
-from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 from lora_lab.training.methods import sort_labels
 
@@ -23,7 +24,13 @@ DASHES = [(4, 1.5), (2, 1), (6, 2, 1, 2), (1, 1), (5, 1, 1, 1, 1, 1), (3, 3), (8
 FULLFT = "FullFT"
 
 
+# pyplot and seaborn (which imports scipy.stats) load where a plot is drawn: ~1.5 s that a
+# sweep, the command line and every worker process would otherwise pay at import
+
+
 def set_style() -> None:
+    import seaborn as sns
+
     sns.set_theme(
         context="notebook",
         style="whitegrid",
@@ -39,6 +46,8 @@ def _label_order(labels: Sequence[str]) -> list[str]:
 
 def line_styles(labels: Sequence[str]) -> dict[str, dict]:
     """Colour, marker and dash per label: FullFT black solid; others on a sequential map."""
+    import seaborn as sns
+
     ordered = [lbl for lbl in _label_order(labels) if lbl != FULLFT]
     colours = sns.color_palette("viridis_r" if len(ordered) > 1 else "deep", max(len(ordered), 1))
     styles = {FULLFT: {"color": "black", "marker": "o", "dashes": (None, None), "zorder": 5}}
@@ -88,6 +97,8 @@ def _draw(ax, x, y, style: dict, label: str, **kw) -> None:
 
 def _axes(ax, figsize: tuple[float, float]):
     """The house style, and the given axes or a new figure of ``figsize``."""
+    import matplotlib.pyplot as plt
+
     set_style()
     return (ax.figure, ax) if ax is not None else plt.subplots(figsize=figsize)
 
@@ -264,6 +275,8 @@ def plot_bits_vs_params(
     """Bits stored (log) against trainable parameters (log): one line per N across methods,
     a dotted ceiling at each N's information content, and dashed lines ``bits = k * params``
     for each reference ``k`` (e.g. ``{"2 bits/param (Allen-Zhu & Li)": 2.0}``)."""
+    import seaborn as sns
+
     fig, ax = _axes(ax, (9.5, 5))
     ns = sorted(table.n_facts.unique())
     greys = sns.color_palette("Greys", len(ns) + 2)[2:]

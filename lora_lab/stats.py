@@ -30,7 +30,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats as _sp
+from scipy.special import stdtrit
 
 LEVEL = 0.95  # two-sided level of every printed interval
 EQUIVALENCE_LEVEL = 0.90  # the interval of a two-one-sided test at 5 %
@@ -39,8 +39,10 @@ VERDICTS = ("better", "worse", "equivalent", "not resolved")
 
 @functools.lru_cache(maxsize=4096)
 def t_quantile(p: float, df: int) -> float:
-    """The p quantile of Student's t with ``df`` degrees of freedom."""
-    return float(_sp.t.ppf(p, df))
+    """The p quantile of Student's t with ``df`` degrees of freedom: ``scipy.special``'s
+    inverse CDF, what ``scipy.stats.t.ppf`` computes, without importing ``scipy.stats``
+    (~0.7 s of every command's start-up)."""
+    return float(stdtrit(df, p))
 
 
 # ----------------------------------------------------------------------------- estimates

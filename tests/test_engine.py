@@ -563,9 +563,10 @@ def test_no_import_cycles():
 
 
 # optional (ray, peft) or slow to import (notebook and widget machinery, pandas: lora_lab
-# loads in torch's time and a result brings pandas)
+# loads in torch's time and a result brings pandas; pyplot and seaborn, which brings
+# scipy.stats, load where a plot is drawn)
 LAZY_OK = ("ray", "peft", "papermill", "nbconvert", "IPython", "ipywidgets", "matplotlib",
-           "pandas", "jupyter", "nbformat")  # fmt: skip
+           "seaborn", "pandas", "jupyter", "nbformat")  # fmt: skip
 # modules that import inside functions by design: the command line answers --help before
 # torch loads; the setup doctor imports what it checks inside each check, so a broken
 # install prints a [FAIL] line instead of a traceback

@@ -18,10 +18,24 @@ from lora_lab.stats import (
     optimum_set,
     seeds_for_margin,
     t_interval,
+    t_quantile,
     verdict,
 )
 
 REPS = 800
+
+
+@pytest.mark.parametrize("df", [1, 2, 3, 4, 5, 9, 29, 1000, math.inf])
+def test_t_quantiles_are_scipy_stats_own(df):
+    """The statistics core reads t quantiles from scipy.special (a lighter import than
+    scipy.stats); they are the very numbers scipy.stats.t.ppf gives."""
+    from scipy import stats
+
+    for p in (0.025, 0.05, 0.5, 0.9, 0.95, 0.975, 0.995):
+        assert t_quantile(p, df) == float(stats.t.ppf(p, df))
+    assert t_quantile(0.975, 1) == pytest.approx(12.7062, abs=1e-4)  # the textbook table
+
+
 # true seed-mean losses per LR of the two sides of a contrast (noise sd 1 per run)
 SCENARIOS = {
     "one LR each": ([0.0], [0.0]),
