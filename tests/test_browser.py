@@ -236,8 +236,12 @@ DOM_OUTPUTS = """() => {
 def test_notebook_runs_in_jupyterlab_in_a_real_browser(lab, lab_page, notebook, executed_notebooks):
     _, _, root = lab
     page = lab_page.page
+    times: dict[str, object] = {}  # wall seconds of each phase (benchmarks/notebook_time.py)
     try:
+        t = time.perf_counter()
         lab_page.open(notebook)
+        times["open_s"] = time.perf_counter() - t
+        t = time.perf_counter()
         page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
         page.wait_for_timeout(1000)  # the prompts turn to [*] first
         page.wait_for_function(FINISHED, timeout=RUN_TIMEOUT_S * 1000, polling=250)
@@ -249,10 +253,12 @@ def test_notebook_runs_in_jupyterlab_in_a_real_browser(lab, lab_page, notebook, 
         assert "No renderer could be found" not in dom["text"]
         assert dom["images"] >= model["images"] > 0, (notebook, model, dom["images"])
         assert dom["widgets"] >= model["widgets"], (notebook, model, dom["widgets"])
+        times["run_all_s"] = time.perf_counter() - t
         executed_notebooks[Path(notebook).stem] = _save(page, root / notebook)
-        _click_every_run_button(page, notebook)
+        times["panels_s"] = _click_every_run_button(page, notebook)
         SHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SHOTS / f"{Path(notebook).stem}.png"), full_page=True)
+        (SHOTS / f"{Path(notebook).stem}.timings.json").write_text(json.dumps(times) + "\n")
     finally:
         lab_page.close_current()
     blocked = lab_page.blocked
@@ -279,15 +285,17 @@ def _save(page, path: Path) -> Path:
     return copy
 
 
-def _click_every_run_button(page, notebook: str) -> None:
+def _click_every_run_button(page, notebook: str) -> list[float]:
     """Each panel's Run trains live: the button disables while running, and a plot appears
-    in that panel's output area."""
+    in that panel's output area. Returns each panel's seconds from click to finished plot."""
     buttons = page.locator(".jupyter-widgets button.jupyter-button", has_text="Run")
+    seconds = []
     for i in range(buttons.count()):
         button = buttons.nth(i)
         panel = button.locator("xpath=ancestor::div[contains(@class,'widget-vbox')][1]")
         before = panel.locator(".widget-output img").count()
         button.scroll_into_view_if_needed()
+        t = time.perf_counter()
         button.click()
         page.wait_for_function(
             """([el, n]) => el.querySelectorAll('.widget-output img').length > n
@@ -296,6 +304,7 @@ def _click_every_run_button(page, notebook: str) -> None:
             timeout=PANEL_TIMEOUT_S * 1000,
             polling=250,
         )
+        seconds.append(time.perf_counter() - t)
         errors = panel.locator(".jp-OutputArea-output[data-mime-type*='stderr']")
         # a traceback's head and its last lines (where the exception says what went wrong)
         texts = [_head_and_tail(errors.nth(j).inner_text()) for j in range(errors.count())]
@@ -303,6 +312,7 @@ def _click_every_run_button(page, notebook: str) -> None:
         # kept for review: the panel after Run, its live curve over the sweep's
         SHOTS.mkdir(parents=True, exist_ok=True)
         panel.screenshot(path=str(SHOTS / f"{Path(notebook).stem}-panel{i}.png"))
+    return seconds
 
 
 def test_html_report_renders_maths_offline_and_shows_panels_statically(browser, tmp_path):

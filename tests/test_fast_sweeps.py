@@ -120,15 +120,10 @@ def test_a_shipped_run_rerun_the_fast_way_lands_within_its_seed_spread(name):
 def test_readme_sweep_speed_block_is_generated_from_the_record():
     """README's sweep-speed table is ``benchmarks/sweep_speed.py --write README.md`` of the
     shipped record: never typed."""
-    import importlib.util
-
     from lora_lab.paths import benchmark_record
     from tests.harness import ROOT
 
-    path = ROOT / "benchmarks" / "sweep_speed.py"
-    spec = importlib.util.spec_from_file_location("sweep_speed", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = _benchmark("sweep_speed")
     record = json.loads(benchmark_record("sweep_speed").read_text())
     readme = (ROOT / "README.md").read_text()
     block = readme.split(bench.START, 1)[1].split(bench.END, 1)[0]
@@ -336,3 +331,41 @@ def test_packed_compiled_blocks_serve_every_token_count_with_one_graph():
     for block in model.layers:
         block._compiled_call_impl = None  # back to the eager forward
     torch.testing.assert_close(compiled, model.packed_logits(idx, keep), rtol=1e-5, atol=1e-6)
+
+
+def _benchmark(name: str):
+    import importlib.util
+
+    from tests.harness import ROOT
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_notebook_time_reads_papermill_cell_times_and_the_browser_phases(tmp_path):
+    """benchmarks/notebook_time.py: cells slowest first from papermill's metadata, and the
+    browser test's timings files summed per phase (a folder without them is an error)."""
+    bench = _benchmark("notebook_time")
+    cells = [
+        {"cell_type": "markdown", "source": ["# title"]},
+        {"cell_type": "code", "source": ["import torch\n", "x = 1"],
+         "metadata": {"papermill": {"duration": 0.5}}},
+        {"cell_type": "code", "source": ["\n", "run_sweep(exp, 'ci')"],
+         "metadata": {"papermill": {"duration": 7.25}}},
+        {"cell_type": "code", "source": ["pass"], "metadata": {}},
+    ]  # fmt: skip
+    nb = tmp_path / "nb.ipynb"
+    nb.write_text(json.dumps({"cells": cells}))
+    assert bench.cell_times(nb) == [(7.25, "run_sweep(exp, 'ci')"), (0.5, "import torch"),
+                                    (0.0, "pass")]  # fmt: skip
+    with pytest.raises(SystemExit, match="no timings"):
+        bench.browser_table(tmp_path)
+    for stem, panels in (("00_a", []), ("01_b", [2.0, 3.0])):
+        (tmp_path / f"{stem}.timings.json").write_text(
+            json.dumps({"open_s": 1.0, "run_all_s": 10.0, "panels_s": panels})
+        )
+    table = bench.browser_table(tmp_path)
+    assert "| 01_b | 1.0 | 10.0 | 2.0, 3.0 |" in table and "| 00_a | 1.0 | 10.0 | - |" in table
+    assert table.splitlines()[-1] == "| all 2 | 2 | 20 | 5 |"
