@@ -14,18 +14,16 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+from lora_lab.training.methods import sort_labels
+
+# pyplot and seaborn (which imports scipy.stats) load inside the functions that draw: ~1.5 s
+# that a sweep, the command line and every worker process would otherwise pay at import
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-
-from lora_lab.training.methods import sort_labels
 
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "*"]
 DASHES = [(4, 1.5), (2, 1), (6, 2, 1, 2), (1, 1), (5, 1, 1, 1, 1, 1), (3, 3), (8, 2), (2, 3)]
 FULLFT = "FullFT"
-
-
-# pyplot and seaborn (which imports scipy.stats) load where a plot is drawn: ~1.5 s that a
-# sweep, the command line and every worker process would otherwise pay at import
 
 
 def set_style() -> None:

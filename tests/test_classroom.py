@@ -187,6 +187,13 @@ def test_help_and_import_stay_light():
     assert out.strip().splitlines()[-1] == "[]"
     t = _after_torch("import torch; import lora_lab; from lora_lab import train, LoraConfig")
     assert "lora_lab" in t and 0 < sum(t.values()) < 0.3, t
+    # the findings registry (every CLI command, every sweep driver) draws nothing on import:
+    # pyplot, seaborn and the scipy.stats seaborn brings load where a plot is drawn
+    out = subprocess.run([sys.executable, "-c", "import sys, lora_lab.findings\n"
+                          "print(sorted(m for m in ('matplotlib.pyplot', 'seaborn', "
+                          "'scipy.stats') if m in sys.modules))"], capture_output=True,
+                         text=True, check=True).stdout  # fmt: skip
+    assert out.strip().splitlines()[-1] == "[]"
 
 
 def test_cli_executor_and_format_lists_match_the_engine():
