@@ -7,6 +7,8 @@ the matplotlib Figure.
 
 from __future__ import annotations
 
+import functools
+import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -26,8 +28,42 @@ DASHES = [(4, 1.5), (2, 1), (6, 2, 1, 2), (1, 1), (5, 1, 1, 1, 1, 1), (3, 3), (8
 FULLFT = "FullFT"
 
 
+def guard_mathtext() -> None:
+    """Make matplotlib's maths-text parser safe to call from two threads at once.
+
+    JupyterLab >= 4.4 sends widget messages over kernel subshells, which ipykernel >= 7
+    serves on their own threads: a panel's Run button draws its live plot while the main
+    thread may be drawing a cell's figure. matplotlib keeps one maths-text parser per process
+    (log-axis tick labels such as ``10^{-3}`` go through it), so two parses at once corrupt
+    it and a figure fails with ``ParseException`` (seen in the browser test; matplotlib
+    #26289, ipympl #610). Every parse here takes the lock matplotlib already holds while it
+    draws a figure, so a parse waits for another thread's draw or parse. Idempotent."""
+    from matplotlib import _mathtext
+    from matplotlib.figure import Figure
+
+    parse = _mathtext.Parser.parse
+    if getattr(parse, "_lora_lab_guarded", False):
+        return
+    lock = getattr(Figure, "_render_lock", None) or _MATHTEXT_LOCK
+
+    @functools.wraps(parse)
+    def guarded(self, *args, **kwargs):
+        with lock:
+            return parse(self, *args, **kwargs)
+
+    guarded._lora_lab_guarded = True
+    _mathtext.Parser.parse = guarded
+
+
+_MATHTEXT_LOCK = threading.RLock()  # where matplotlib has no render lock of its own
+
+
 def set_style() -> None:
+    """The package's plot style; also :func:`guard_mathtext`, since every notebook calls
+    this first and its panels draw from a widget thread."""
     import seaborn as sns
+
+    guard_mathtext()
 
     sns.set_theme(
         context="notebook",

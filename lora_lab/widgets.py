@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import Any
 
 from lora_lab.lora import LoraConfig
-from lora_lab.plots import legend_outside
+from lora_lab.plots import guard_mathtext, legend_outside
 from lora_lab.sweeps.lr_search import lattice_index, lattice_lr
 from lora_lab.training.methods import FullFT
 from lora_lab.training.sft import RunResult, train
@@ -87,6 +87,8 @@ class LivePanel:
 
     def _build(self, rows: list[list[Any]], steps: int) -> None:
         import ipywidgets as w
+
+        guard_mathtext()  # Run draws from a widget thread (JupyterLab's kernel subshells)
 
         self.button = w.Button(description="Run", button_style="primary", icon="play")
         self.bar = w.IntProgress(value=0, min=0, max=steps, description="progress")

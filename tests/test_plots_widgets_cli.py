@@ -4,6 +4,7 @@ import subprocess
 import sys
 import warnings
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -392,3 +393,38 @@ def test_no_figure_places_a_legend_over_its_data():
                  for i, line in enumerate(p.read_text().splitlines(), 1)
                  if re.search(r"\.legend\(", line) and p.name != "plots.py"]  # fmt: skip
     assert not offenders, offenders
+
+
+def test_figures_drawn_from_two_threads_at_once_all_render():
+    """A panel's Run button draws from a kernel subshell's thread (JupyterLab >= 4.4 with
+    ipykernel >= 7) while a cell may draw on the main thread. Log axes put every tick label
+    through matplotlib's one maths-text parser; unguarded, two threads at once corrupt it
+    (ParseException / IndexError in nearly every figure here). With the guard every
+    figure renders."""
+    import threading
+
+    from matplotlib.figure import Figure
+
+    from lora_lab.plots import guard_mathtext
+
+    guard_mathtext()
+    guard_mathtext()  # idempotent: one lock, not two nested wrappers
+    errors: list[str] = []
+
+    def draw(n: int) -> None:
+        for i in range(n):
+            try:
+                fig = Figure()
+                ax = fig.subplots()
+                ax.set(xscale="log", yscale="log", title=f"$r={i}$")
+                ax.plot(np.logspace(i % 3 - 3, 2, 5), np.logspace(0, 2 + i % 4, 5))
+                fig.tight_layout()  # measures the tick labels: parses outside a draw
+            except Exception as e:  # noqa: BLE001 - every failure is the finding
+                errors.append(f"{type(e).__name__}: {str(e).strip()[:80]}")
+
+    threads = [threading.Thread(target=draw, args=(8,)) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:3]

@@ -13,6 +13,7 @@ import pandas as pd
 from lora_lab.own_runs.analysis import analyze_table
 from lora_lab.own_runs.report import figure_ratios, figure_u_curves, headline
 from lora_lab.own_runs.table import RunTable, RunTableError, tidy
+from lora_lab.plots import guard_mathtext
 
 
 class AnalysisPanel:
@@ -23,6 +24,7 @@ class AnalysisPanel:
     def __init__(self, tables: dict[str, RunTable]):
         if not tables:
             raise ValueError("give at least one run table")
+        guard_mathtext()  # the button draws from a widget thread (JupyterLab's subshells)
         self.tables = dict(tables)
         self.source = w.Dropdown(options=list(self.tables), description="runs")
         self.upload = w.FileUpload(accept=".csv", multiple=False, description="your CSV")
