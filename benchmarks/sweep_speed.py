@@ -226,6 +226,27 @@ def compile_charge(plan: dict, cold: dict[str, float], warm: dict[str, float]) -
     return total
 
 
+def reference_run_s(repeats: int = 5) -> float:
+    """The machine's speed in one number, stored beside each suite timing: median wall
+    seconds of one fixed run (the ``demo`` sweep's first full-grid spec, FullFT, 40 steps
+    on ``nano``, one torch thread, eager), after one warm-up run. The same commit's suite
+    took 9.6 min on one 2-core machine and 4.5 min on another the same day; the ratio of
+    two suite timings means something only beside the ratio of their reference runs."""
+    from lora_lab.findings import get_experiment
+    from lora_lab.sweeps import worker
+    from lora_lab.threads import set_threads
+
+    set_threads(1)
+    spec = get_experiment("demo").specs("full")[0]
+    worker.run_spec(spec)
+    seconds = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        worker.run_spec(spec)
+        seconds.append(time.perf_counter() - t)
+    return round(statistics.median(seconds), 3)
+
+
 def time_suite() -> dict[str, float]:
     """Wall seconds of README's test command and of the quick subset, on this machine (each
     run's output goes to ``/tmp/lora_lab-suite-<label>.log``; a failing run is an error)."""
@@ -288,8 +309,10 @@ def markdown(record: dict) -> str:
     if record.get("suite"):
         at = record.get("suite_provenance", prov)
         times = ", ".join(f"{k} {v / 60:.1f} min" for k, v in record["suite"].items())
+        speed = (f"; this machine's reference run (`reference_run_s`) {at['reference_run_s']:.2f} s"
+                 if "reference_run_s" in at else "")
         lines.append(f"Test suite (`python -m pytest`, {at['cpu']}, {at.get('cpu_count', '?')} "
-                     f"CPUs, commit {str(at.get('git_commit'))[:7]}): {times}.")  # fmt: skip
+                     f"CPUs, commit {str(at.get('git_commit'))[:7]}{speed}): {times}.")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -310,8 +333,10 @@ def main() -> None:
         return
     if args.only_suite:
         record = json.loads(record_path.read_text())
+        reference = reference_run_s()
         record["suite"] = time_suite()
-        record["suite_provenance"] = {**provenance(), "cpu_count": os.cpu_count()}
+        record["suite_provenance"] = {**provenance(), "cpu_count": os.cpu_count(),
+                                      "reference_run_s": reference}  # fmt: skip
         record_path.write_text(json.dumps(record, indent=1, default=float) + "\n")
         print(markdown(record))
         return
@@ -358,8 +383,10 @@ def main() -> None:
                                                  for r in rows),  # fmt: skip
     }
     if args.suite:
+        reference = reference_run_s()
         record["suite"] = time_suite()
-        record["suite_provenance"] = {**provenance(), "cpu_count": os.cpu_count()}
+        record["suite_provenance"] = {**provenance(), "cpu_count": os.cpu_count(),
+                                      "reference_run_s": reference}  # fmt: skip
     elif record_path.exists():  # the last suite timing stays, with the commit it timed
         last = json.loads(record_path.read_text())
         if last.get("suite"):
