@@ -96,6 +96,41 @@ def cmd_pretrain(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_warm_start(args: argparse.Namespace) -> int:
+    import time
+
+    import torch
+
+    from lora_lab.model import load_model
+    from lora_lab.paths import shipped_read_only, warm_start_path
+    from lora_lab.training.warm_start import (
+        WARM_STARTS,
+        _cache_path,
+        build_warm_start,
+        write_warm_start,
+    )  # fmt: skip
+
+    if args.name not in WARM_STARTS:
+        raise ValueError(f"unknown warm start {args.name!r}; known: {sorted(WARM_STARTS)}")
+    if args.replace_shipped and shipped_read_only():
+        raise ValueError("the shipped warm starts are read-only in an installed package; "
+                         "leave out --replace-shipped to write to your work folder")  # fmt: skip
+    shipped = warm_start_path(args.name)
+    out = shipped.with_suffix("") if args.replace_shipped else _cache_path(
+        args.name, WARM_STARTS[args.name])  # fmt: skip
+    t = time.perf_counter()
+    model = build_warm_start(args.name, progress=not args.quiet)
+    before = load_model(shipped).state_dict() if shipped.exists() else None
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = write_warm_start(args.name, model, out)
+    print(f"saved {out}: held-out loss {meta['held_out_loss']:.4f} nats/token, "
+          f"built in {time.perf_counter() - t:.0f} s")  # fmt: skip
+    if before is not None:
+        same = all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+        print(f"bit for bit the shipped copy ({shipped}): {'yes' if same else 'NO'}")
+    return 0
+
+
 def _device_name() -> str:
     import torch
 
@@ -155,7 +190,8 @@ def cmd_info(args: argparse.Namespace) -> int:
                 f"  base: eval loss {e['base']['final_eval_loss']:.3f} ({e['base']['steps']} steps)"
             )
         print(line)
-    print("warm starts (a base after a short SFT phase; built on first use, then cached):")
+    print("warm starts (a base after a short SFT phase; shipped, or built on first use from "
+          "a changed recipe):")
     for name, w in warm_starts.items():
         print(f"  {name:<10} {w['base']} + {w['steps']} SFT steps x {w['batch_size']} on "
               f"{w['task']} at lr {w['lr']:g}")  # fmt: skip
@@ -381,6 +417,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="write to the shipped base's path (data/base/PRESET) instead",
     )
     t.set_defaults(func=cmd_pretrain)
+
+    ws = _parser(sub, "warm-start", "build a warm start (a base after a short fixed SFT "
+                 "phase, e.g. tiny-arith) from its recipe; says if it equals the shipped copy")
+    ws.add_argument("name", help="warm start (lora-lab info lists them)")
+    ws.add_argument("--replace-shipped", action="store_true",
+                    help="write the shipped copy (data/warm_starts/NAME) instead of the work "
+                    "folder's cache")  # fmt: skip
+    ws.add_argument("--quiet", action="store_true", help="no progress bar")
+    ws.set_defaults(func=cmd_warm_start)
 
     s = _parser(sub, "sweep", "run an experiment's grid, resumably (skips finished runs)")
     s.add_argument("name", help="experiment (lora-lab experiments lists them)")

@@ -73,6 +73,11 @@ def base_path(preset: str) -> Path:
     return data_dir() / "base" / f"{preset}.safetensors"
 
 
+def warm_start_path(name: str) -> Path:
+    """A shipped warm start's weights (``.json`` with its recipe beside them)."""
+    return data_dir() / "warm_starts" / f"{name}.safetensors"
+
+
 def benchmark_record(name: str = "step_time") -> Path:
     """A shipped benchmark record (``benchmarks/step_time.py`` writes ``step_time``)."""
     return data_dir() / "benchmarks" / f"{name}.json"

@@ -126,6 +126,10 @@ def test_sweep_in_an_installed_package_writes_to_the_work_folder(tmp_path, monke
     assert sorted((results_root()).glob("demo*")) == before
     assert main(["pretrain", "--preset", "nano", "--replace-shipped", "--steps", "1"]) == 2
     assert "read-only" in capsys.readouterr().err
+    assert main(["warm-start", "tiny-arith", "--replace-shipped"]) == 2
+    assert "read-only" in capsys.readouterr().err
+    assert main(["warm-start", "tiny-arithmetic"]) == 2
+    assert "known: ['tiny-arith']" in capsys.readouterr().err
 
 
 def test_notebooks_command_copies_and_never_clobbers(tmp_path, capsys):

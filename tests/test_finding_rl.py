@@ -177,6 +177,49 @@ def test_warm_starts_are_named_like_bases():
         resolve_base("tiny-typo")
 
 
+@pytest.mark.parametrize("name", sorted(WARM_STARTS))
+def test_the_shipped_warm_start_is_its_current_recipe_and_holds_its_recorded_loss(name):
+    """Notebook 05 and the RL sweeps load the shipped build instead of building it: it must
+    be the current recipe's (a recipe edit without ``lora-lab warm-start NAME
+    --replace-shipped`` fails here) and give back the held-out loss recorded with it."""
+    from lora_lab.model import load_model, read_model_metadata
+    from lora_lab.paths import warm_start_path
+    from lora_lab.training.warm_start import held_out_loss, recipe_hash, shipped_matches
+
+    path = warm_start_path(name)
+    assert path.stat().st_size < 10 * 2**20
+    meta = read_model_metadata(path)
+    assert shipped_matches(name) and meta["recipe_hash"] == recipe_hash(WARM_STARTS[name])
+    model = load_model(path)
+    assert held_out_loss(model, WARM_STARTS[name]) == pytest.approx(meta["held_out_loss"], 1e-6)
+    base = load_base(WARM_STARTS[name].base)
+    assert meta["held_out_loss"] < held_out_loss(base, WARM_STARTS[name])  # SFT lowered it
+
+
+def test_a_recipe_the_package_did_not_ship_is_built_once_then_cached(tmp_path, monkeypatch):
+    """The shipped copy serves its recipe without a build; a changed recipe is built on
+    first use into the work folder and loaded from there the next time."""
+    import dataclasses
+
+    import torch
+
+    import lora_lab.training.warm_start as ws
+
+    monkeypatch.setenv("LORA_LAB_WORK", str(tmp_path))
+    built: list[str] = []
+    build = ws.build_warm_start
+    monkeypatch.setattr(ws, "build_warm_start", lambda n, **k: built.append(n) or build(n, **k))
+    ws.warm_start_model("tiny-arith")
+    assert built == [] and not (tmp_path / "bases").exists()  # the shipped copy, no build
+    short = dataclasses.replace(WARM_STARTS["tiny-arith"], steps=2)
+    monkeypatch.setitem(ws.WARM_STARTS, "tiny-arith", short)
+    first = ws.warm_start_model("tiny-arith")
+    again = ws.warm_start_model("tiny-arith")
+    assert built == ["tiny-arith"]  # built once, then read from the cache
+    assert len(list((tmp_path / "bases").glob("tiny-arith-*.safetensors"))) == 1
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in first.state_dict().items())
+
+
 def test_the_panel_trains_and_marks_sampled_completions():
     task = make_task("arith", n_train=32, n_test=8, digits=[1, 1], max_len=128)
     base = load_base("nano")

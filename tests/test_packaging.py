@@ -163,8 +163,8 @@ def test_declared_packages_are_the_source_tree():
 def test_wheel_installs_and_finds_its_data(tmp_path):
     """Build the wheel, install it into a fresh virtual environment (dependencies borrowed
     from this one, lora_lab itself only from the wheel) and, from outside the checkout, load
-    a base, read a shipped record, find the notebooks and write a sweep record to the
-    user's work folder, never into the installed package."""
+    a base, find the shipped warm start, read a shipped record, find the notebooks and
+    write a sweep record to the user's work folder, never into the installed package."""
     dist = tmp_path / "dist"
     subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps",
                     "--no-build-isolation", "-q", "-w", str(dist)], check=True,
@@ -185,13 +185,15 @@ import json, sys, lora_lab, lora_lab.paths as p
 from lora_lab.training import load_base
 from lora_lab.sweeps.store import ResultStore
 assert "site-packages" in lora_lab.__file__ and p.checkout_root() is None, lora_lab.__file__
+from lora_lab.training.warm_start import shipped_matches
 base = load_base("nano")
 records = ResultStore(p.results_root() / "capacity").scan()[0]
 nbs = sorted(q.name for q in p.notebooks_dir().glob("*.ipynb"))
 store = ResultStore(p.results_root() / "capacity")
 print(json.dumps({"data": str(p.data_dir()), "records": len(records), "notebooks": nbs,
                   "params": sum(t.numel() for t in base.parameters()),
-                  "writes_to": str(store.folder), "work": str(p.work_dir())}))
+                  "writes_to": str(store.folder), "work": str(p.work_dir()),
+                  "warm_start_shipped": shipped_matches("tiny-arith")}))
 """
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "LORA_LAB_DATA")}
     env.update(XDG_CACHE_HOME=str(tmp_path / "cache"))
@@ -201,7 +203,7 @@ print(json.dumps({"data": str(p.data_dir()), "records": len(records), "notebooks
     assert out.returncode == 0, out.stderr[-3000:]
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got["data"].startswith(str(site)) and got["data"].endswith("lora_lab/data")
-    assert got["records"] > 0 and got["params"] > 0
+    assert got["records"] > 0 and got["params"] > 0 and got["warm_start_shipped"]
     assert "00_lora_from_the_inside.ipynb" in got["notebooks"]
     assert got["writes_to"].startswith(str(tmp_path / "cache" / "lora_lab"))
 

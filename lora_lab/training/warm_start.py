@@ -7,9 +7,13 @@ held-out ``arith`` problem when sampling at temperature 1, so most groups of 8 w
 wrong and teach nothing; 100 SFT steps on the train split fix that (notebook 05 measures
 both).
 
-A warm start is named like a base (``"tiny-arith"``) and built on first use, deterministically
-(FullFT, fixed seed, one torch thread), then cached under the work folder with its recipe;
-:func:`resolve_base` loads either kind, so a run spec's ``base`` may name one.
+A warm start is named like a base (``"tiny-arith"``) and built deterministically from its
+recipe (FullFT, fixed seed, one torch thread, CPU). The package ships the build beside the
+bases (``data/warm_starts``, with its recipe and held-out loss; ``lora-lab warm-start NAME
+--replace-shipped`` remakes it), so notebook 05 and the RL sweeps start without the build
+(~25 s on one core); a recipe the shipped file was not built from is built on first use and
+cached under the work folder. :func:`resolve_base` loads either kind, so a run spec's
+``base`` may name one.
 """
 
 from __future__ import annotations
@@ -24,9 +28,10 @@ from typing import Any
 import torch
 
 from lora_lab.model import PRESETS, CompactLM, load_model, save_model
-from lora_lab.paths import work_dir
+from lora_lab.paths import warm_start_path, work_dir
 from lora_lab.tasks import make_task
 from lora_lab.threads import set_threads
+from lora_lab.training.evaluation import evaluate_loss
 from lora_lab.training.pretrain import load_base
 from lora_lab.training.sft import train
 
@@ -56,9 +61,43 @@ WARM_STARTS: dict[str, WarmStart] = {
 }
 
 
-def _cache_path(name: str, recipe: WarmStart) -> Path:
+def recipe_hash(recipe: WarmStart) -> str:
     blob = json.dumps(recipe.to_dict(), sort_keys=True).encode()
-    return work_dir() / "bases" / f"{name}-{hashlib.sha256(blob).hexdigest()[:12]}"
+    return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def _cache_path(name: str, recipe: WarmStart) -> Path:
+    return work_dir() / "bases" / f"{name}-{recipe_hash(recipe)}"
+
+
+def held_out_loss(model: CompactLM, recipe: WarmStart) -> float:
+    """Mean NLL per completion token on the recipe task's test split: recorded beside a
+    shipped warm start, so a test can check the weights without rebuilding them."""
+    return evaluate_loss(model, make_task(recipe.task, **recipe.task_kwargs).test)
+
+
+def write_warm_start(name: str, model: CompactLM, path: Path) -> dict[str, Any]:
+    """Save ``model`` as warm start ``name`` at ``path`` (``.safetensors`` + ``.json`` with
+    its recipe and held-out loss). Written beside, then renamed (weights last): two workers
+    writing at once both leave whole files, and a reader never sees weights without their
+    config."""
+    recipe = WARM_STARTS[name]
+    meta = {"warm_start": name, "recipe": recipe.to_dict(), "recipe_hash": recipe_hash(recipe),
+            "held_out_loss": held_out_loss(model, recipe)}  # fmt: skip
+    tmp = path.with_name(f".{path.name}-{os.getpid()}")
+    save_model(model, tmp, metadata=meta)
+    for ext in (".json", ".safetensors"):
+        Path(str(tmp) + ext).replace(str(path) + ext)
+    return meta
+
+
+def shipped_matches(name: str) -> bool:
+    """Whether the package ships warm start ``name`` built from its current recipe."""
+    path = warm_start_path(name)
+    meta_path = path.with_suffix(".json")
+    if not (meta_path.exists() and path.with_suffix(".safetensors").exists()):
+        return False
+    return json.loads(meta_path.read_text()).get("recipe") == WARM_STARTS[name].to_dict()
 
 
 def build_warm_start(name: str, progress: bool = False) -> CompactLM:
@@ -80,21 +119,18 @@ def build_warm_start(name: str, progress: bool = False) -> CompactLM:
 
 
 def warm_start_model(name: str, progress: bool = False) -> CompactLM:
-    """The warm start ``name``, built on first use and cached (the cache key is the recipe)."""
+    """The warm start ``name``: the shipped copy when it was built from the current recipe,
+    else the work folder's (built on first use and cached; the cache key is the recipe)."""
     if name not in WARM_STARTS:
         raise ValueError(f"unknown warm start {name!r}; known: {sorted(WARM_STARTS)}")
-    recipe = WARM_STARTS[name]
-    path = _cache_path(name, recipe)
-    weights = path.with_name(path.name + ".safetensors")
-    if weights.exists():
+    if shipped_matches(name):
+        return load_model(warm_start_path(name))
+    path = _cache_path(name, WARM_STARTS[name])
+    if path.with_name(path.name + ".safetensors").exists():
         return load_model(path)
     model = build_warm_start(name, progress=progress)
-    # written beside, then renamed (weights last): two workers building at once both leave
-    # whole files, and a reader never sees weights without their config
-    tmp = path.with_name(f".{path.name}-{os.getpid()}")
-    save_model(model, tmp, metadata={"warm_start": name, "recipe": recipe.to_dict()})
-    for ext in (".json", ".safetensors"):
-        Path(str(tmp) + ext).replace(str(path) + ext)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_warm_start(name, model, path)
     return model
 
 
