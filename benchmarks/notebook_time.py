@@ -12,8 +12,8 @@ without a browser, one notebook after another, so a change to a notebook, a find
     python benchmarks/notebook_time.py --browser    # the last browser test's own phases
 
 A fresh work folder (the default) is what a clean clone and CI see: every notebook's live
-``ci`` sweep runs, and notebook 05 builds its warm-start base; ``--keep-work`` reuses the
-records and bases the work folder already holds. Cell times come from papermill's own
+``ci`` sweep runs (notebook 05's warm start ships, so nothing builds it); ``--keep-work``
+reuses the records the work folder already holds. Cell times come from papermill's own
 metadata. ``--browser`` instead prints what the last run of ``tests/test_browser.py`` wrote
 beside its screenshots (``reports/browser/*.timings.json``): per notebook, opening it,
 Run All, and each panel's live run. Wall seconds on this machine: compare them within one
