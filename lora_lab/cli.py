@@ -105,8 +105,8 @@ def cmd_warm_start(args: argparse.Namespace) -> int:
     from lora_lab.paths import shipped_read_only, warm_start_path
     from lora_lab.training.warm_start import (
         WARM_STARTS,
-        _cache_path,
         build_warm_start,
+        cache_path,
         write_warm_start,
     )  # fmt: skip
 
@@ -116,8 +116,7 @@ def cmd_warm_start(args: argparse.Namespace) -> int:
         raise ValueError("the shipped warm starts are read-only in an installed package; "
                          "leave out --replace-shipped to write to your work folder")  # fmt: skip
     shipped = warm_start_path(args.name)
-    out = shipped.with_suffix("") if args.replace_shipped else _cache_path(
-        args.name, WARM_STARTS[args.name])  # fmt: skip
+    out = shipped.with_suffix("") if args.replace_shipped else cache_path(args.name)
     t = time.perf_counter()
     model = build_warm_start(args.name, progress=not args.quiet)
     before = load_model(shipped).state_dict() if shipped.exists() else None

@@ -66,8 +66,10 @@ def recipe_hash(recipe: WarmStart) -> str:
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
-def _cache_path(name: str, recipe: WarmStart) -> Path:
-    return work_dir() / "bases" / f"{name}-{recipe_hash(recipe)}"
+def cache_path(name: str) -> Path:
+    """Where the work folder keeps warm start ``name`` built from its current recipe (the
+    file name carries the recipe's hash, so an edited recipe never reads an old build)."""
+    return work_dir() / "bases" / f"{name}-{recipe_hash(WARM_STARTS[name])}"
 
 
 def held_out_loss(model: CompactLM, recipe: WarmStart) -> float:
@@ -125,7 +127,7 @@ def warm_start_model(name: str, progress: bool = False) -> CompactLM:
         raise ValueError(f"unknown warm start {name!r}; known: {sorted(WARM_STARTS)}")
     if shipped_matches(name):
         return load_model(warm_start_path(name))
-    path = _cache_path(name, WARM_STARTS[name])
+    path = cache_path(name)
     if path.with_name(path.name + ".safetensors").exists():
         return load_model(path)
     model = build_warm_start(name, progress=progress)
