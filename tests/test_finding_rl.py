@@ -191,7 +191,8 @@ def test_the_shipped_warm_start_is_its_current_recipe_and_holds_its_recorded_los
     meta = read_model_metadata(path)
     assert shipped_matches(name) and meta["recipe_hash"] == recipe_hash(WARM_STARTS[name])
     model = load_model(path)
-    assert held_out_loss(model, WARM_STARTS[name]) == pytest.approx(meta["held_out_loss"], 1e-6)
+    loss = held_out_loss(model, WARM_STARTS[name])  # other CPUs sum in other orders: 1e-4
+    assert loss == pytest.approx(meta["held_out_loss"], rel=1e-4)
     base = load_base(WARM_STARTS[name].base)
     assert meta["held_out_loss"] < held_out_loss(base, WARM_STARTS[name])  # SFT lowered it
 
