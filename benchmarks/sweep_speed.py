@@ -265,6 +265,17 @@ def time_suite() -> dict[str, float]:
     return out
 
 
+def timed_suite() -> dict:
+    """The record's ``suite`` and ``suite_provenance``: the machine's reference run first
+    (idle machine), then the suite timings."""
+    from lora_lab.sweeps.store import provenance
+
+    reference = reference_run_s()
+    suite = time_suite()
+    return {"suite": suite, "suite_provenance": {**provenance(), "cpu_count": os.cpu_count(),
+                                                 "reference_run_s": reference}}  # fmt: skip
+
+
 def _compile(row: dict, kind: str) -> str:
     """A family's compile from scratch and, where measured, its warm load by another worker."""
     warm = row.get(f"{kind}_warm_load_s")
@@ -333,10 +344,7 @@ def main() -> None:
         return
     if args.only_suite:
         record = json.loads(record_path.read_text())
-        reference = reference_run_s()
-        record["suite"] = time_suite()
-        record["suite_provenance"] = {**provenance(), "cpu_count": os.cpu_count(),
-                                      "reference_run_s": reference}  # fmt: skip
+        record.update(timed_suite())
         record_path.write_text(json.dumps(record, indent=1, default=float) + "\n")
         print(markdown(record))
         return
@@ -383,10 +391,7 @@ def main() -> None:
                                                  for r in rows),  # fmt: skip
     }
     if args.suite:
-        reference = reference_run_s()
-        record["suite"] = time_suite()
-        record["suite_provenance"] = {**provenance(), "cpu_count": os.cpu_count(),
-                                      "reference_run_s": reference}  # fmt: skip
+        record.update(timed_suite())
     elif record_path.exists():  # the last suite timing stays, with the commit it timed
         last = json.loads(record_path.read_text())
         if last.get("suite"):
