@@ -40,6 +40,9 @@ def pytest_cmdline_main(config):
         config.option.numprocesses = workers if workers > 1 else None
 
 
+# modules whose tests share a library slow to import, run on one worker so only one pays it
+# (peft ~3-6 s, nbformat's jsonschema format checkers ~3-8 s on a 2-core machine)
+ONE_WORKER_MODULES = ("tests/test_peft_crosscheck.py", "tests/test_exercises.py")
 NOTEBOOK_PARAM = re.compile(r"\[(\d\d_\w+?)(?:\.ipynb)?\]$")
 NOTEBOOK_TEST = re.compile(r"::test_(\d\d)_")
 
@@ -59,7 +62,8 @@ def notebook_scope(nodeid: str) -> str | None:
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
     """Load balancing test by test, except that the tests of one notebook (its browser run
-    first, then the tests reading its records) go to one worker as a unit. pytest-xdist's
+    first, then the tests reading its records) go to one worker as a unit, and so do those
+    of each module in :data:`ONE_WORKER_MODULES`. pytest-xdist's
     own ``--dist loadgroup`` does not group under pytest 9.2 (it renames node ids through an
     attribute pytest no longer reads), so the unit is chosen here, from the test id."""
     if config.option.dist != "load":
@@ -73,6 +77,8 @@ def pytest_xdist_make_scheduler(config, log):
             scope = notebook_scope(nodeid)
             if scope and scope.startswith("notebook "):
                 scope = stems.get(scope.split()[1], scope)
+            if scope is None and nodeid.startswith(ONE_WORKER_MODULES):
+                scope = nodeid.split("::", 1)[0]
             return scope or nodeid
 
     return NotebookScheduling(config, log)

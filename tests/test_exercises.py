@@ -5,7 +5,6 @@ import json
 import math
 import re
 
-import nbformat
 import pytest
 
 from lora_lab import exercises as ex
@@ -88,7 +87,10 @@ def test_no_notebook_shows_the_answers():
 
 
 def _executed(tmp_path, name, cells):
-    """A notebook as papermill would save it: each checker's outputs as a kernel emits them."""
+    """A notebook as papermill would save it: each checker's outputs as a kernel emits them.
+    (nbformat is imported here, not at collection: ~3-8 s that every test worker would pay.)"""
+    import nbformat
+
     nb = nbformat.v4.new_notebook()
     for source, outputs in cells:
         cell = nbformat.v4.new_code_cell(source)

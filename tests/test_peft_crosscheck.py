@@ -1,11 +1,12 @@
 """Our LoRA against HF PEFT itself: same forward, same gradients, interchangeable adapters.
 
-These run (never skip) in CI: peft is part of the dev extra.
+These run (never skip) in CI: peft is part of the dev extra. peft is imported by the tests,
+not at collection (~3-6 s that every test worker would pay), and the module runs on one
+worker (``tests/conftest.py``).
 """
 
 import copy
 
-import peft
 import pytest
 import torch
 
@@ -24,6 +25,8 @@ CASES = [
 
 def _peft_twin(base, cfg: LoraConfig):
     """PEFT model on a copy of ``base`` with the same config (expert rank via rank_pattern)."""
+    import peft
+
     expert_ranks = {
         m.r
         for n, m in lora_layers(inject_lora(copy.deepcopy(base), cfg)).items()
@@ -98,7 +101,9 @@ def test_adapter_files_interchange_with_peft(preset, kind, tmp_path):
     expected = ours(x)
 
     save_adapter(ours, tmp_path / "ours")
-    from_ours = peft.PeftModel.from_pretrained(copy.deepcopy(base), tmp_path / "ours")
+    from peft import PeftModel
+
+    from_ours = PeftModel.from_pretrained(copy.deepcopy(base), tmp_path / "ours")
     assert torch.allclose(from_ours(x), expected, atol=tol)
 
     theirs.save_pretrained(tmp_path / "theirs")
