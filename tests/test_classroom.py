@@ -179,6 +179,7 @@ def _after_torch(code: str) -> dict[str, float]:
     return total
 
 
+@pytest.mark.slow
 def test_help_and_import_stay_light():
     """``lora-lab --help`` imports neither torch nor pandas, and lora_lab's training stack
     costs little beyond torch itself (import times of modules, not wall time, so another

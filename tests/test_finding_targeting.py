@@ -65,6 +65,7 @@ def _direct_trace(model, data, limit):
     return totals
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:There is a performance drop")
 def test_ntk_trace_matches_a_direct_jacobian_and_hutchinson_agrees(nano_and_data):
     base, data = nano_and_data

@@ -250,6 +250,7 @@ def test_importing_lora_lab_changes_no_thread_setting():
     assert out.strip() == "3"
 
 
+@pytest.mark.slow
 def test_building_loading_or_sweeping_applies_the_rule_and_a_serial_sweep_keeps_it(tmp_path):
     """A notebook's work often starts without ``train``: a model built or loaded to sample
     from, a serial sweep. Each applies the rule (here ``LORA_LAB_THREADS=1``, from 2 threads
