@@ -276,6 +276,29 @@ def timed_suite() -> dict:
                                                  "reference_run_s": reference}}  # fmt: skip
 
 
+EARLIER_KEPT = 4  # earlier suite timings kept beside the latest (machines of one kind differ)
+
+
+def with_suite(record: dict, timing: dict) -> dict:
+    """``record`` with ``timing`` (:func:`timed_suite`) as its suite timing; the one it
+    replaces moves to ``earlier_suites`` (newest first, at most :data:`EARLIER_KEPT`), so a
+    slower machine's timing does not erase a faster one's: read each beside its reference
+    run."""
+    earlier = list(record.get("earlier_suites", []))
+    if record.get("suite"):
+        before = record.get("suite_provenance", record.get("provenance", {}))
+        earlier.insert(0, {"suite": record["suite"], "suite_provenance": before})
+    return {**record, **timing, "earlier_suites": earlier[:EARLIER_KEPT]}
+
+
+def _suite_line(suite: dict, at: dict) -> str:
+    times = ", ".join(f"{k} {v / 60:.1f} min" for k, v in suite.items())
+    speed = (f"; this machine's reference run (`reference_run_s`) {at['reference_run_s']:.2f} s"
+             if "reference_run_s" in at else "")  # fmt: skip
+    return (f"(`python -m pytest`, {at['cpu']}, {at.get('cpu_count', '?')} CPUs, commit "
+            f"{str(at.get('git_commit'))[:7]}{speed}): {times}")
+
+
 def _compile(row: dict, kind: str) -> str:
     """A family's compile from scratch and, where measured, its warm load by another worker."""
     warm = row.get(f"{kind}_warm_load_s")
@@ -319,11 +342,9 @@ def markdown(record: dict) -> str:
               f"{prov['wall_time_s'] / 60:.0f} min."]  # fmt: skip
     if record.get("suite"):
         at = record.get("suite_provenance", prov)
-        times = ", ".join(f"{k} {v / 60:.1f} min" for k, v in record["suite"].items())
-        speed = (f"; this machine's reference run (`reference_run_s`) {at['reference_run_s']:.2f} s"
-                 if "reference_run_s" in at else "")
-        lines.append(f"Test suite (`python -m pytest`, {at['cpu']}, {at.get('cpu_count', '?')} "
-                     f"CPUs, commit {str(at.get('git_commit'))[:7]}{speed}): {times}.")  # fmt: skip
+        lines.append(f"Test suite {_suite_line(record['suite'], at)}.")
+        for e in record.get("earlier_suites", []):
+            lines.append(f"Earlier {_suite_line(e['suite'], e['suite_provenance'])}.")
     return "\n".join(lines)
 
 
@@ -343,8 +364,7 @@ def main() -> None:
         write_block(args.write, START, END, markdown(json.loads(record_path.read_text())))
         return
     if args.only_suite:
-        record = json.loads(record_path.read_text())
-        record.update(timed_suite())
+        record = with_suite(json.loads(record_path.read_text()), timed_suite())
         record_path.write_text(json.dumps(record, indent=1, default=float) + "\n")
         print(markdown(record))
         return
@@ -390,13 +410,13 @@ def main() -> None:
         "median_warm_speedup": statistics.median(r["per_run_shipped"] / r["per_run_fast_warm"]
                                                  for r in rows),  # fmt: skip
     }
+    last = json.loads(record_path.read_text()) if record_path.exists() else {}
+    if last.get("suite"):  # the suite timings stay, each with the commit and machine it timed
+        record["suite"] = last["suite"]
+        record["suite_provenance"] = last.get("suite_provenance", last["provenance"])
+        record["earlier_suites"] = last.get("earlier_suites", [])
     if args.suite:
-        record.update(timed_suite())
-    elif record_path.exists():  # the last suite timing stays, with the commit it timed
-        last = json.loads(record_path.read_text())
-        if last.get("suite"):
-            record["suite"] = last["suite"]
-            record["suite_provenance"] = last.get("suite_provenance", last["provenance"])
+        record = with_suite(record, timed_suite())
     record_path.parent.mkdir(parents=True, exist_ok=True)
     record_path.write_text(json.dumps(record, indent=1, default=float) + "\n")
     print(markdown(record))
