@@ -238,3 +238,23 @@ def test_readme_findings_table_docs_and_figures_are_generated_from_the_records()
         if h is next(r for r in rows if r.notebook == h.notebook):
             stamp = Image.open(path).text.get("Source", "")
             assert stamp == f"lora_lab {records_digest(h)}", (path.name, "stale: regenerate")
+
+
+SLOW_TO_IMPORT = ("peft", "nbformat", "papermill", "ray", "jupyter_server")
+
+
+def test_test_modules_import_slow_libraries_inside_the_tests_that_use_them():
+    """Every test worker collects every test module, so a slow import at a module's top
+    (peft, nbformat's jsonschema: 3-8 s each on a 2-core machine) is paid once per worker;
+    inside the tests it is paid only where they run (README, "Parallel")."""
+    import ast
+
+    top = []
+    for path in sorted((ROOT / "tests").glob("*.py")):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            else:
+                names = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            top += [f"{path.name}: {n}" for n in names if n.split(".")[0] in SLOW_TO_IMPORT]
+    assert not top, top
